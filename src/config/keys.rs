@@ -1,0 +1,185 @@
+//! The IdP's key material, read once at start-up (and on reload): the signing key parsed into a
+//! [`Signer`], the certificate(s) ready to publish. flexgate never starts without it.
+
+use super::{Config, ConfigError};
+use crate::saml::sign::{SignError, Signer};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use openssl::pkey::{PKey, Public};
+use openssl::x509::X509;
+use std::path::Path;
+
+/// A certificate as flexgate publishes it.
+#[derive(Debug, Clone)]
+pub struct PublishedCert {
+    pub pem: String,
+    pub der_b64: String,
+    /// `notAfter`, as openssl prints it.
+    pub not_after: String,
+    /// Days until `notAfter` (negative when expired).
+    pub days_left: i32,
+    pub subject: String,
+    pub sha256_fingerprint: String,
+}
+
+/// Everything signing and publishing need.
+#[derive(Debug)]
+pub struct KeyMaterial {
+    pub signer: Signer,
+    pub cert: PublishedCert,
+    pub next_cert: Option<PublishedCert>,
+}
+
+fn io_err(key: &str, path: &Path, cfg: &Config, e: std::io::Error, fix: &str) -> ConfigError {
+    ConfigError::Invalid {
+        path: cfg.source.clone(),
+        key: key.into(),
+        problem: format!("points to {}, which cannot be read: {e}", path.display()),
+        fix: fix.into(),
+    }
+}
+
+fn invalid(cfg: &Config, key: &str, problem: String, fix: &str) -> ConfigError {
+    ConfigError::Invalid {
+        path: cfg.source.clone(),
+        key: key.into(),
+        problem,
+        fix: fix.into(),
+    }
+}
+
+/// Describes a certificate for publishing and for `flexgate check`.
+pub fn describe_cert(cert: &X509) -> Result<PublishedCert, openssl::error::ErrorStack> {
+    let pem = String::from_utf8_lossy(&cert.to_pem()?).into_owned();
+    let der = cert.to_der()?;
+    let now = openssl::asn1::Asn1Time::days_from_now(0)?;
+    let days_left = now.diff(cert.not_after()).map(|d| d.days).unwrap_or(0);
+    let subject = cert
+        .subject_name()
+        .entries()
+        .map(|e| {
+            let k = e.object().nid().short_name().unwrap_or("?");
+            let v = e.data().to_string().unwrap_or_default();
+            format!("{k}={v}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let fp = openssl::sha::sha256(&der);
+    Ok(PublishedCert {
+        pem,
+        der_b64: B64.encode(&der),
+        not_after: cert.not_after().to_string(),
+        days_left,
+        subject,
+        sha256_fingerprint: fp
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    })
+}
+
+fn read_cert(cfg: &Config, key: &str, path: &Path) -> Result<X509, ConfigError> {
+    let pem = std::fs::read(path).map_err(|e| io_err(key, path, cfg, e, "run `flexgate keygen --out certs` or fix the path (relative paths start at the config file's folder)"))?;
+    X509::from_pem(&pem).map_err(|_| invalid(cfg, key, format!("points to {}, which is not a PEM certificate", path.display()), "point it at the idp-cert.pem written by `flexgate keygen` (-----BEGIN CERTIFICATE-----)"))
+}
+
+#[cfg(unix)]
+fn check_key_permissions(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| io_err("idp.key", path, cfg, e, "fix the path"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 && !cfg.idp.allow_insecure_key_permissions {
+        return Err(invalid(
+            cfg,
+            "idp.key",
+            format!("points to {}, which other users can access (mode {mode:o})", path.display()),
+            &format!("run `chmod 600 {}` (or set idp.allow_insecure_key_permissions = true if a secret store manages access)", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_key_permissions(_cfg: &Config, _path: &Path) -> Result<(), ConfigError> {
+    Ok(())
+}
+
+/// Loads and checks the key material named by `[idp]`.
+pub fn load(cfg: &Config) -> Result<KeyMaterial, ConfigError> {
+    let key_path = &cfg.idp.key;
+    check_key_permissions(cfg, key_path)?;
+    let key_pem = std::fs::read(key_path).map_err(|e| io_err("idp.key", key_path, cfg, e, "run `flexgate keygen --out certs` or fix the path (relative paths start at the config file's folder)"))?;
+    let key = PKey::private_key_from_pem(&key_pem).map_err(|_| {
+        invalid(
+            cfg,
+            "idp.key",
+            format!(
+                "points to {}, which is not an unencrypted PEM private key",
+                key_path.display()
+            ),
+            "point it at the idp-key.pem written by `flexgate keygen`",
+        )
+    })?;
+    let cert = read_cert(cfg, "idp.cert", &cfg.idp.cert)?;
+    let signer = Signer::new(key, &cert).map_err(|e| match e {
+        SignError::WeakKey => invalid(
+            cfg,
+            "idp.key",
+            format!(
+                "{} is not an RSA key of at least 2048 bits",
+                key_path.display()
+            ),
+            "generate one with `flexgate keygen --bits 2048` (or 3072/4096)",
+        ),
+        SignError::KeyCertMismatch => invalid(
+            cfg,
+            "idp.cert",
+            format!(
+                "{} does not belong to the key {}",
+                cfg.idp.cert.display(),
+                key_path.display()
+            ),
+            "use the certificate generated together with the key",
+        ),
+        SignError::Openssl(e) => invalid(
+            cfg,
+            "idp.key",
+            format!("cannot be used: {e}"),
+            "regenerate it with `flexgate keygen`",
+        ),
+    })?;
+    let published = describe_cert(&cert).map_err(|e| {
+        invalid(
+            cfg,
+            "idp.cert",
+            format!("cannot be encoded: {e}"),
+            "regenerate it with `flexgate keygen`",
+        )
+    })?;
+    let next_cert = match &cfg.idp.next_cert {
+        Some(p) => {
+            let c = read_cert(cfg, "idp.next_cert", p)?;
+            Some(describe_cert(&c).map_err(|e| {
+                invalid(
+                    cfg,
+                    "idp.next_cert",
+                    format!("cannot be encoded: {e}"),
+                    "regenerate it with `flexgate keygen --next`",
+                )
+            })?)
+        }
+        None => None,
+    };
+    Ok(KeyMaterial {
+        signer,
+        cert: published,
+        next_cert,
+    })
+}
+
+/// Reads a PEM certificate file into a public key (for `flexgate verify --cert`).
+pub fn public_key_from_cert_pem(pem: &[u8]) -> Result<PKey<Public>, openssl::error::ErrorStack> {
+    X509::from_pem(pem)?.public_key()
+}

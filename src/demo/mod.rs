@@ -1,0 +1,141 @@
+//! `flexgate demo`: the whole flow on one machine, no account and no config. One listener
+//! serves three things:
+//! - the proxy itself (the same router `serve` runs),
+//! - `/dev-oidc`: a development OpenID issuer with a few users (`issuer.rs`),
+//! - `/flex`: a Flex stand-in that starts logins and verifies what it receives (`flex_standin.rs`).
+//!
+//! The key pair is generated in memory at start. Nothing here is reachable from `serve`.
+
+pub mod flex_standin;
+pub mod issuer;
+
+use crate::clock::{random_token, RandomIds, SystemClock};
+use crate::config::keys::{describe_cert, KeyMaterial};
+use crate::config::Config;
+use crate::login::Idp;
+use crate::oidc::Upstream;
+use crate::saml::sign::Signer;
+use crate::store::memory::MemoryStore;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The demo's Flex SSO connection id (a syntactically valid, made-up one).
+pub const DEMO_JQ: &str = "JQ00000000000000000000000000000000";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot listen on 127.0.0.1:{port}: {source}\n  fix: pass --port with a free port")]
+    Bind { port: u16, source: std::io::Error },
+    #[error("demo setup failed: {0}")]
+    Setup(String),
+    #[error("the demo server stopped: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn setup<E: std::fmt::Display>(e: E) -> DemoError {
+    DemoError::Setup(e.to_string())
+}
+
+/// The demo's configuration, as a user would write it.
+pub fn demo_config_toml(base: &str, client_secret: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+public_url = "{base}"
+
+[idp]
+key = "in-memory"
+cert = "in-memory"
+
+[upstream]
+issuer = "{base}/dev-oidc"
+client_id = "flexgate-demo"
+client_secret = "{client_secret}"
+
+[[sp]]
+name = "flex"
+kind = "flex-enhanced"
+flex_connection = "{DEMO_JQ}"
+acs_url = "{base}/flex/acs"
+default_relay_state = "{base}/flex"
+
+[sp.attributes]
+email = "email"
+full_name = "name"
+image_url = "picture"
+roles = "{roles}"
+"#,
+        roles = issuer::ROLES_CLAIM
+    )
+}
+
+/// Builds the demo's app (proxy + dev issuer + Flex stand-in) for `base` (`http://127.0.0.1:PORT`).
+pub fn app(base: &str) -> Result<axum::Router, DemoError> {
+    let secret = random_token(24);
+    let config = Config::from_toml(
+        &demo_config_toml(base, &secret),
+        Path::new("<demo>"),
+        |_| None,
+    )
+    .map_err(setup)?;
+    let (key, cert) =
+        crate::keygen::generate(2048, 30, "flexgate demo (throwaway)").map_err(setup)?;
+    let signer = Signer::new(key, &cert).map_err(setup)?;
+    let keys = KeyMaterial {
+        signer,
+        cert: describe_cert(&cert).map_err(setup)?,
+        next_cert: None,
+    };
+    let cert_pem = keys.cert.pem.clone();
+    let upstream = Upstream::new(config.upstream.clone(), config.callback_url()).map_err(setup)?;
+    let sp = config.sps[0].clone();
+    let idp = Arc::new(Idp {
+        store: Arc::new(MemoryStore::new(config.limits.max_pending_logins)),
+        keys: Arc::new(keys),
+        upstream: Arc::new(upstream),
+        clock: Arc::new(SystemClock),
+        ids: Arc::new(RandomIds),
+        config: Arc::new(config),
+    });
+    let dev = issuer::router(issuer::DevIssuerConfig {
+        issuer: format!("{base}/dev-oidc"),
+        client_id: "flexgate-demo".into(),
+        client_secret: secret,
+        redirect_uri: idp.config.callback_url(),
+        users: issuer::default_users(),
+    })
+    .map_err(setup)?;
+    let standin = flex_standin::router(
+        flex_standin::StandIn::new(
+            &cert_pem,
+            &sp.entity_id,
+            &sp.acs_url,
+            &idp.config.sso_url(),
+            &idp.config.idp.entity_id,
+            &idp.config.init_url(&sp),
+        )
+        .map_err(setup)?,
+    );
+    Ok(crate::web::router(crate::web::AppState::new(idp))
+        .nest("/dev-oidc", dev)
+        .nest("/flex", standin)
+        .route(
+            "/",
+            axum::routing::get(|| async { axum::response::Redirect::to("/flex") }),
+        ))
+}
+
+/// Runs the demo on 127.0.0.1:`port` until Ctrl-C.
+pub async fn run(port: u16) -> Result<(), DemoError> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|source| DemoError::Bind { port, source })?;
+    let port = listener.local_addr()?.port();
+    let base = format!("http://127.0.0.1:{port}");
+    let app = app(&base)?;
+    println!("flexgate demo is running.\n\n  Open {base}/flex and press \"Log in with SSO\".\n\n  Users: Alice (agent), Sam (supervisor), Ada (admin), Nora (no Flex role), Zoë (markup in her name).\n  Proxy metadata: {base}/saml/metadata · dev issuer: {base}/dev-oidc/.well-known/openid-configuration\n  Press Ctrl-C to stop.");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(crate::serve::shutdown_signal())
+        .await?;
+    Ok(())
+}

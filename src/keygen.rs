@@ -1,0 +1,124 @@
+//! `flexgate keygen`: an RSA key and a self-signed certificate for signing SAML Responses.
+
+use openssl::asn1::Asn1Time;
+use openssl::bn::{BigNum, MsbOption};
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectKeyIdentifier};
+use openssl::x509::{X509NameBuilder, X509};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeygenError {
+    #[error("{0} exists; pass --force to overwrite it (the certificate in Flex Console must then be replaced too)")]
+    Exists(PathBuf),
+    #[error("--bits must be 2048, 3072 or 4096, not {0}")]
+    Bits(u32),
+    #[error("--days must be between 1 and 3650, not {0}")]
+    Days(u32),
+    #[error("cannot write {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("key generation failed: {0}")]
+    Openssl(#[from] openssl::error::ErrorStack),
+}
+
+/// What `keygen` writes.
+#[derive(Debug, Clone)]
+pub struct KeygenOptions {
+    pub out: PathBuf,
+    pub bits: u32,
+    pub days: u32,
+    pub common_name: String,
+    pub force: bool,
+    /// Write `idp-key-next.pem` / `idp-cert-next.pem` (key rollover).
+    pub next: bool,
+}
+
+/// Generates a key pair and a self-signed certificate in memory.
+pub fn generate(
+    bits: u32,
+    days: u32,
+    common_name: &str,
+) -> Result<(PKey<Private>, X509), KeygenError> {
+    if ![2048, 3072, 4096].contains(&bits) {
+        return Err(KeygenError::Bits(bits));
+    }
+    if !(1..=3650).contains(&days) {
+        return Err(KeygenError::Days(days));
+    }
+    let key = PKey::from_rsa(Rsa::generate(bits)?)?;
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_text("CN", common_name)?;
+    let name = name.build();
+    let mut b = X509::builder()?;
+    b.set_version(2)?;
+    let mut serial = BigNum::new()?;
+    serial.rand(127, MsbOption::MAYBE_ZERO, false)?;
+    let serial = serial.to_asn1_integer()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(&name)?;
+    b.set_issuer_name(&name)?;
+    b.set_pubkey(&key)?;
+    let not_before = Asn1Time::days_from_now(0)?;
+    b.set_not_before(&not_before)?;
+    let not_after = Asn1Time::days_from_now(days)?;
+    b.set_not_after(&not_after)?;
+    b.append_extension(BasicConstraints::new().critical().build()?)?;
+    b.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
+    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
+    b.append_extension(ski)?;
+    b.sign(&key, MessageDigest::sha256())?;
+    Ok((key, b.build()))
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32, force: bool) -> Result<(), KeygenError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode);
+    }
+    let mut f = opts.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            KeygenError::Exists(path.to_path_buf())
+        } else {
+            KeygenError::Io(path.to_path_buf(), e)
+        }
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| KeygenError::Io(path.to_path_buf(), e))?;
+    }
+    f.write_all(data)
+        .map_err(|e| KeygenError::Io(path.to_path_buf(), e))
+}
+
+/// Writes `idp-key.pem` (0600) and `idp-cert.pem` (or the `-next` pair) into `out`.
+/// Returns the two paths.
+pub fn run(o: &KeygenOptions) -> Result<(PathBuf, PathBuf), KeygenError> {
+    let suffix = if o.next { "-next" } else { "" };
+    let key_path = o.out.join(format!("idp-key{suffix}.pem"));
+    let cert_path = o.out.join(format!("idp-cert{suffix}.pem"));
+    if !o.force {
+        for p in [&key_path, &cert_path] {
+            if p.exists() {
+                return Err(KeygenError::Exists(p.clone()));
+            }
+        }
+    }
+    let (key, cert) = generate(o.bits, o.days, &o.common_name)?;
+    std::fs::create_dir_all(&o.out).map_err(|e| KeygenError::Io(o.out.clone(), e))?;
+    write_file(&key_path, &key.private_key_to_pem_pkcs8()?, 0o600, o.force)?;
+    write_file(&cert_path, &cert.to_pem()?, 0o644, o.force)?;
+    Ok((key_path, cert_path))
+}

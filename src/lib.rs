@@ -1,0 +1,15 @@
+//! flexgate: a SAML 2.0 identity provider for Twilio Flex that hands every login to an OpenID
+//! Connect provider. See the README for the architecture; one login flows through
+//! `web::sso` → `login::begin_*` → upstream → `web::callback` → `login::finish`.
+
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod flex;
+pub mod keygen;
+pub mod login;
+pub mod oidc;
+pub mod saml;
+pub mod serve;
+pub mod store;
+pub mod web;

@@ -1,0 +1,409 @@
+//! The upstream client: cached discovery, the authorization URL (code + PKCE S256), the token
+//! exchange, ID token validation with the JWKS cache, and userinfo.
+
+use super::discovery::{self, ProviderMetadata};
+use super::id_token::{self, Expected, IdTokenError, JwksCache};
+use super::OidcError;
+use crate::config::{TokenAuthMethod, UpstreamConfig};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use parking_lot::RwLock;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// PKCE S256: `BASE64URL(SHA256(verifier))`.
+pub fn pkce_challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(openssl::sha::sha256(verifier.as_bytes()))
+}
+
+/// What one authorization request carries besides the client's fixed parameters.
+#[derive(Debug, Clone, Default)]
+pub struct AuthorizeParams<'a> {
+    pub state: &'a str,
+    pub nonce: &'a str,
+    pub pkce_verifier: &'a str,
+    pub connection: Option<&'a str>,
+    pub prompt: Option<&'a str>,
+    pub max_age: Option<u64>,
+    pub acr_values: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    id_token: Option<String>,
+    access_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct OAuthError {
+    error: String,
+    error_description: Option<String>,
+}
+
+/// The outcome of a verified code exchange.
+#[derive(Debug)]
+pub struct Authenticated {
+    /// ID token claims merged with userinfo (ID token wins on conflicts, `sub` must agree).
+    pub claims: Map<String, Value>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    meta: Option<Arc<ProviderMetadata>>,
+    last_error: Option<String>,
+    last_attempt: Option<Instant>,
+}
+
+/// The upstream OpenID provider.
+pub struct Upstream {
+    cfg: UpstreamConfig,
+    redirect_uri: String,
+    http: reqwest::Client,
+    state: RwLock<State>,
+    discovery_lock: tokio::sync::Mutex<()>,
+    jwks: RwLock<JwksCache>,
+    jwks_lock: tokio::sync::Mutex<()>,
+    /// The least time between two discovery attempts after a failure.
+    pub retry_after: Duration,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("issuer", &self.cfg.issuer)
+            .finish()
+    }
+}
+
+impl Upstream {
+    pub fn new(cfg: UpstreamConfig, redirect_uri: String) -> Result<Self, OidcError> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("flexgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| OidcError::Unreachable {
+                url: cfg.issuer.clone(),
+                reason: format!("cannot build the HTTP client: {e}"),
+            })?;
+        Ok(Upstream {
+            cfg,
+            redirect_uri,
+            http,
+            state: RwLock::new(State::default()),
+            discovery_lock: tokio::sync::Mutex::new(()),
+            jwks: RwLock::new(JwksCache::new(Duration::from_secs(60))),
+            jwks_lock: tokio::sync::Mutex::new(()),
+            retry_after: Duration::from_secs(2),
+        })
+    }
+
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.cfg
+    }
+
+    /// Sets the least interval between JWKS refetches triggered by unknown `kid`s.
+    pub fn set_jwks_min_refetch(&self, d: Duration) {
+        self.jwks.write().min_refetch = d;
+    }
+
+    /// `Ok(())` when discovery has succeeded; otherwise why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        let s = self.state.read();
+        match (&s.meta, &s.last_error) {
+            (Some(_), _) => Ok(()),
+            (None, Some(e)) => Err(e.clone()),
+            (None, None) => Err("upstream discovery has not run yet".into()),
+        }
+    }
+
+    /// The discovery document, fetched once and cached; after a failure it is retried at the
+    /// next use (at most every `retry_after`), so a provider that comes back is picked up.
+    pub async fn metadata(&self) -> Result<Arc<ProviderMetadata>, OidcError> {
+        if let Some(m) = self.state.read().meta.clone() {
+            return Ok(m);
+        }
+        let _guard = self.discovery_lock.lock().await;
+        {
+            let s = self.state.read();
+            if let Some(m) = s.meta.clone() {
+                return Ok(m);
+            }
+            if let (Some(t), Some(e)) = (s.last_attempt, &s.last_error) {
+                if t.elapsed() < self.retry_after {
+                    return Err(OidcError::Unreachable {
+                        url: discovery::discovery_url(&self.cfg.issuer),
+                        reason: e.clone(),
+                    });
+                }
+            }
+        }
+        let result = discovery::fetch(&self.http, &self.cfg.issuer, self.cfg.timeout).await;
+        let mut s = self.state.write();
+        s.last_attempt = Some(Instant::now());
+        match result {
+            Ok(meta) => {
+                let meta = Arc::new(meta);
+                s.meta = Some(meta.clone());
+                s.last_error = None;
+                Ok(meta)
+            }
+            Err(e) => {
+                s.last_error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// The URL that sends the browser to the upstream's login.
+    pub fn authorize_url(&self, meta: &ProviderMetadata, p: &AuthorizeParams<'_>) -> String {
+        let challenge = pkce_challenge(p.pkce_verifier);
+        let scope = self.cfg.scopes.join(" ");
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", &self.cfg.client_id)
+            .append_pair("redirect_uri", &self.redirect_uri)
+            .append_pair("scope", &scope)
+            .append_pair("state", p.state)
+            .append_pair("nonce", p.nonce)
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        if let Some(c) = p.connection.or(self.cfg.connection.as_deref()) {
+            q.append_pair("connection", c);
+        }
+        if let Some(prompt) = p.prompt {
+            q.append_pair("prompt", prompt);
+        }
+        if let Some(m) = p.max_age {
+            q.append_pair("max_age", &m.to_string());
+        }
+        if let Some(a) = p.acr_values {
+            q.append_pair("acr_values", a);
+        }
+        let sep = if meta.authorization_endpoint.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!("{}{sep}{}", meta.authorization_endpoint, q.finish())
+    }
+
+    fn auth_method(&self, meta: &ProviderMetadata) -> TokenAuthMethod {
+        if let Some(m) = self.cfg.token_auth_method {
+            return m;
+        }
+        match &meta.token_endpoint_auth_methods_supported {
+            Some(ms)
+                if !ms.iter().any(|m| m == "client_secret_basic")
+                    && ms.iter().any(|m| m == "client_secret_post") =>
+            {
+                TokenAuthMethod::ClientSecretPost
+            }
+            _ => TokenAuthMethod::ClientSecretBasic,
+        }
+    }
+
+    /// Exchanges the code, verifies the ID token, merges userinfo.
+    pub async fn authenticate(
+        &self,
+        code: &str,
+        verifier: &str,
+        nonce: &str,
+    ) -> Result<Authenticated, OidcError> {
+        let meta = self.metadata().await?;
+        let url = meta.token_endpoint.as_str();
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", self.redirect_uri.as_str()),
+            ("code_verifier", verifier),
+        ];
+        let mut req = self.http.post(url).header("accept", "application/json");
+        match self.auth_method(&meta) {
+            TokenAuthMethod::ClientSecretBasic => {
+                // RFC 6749 §2.3.1: the id and secret are form-urlencoded before Basic encoding.
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                let cred = format!(
+                    "{}:{}",
+                    enc(&self.cfg.client_id),
+                    enc(self.cfg.client_secret.expose())
+                );
+                req = req.header(
+                    "authorization",
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(cred)
+                    ),
+                );
+            }
+            TokenAuthMethod::ClientSecretPost => {
+                form.push(("client_id", self.cfg.client_id.as_str()));
+                form.push(("client_secret", self.cfg.client_secret.expose()));
+            }
+        }
+        let resp = req
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| OidcError::from_reqwest(url, e, self.cfg.timeout))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| OidcError::from_reqwest(url, e, self.cfg.timeout))?;
+        if !status.is_success() {
+            if let Ok(err) = serde_json::from_slice::<OAuthError>(&body) {
+                return Err(OidcError::Token {
+                    error: err.error,
+                    description: err.error_description,
+                });
+            }
+            return Err(OidcError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+            });
+        }
+        let tokens: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| OidcError::Garbage {
+                url: url.to_string(),
+                reason: format!("not a token response ({:?})", e.classify()),
+            })?;
+        let id_token = tokens.id_token.ok_or_else(|| OidcError::Garbage {
+            url: url.to_string(),
+            reason: "the token response has no id_token (is \"openid\" in upstream.scopes?)".into(),
+        })?;
+        let mut claims = self.verify_id_token(&id_token, nonce).await?;
+        if self.cfg.userinfo {
+            if let (Some(ui), Some(at)) = (&meta.userinfo_endpoint, tokens.access_token.as_deref())
+            {
+                let info = self.userinfo(ui, at).await?;
+                let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
+                let info_sub = info.get("sub").and_then(Value::as_str).unwrap_or("");
+                if info_sub != sub {
+                    return Err(OidcError::UserinfoSubject {
+                        expected: sub.to_string(),
+                        found: info_sub.to_string(),
+                    });
+                }
+                for (k, v) in info {
+                    claims.entry(k).or_insert(v);
+                }
+            }
+        }
+        Ok(Authenticated { claims })
+    }
+
+    async fn userinfo(
+        &self,
+        url: &str,
+        access_token: &str,
+    ) -> Result<Map<String, Value>, OidcError> {
+        let resp = self
+            .http
+            .get(url)
+            .bearer_auth(access_token)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| OidcError::from_reqwest(url, e, self.cfg.timeout))?;
+        if !resp.status().is_success() {
+            return Err(OidcError::Status {
+                url: url.to_string(),
+                status: resp.status().as_u16(),
+            });
+        }
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if !ct.starts_with("application/json") {
+            return Err(OidcError::Garbage {
+                url: url.to_string(),
+                reason: format!("userinfo answered {ct:?}; flexgate reads JSON userinfo only"),
+            });
+        }
+        resp.json()
+            .await
+            .map_err(|e| OidcError::from_reqwest(url, e, self.cfg.timeout))
+    }
+
+    async fn fetch_jwks(&self, meta: &ProviderMetadata) -> Result<(), OidcError> {
+        let url = meta.jwks_uri.as_str();
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| OidcError::from_reqwest(url, e, self.cfg.timeout))?;
+        if !resp.status().is_success() {
+            return Err(OidcError::Status {
+                url: url.to_string(),
+                status: resp.status().as_u16(),
+            });
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| OidcError::from_reqwest(url, e, self.cfg.timeout))?;
+        let set: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_slice(&body).map_err(|e| OidcError::Garbage {
+                url: url.to_string(),
+                reason: format!("not a JWK set: {e}"),
+            })?;
+        self.jwks.write().replace(set, Instant::now());
+        Ok(())
+    }
+
+    /// Verifies an ID token: signature by a key of the provider's JWKS (refetched once on an
+    /// unknown `kid`, rate-limited), then the claims.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        nonce: &str,
+    ) -> Result<Map<String, Value>, OidcError> {
+        let meta = self.metadata().await?;
+        let (alg, kid) = id_token::header(token)?;
+        let mut jwk = self.jwks.read().find(kid.as_deref()).cloned();
+        if jwk.is_none() {
+            let _guard = self.jwks_lock.lock().await;
+            jwk = self.jwks.read().find(kid.as_deref()).cloned();
+            if jwk.is_none() && self.jwks.read().may_refetch(Instant::now()) {
+                self.fetch_jwks(&meta).await?;
+                jwk = self.jwks.read().find(kid.as_deref()).cloned();
+            }
+        }
+        let jwk = jwk.ok_or_else(|| IdTokenError::UnknownKey(kid.clone().unwrap_or_default()))?;
+        let now = chrono::Utc::now().timestamp();
+        id_token::verify(
+            token,
+            alg,
+            &jwk,
+            &Expected {
+                issuer: &self.cfg.issuer,
+                client_id: &self.cfg.client_id,
+                nonce,
+                now,
+                leeway: 60,
+            },
+        )
+    }
+
+    /// Fetches discovery and the JWKS now (used by `check` and at start-up).
+    pub async fn warm_up(&self) -> Result<Arc<ProviderMetadata>, OidcError> {
+        let meta = self.metadata().await?;
+        if self.jwks.read().is_empty() {
+            let _guard = self.jwks_lock.lock().await;
+            if self.jwks.read().is_empty() {
+                self.fetch_jwks(&meta).await?;
+            }
+        }
+        Ok(meta)
+    }
+}

@@ -1,0 +1,87 @@
+//! OpenID Connect Discovery 1.0: the provider's metadata document.
+
+use super::OidcError;
+use serde::Deserialize;
+
+/// The parts of the discovery document flexgate uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProviderMetadata {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
+    pub jwks_uri: String,
+    #[serde(default)]
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    #[serde(default)]
+    pub id_token_signing_alg_values_supported: Option<Vec<String>>,
+    #[serde(default)]
+    pub code_challenge_methods_supported: Option<Vec<String>>,
+}
+
+/// `{issuer}/.well-known/openid-configuration`, with the issuer's trailing slash handled.
+pub fn discovery_url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
+}
+
+/// Checks a fetched document against the configured issuer and the transport rules.
+pub fn check(meta: &ProviderMetadata, configured_issuer: &str) -> Result<(), OidcError> {
+    if meta.issuer != configured_issuer {
+        return Err(OidcError::IssuerMismatch {
+            configured: configured_issuer.to_string(),
+            found: meta.issuer.clone(),
+        });
+    }
+    let mut endpoints = vec![
+        ("authorization_endpoint", &meta.authorization_endpoint),
+        ("token_endpoint", &meta.token_endpoint),
+        ("jwks_uri", &meta.jwks_uri),
+    ];
+    if let Some(u) = &meta.userinfo_endpoint {
+        endpoints.push(("userinfo_endpoint", u));
+    }
+    for (field, url) in endpoints {
+        if crate::config::https_or_loopback(url).is_err() {
+            return Err(OidcError::InsecureEndpoint {
+                field,
+                url: url.clone(),
+            });
+        }
+    }
+    if let Some(methods) = &meta.code_challenge_methods_supported {
+        if !methods.iter().any(|m| m == "S256") {
+            return Err(OidcError::NoPkce(methods.join(", ")));
+        }
+    }
+    Ok(())
+}
+
+/// Fetches and checks the discovery document.
+pub async fn fetch(
+    http: &reqwest::Client,
+    issuer: &str,
+    timeout: std::time::Duration,
+) -> Result<ProviderMetadata, OidcError> {
+    let url = discovery_url(issuer);
+    let resp = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| OidcError::from_reqwest(&url, e, timeout))?;
+    if !resp.status().is_success() {
+        return Err(OidcError::Status {
+            url,
+            status: resp.status().as_u16(),
+        });
+    }
+    let meta: ProviderMetadata = resp
+        .json()
+        .await
+        .map_err(|e| OidcError::from_reqwest(&url, e, timeout))?;
+    check(&meta, issuer)?;
+    Ok(meta)
+}

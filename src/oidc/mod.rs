@@ -1,0 +1,72 @@
+//! The upstream OpenID Connect provider: discovery (`discovery`), the authorization-code flow
+//! with PKCE (`client`), and ID token validation against the provider's JWKS (`id_token`).
+//! Every call has a timeout; every error says which URL failed and how, never a token.
+
+pub mod client;
+pub mod discovery;
+pub mod id_token;
+
+pub use client::Upstream;
+
+/// Why a call to the upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("the upstream at {url} did not answer within {secs} s")]
+    Timeout { url: String, secs: u64 },
+    #[error("the upstream at {url} cannot be reached: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the upstream at {url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("the upstream at {url} sent a response flexgate cannot read: {reason}")]
+    Garbage { url: String, reason: String },
+    #[error("the discovery document says issuer {found:?}, but upstream.issuer is {configured:?}; they must be equal (watch the trailing slash)")]
+    IssuerMismatch { configured: String, found: String },
+    #[error("the discovery document's {field} is {url:?}, which is not https (http is allowed only on loopback)")]
+    InsecureEndpoint { field: &'static str, url: String },
+    #[error(
+        "the upstream does not support PKCE with S256 (code_challenge_methods_supported: {0})"
+    )]
+    NoPkce(String),
+    #[error("the token endpoint refused the code: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Token {
+        error: String,
+        description: Option<String>,
+    },
+    #[error("the ID token was refused: {0}")]
+    IdToken(#[from] id_token::IdTokenError),
+    #[error("userinfo returned sub {found:?} for ID token sub {expected:?}")]
+    UserinfoSubject { expected: String, found: String },
+}
+
+impl OidcError {
+    /// A slow upstream (504) rather than a broken one (502).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, OidcError::Timeout { .. })
+    }
+
+    pub(crate) fn from_reqwest(url: &str, e: reqwest::Error, timeout: std::time::Duration) -> Self {
+        // reqwest's Display includes the URL, never a body; tokens travel in bodies and headers.
+        if e.is_timeout() {
+            OidcError::Timeout {
+                url: url.to_string(),
+                secs: timeout.as_secs(),
+            }
+        } else if e.is_decode() {
+            OidcError::Garbage {
+                url: url.to_string(),
+                reason: e.to_string(),
+            }
+        } else {
+            let mut reason = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                reason = format!("{reason}: {s}");
+                src = s.source();
+            }
+            OidcError::Unreachable {
+                url: url.to_string(),
+                reason,
+            }
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! AuthnRequests: decode (HTTP-Redirect: base64 + raw DEFLATE; HTTP-POST: base64), parse
+//! (namespace-aware, no DTD), and validate against the security floor. Pure: no I/O, no store;
+//! the single-use check of the request ID is `login`'s job.
+
+use super::ns;
+use super::verify::decode_b64;
+use chrono::{DateTime, Duration, Utc};
+use roxmltree::{Document, Node, ParsingOptions};
+use std::io::Read;
+
+/// Size limits applied before and after inflating.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest `SAMLRequest` accepted, as received (base64).
+    pub max_encoded: usize,
+    /// Longest AuthnRequest XML accepted after base64 and inflate.
+    pub max_xml: usize,
+    /// Longest `RelayState` accepted (SAMLBind says 80 bytes; Flex sends more, so the default is larger).
+    pub max_relay_state: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_encoded: 32 * 1024,
+            max_xml: 64 * 1024,
+            max_relay_state: 2048,
+        }
+    }
+}
+
+/// Why an AuthnRequest was refused. Every message names the cause; none contains a secret.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RequestError {
+    #[error("the request has no SAMLRequest parameter")]
+    MissingRequest,
+    #[error("SAMLRequest is {0} bytes long, over the limit of {1}")]
+    TooLarge(usize, usize),
+    #[error("SAMLRequest is not valid base64")]
+    Base64,
+    #[error("SAMLRequest is not valid raw DEFLATE data (HTTP-Redirect binding)")]
+    Deflate,
+    #[error("the inflated AuthnRequest is over the limit of {0} bytes")]
+    InflatedTooLarge(usize),
+    #[error("the AuthnRequest is not UTF-8 text")]
+    Utf8,
+    #[error("the AuthnRequest contains a DOCTYPE, which SAML forbids")]
+    Doctype,
+    #[error("the AuthnRequest is not well-formed XML: {0}")]
+    Xml(String),
+    #[error("the message is a {0}, not an AuthnRequest")]
+    NotAuthnRequest(String),
+    #[error("the AuthnRequest has Version {0:?}; only SAML 2.0 is supported")]
+    Version(String),
+    #[error("the AuthnRequest has no usable ID")]
+    BadId,
+    #[error("the AuthnRequest has no Issuer, so the service provider is unknown")]
+    MissingIssuer,
+    #[error("the AuthnRequest IssueInstant {0:?} is not a valid time")]
+    BadIssueInstant(String),
+    #[error(
+        "the AuthnRequest was issued at {0}, too long ago (limit {1} s); start the login again"
+    )]
+    Stale(String, i64),
+    #[error("the AuthnRequest was issued at {0}, in the future; check the clocks of the service provider and of flexgate")]
+    Future(String),
+    #[error("the service provider {0:?} is not configured in flexgate; add an [[sp]] with this entity id")]
+    UnknownIssuer(String),
+    #[error("the AuthnRequest asks for the response at {found:?}, but the service provider's configured ACS URL is {expected:?}")]
+    AcsMismatch { found: String, expected: String },
+    #[error("the AuthnRequest asks for AssertionConsumerServiceIndex {0}; flexgate knows one ACS per service provider (index 0 or 1)")]
+    AcsIndex(u32),
+    #[error("the AuthnRequest is addressed to {found:?}, not to this identity provider's SSO URL {expected:?}")]
+    Destination { found: String, expected: String },
+    #[error("the AuthnRequest asks for the {0} binding; flexgate answers with HTTP-POST only")]
+    ProtocolBinding(String),
+    #[error("the AuthnRequest ID {0:?} was already used; start the login again")]
+    Replay(String),
+    #[error("RelayState is {0} bytes long, over the limit of {1}")]
+    RelayStateTooLong(usize, usize),
+    #[error("the AuthnRequest asks for NameID format {0:?}; flexgate issues emailAddress")]
+    NameIdPolicy(String),
+}
+
+/// `Comparison` of a `RequestedAuthnContext`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Comparison {
+    Exact,
+    Minimum,
+    Maximum,
+    Better,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RequestedAuthnContext {
+    pub comparison: Comparison,
+    pub class_refs: Vec<String>,
+}
+
+/// The parts of an AuthnRequest flexgate uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthnRequest {
+    pub id: String,
+    pub issue_instant: DateTime<Utc>,
+    pub issuer: String,
+    pub destination: Option<String>,
+    pub acs_url: Option<String>,
+    pub acs_index: Option<u32>,
+    pub protocol_binding: Option<String>,
+    pub force_authn: bool,
+    pub is_passive: bool,
+    pub name_id_format: Option<String>,
+    pub requested_authn_context: Option<RequestedAuthnContext>,
+    /// The request carries an enveloped `ds:Signature` (checked by the caller when required).
+    pub has_signature: bool,
+}
+
+/// HTTP-Redirect: base64, then raw DEFLATE, both bounded.
+pub fn decode_redirect(saml_request: &str, limits: &Limits) -> Result<String, RequestError> {
+    let raw = decode_base64(saml_request, limits)?;
+    let mut out = Vec::with_capacity(raw.len() * 4);
+    let mut inflater =
+        flate2::read::DeflateDecoder::new(raw.as_slice()).take(limits.max_xml as u64 + 1);
+    inflater
+        .read_to_end(&mut out)
+        .map_err(|_| RequestError::Deflate)?;
+    if out.len() > limits.max_xml {
+        return Err(RequestError::InflatedTooLarge(limits.max_xml));
+    }
+    String::from_utf8(out).map_err(|_| RequestError::Utf8)
+}
+
+/// HTTP-POST: base64 only.
+pub fn decode_post(saml_request: &str, limits: &Limits) -> Result<String, RequestError> {
+    let raw = decode_base64(saml_request, limits)?;
+    if raw.len() > limits.max_xml {
+        return Err(RequestError::InflatedTooLarge(limits.max_xml));
+    }
+    String::from_utf8(raw).map_err(|_| RequestError::Utf8)
+}
+
+fn decode_base64(s: &str, limits: &Limits) -> Result<Vec<u8>, RequestError> {
+    if s.is_empty() {
+        return Err(RequestError::MissingRequest);
+    }
+    if s.len() > limits.max_encoded {
+        return Err(RequestError::TooLarge(s.len(), limits.max_encoded));
+    }
+    decode_b64(s).ok_or(RequestError::Base64)
+}
+
+fn child<'a, 'i>(node: Node<'a, 'i>, uri: &str, name: &str) -> Option<Node<'a, 'i>> {
+    node.children().find(|c| {
+        c.is_element() && c.tag_name().namespace() == Some(uri) && c.tag_name().name() == name
+    })
+}
+
+fn xs_bool(v: Option<&str>) -> bool {
+    matches!(v.map(str::trim), Some("true") | Some("1"))
+}
+
+/// Parses an AuthnRequest. DOCTYPEs (and so entity declarations) are refused outright.
+pub fn parse(xml: &str) -> Result<AuthnRequest, RequestError> {
+    let opts = ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: 10_000,
+        ..ParsingOptions::default()
+    };
+    let doc = Document::parse_with_options(xml, opts).map_err(|e| match e {
+        roxmltree::Error::DtdDetected => RequestError::Doctype,
+        e => RequestError::Xml(e.to_string()),
+    })?;
+    let root = doc.root_element();
+    if root.tag_name().namespace() != Some(ns::SAMLP) || root.tag_name().name() != "AuthnRequest" {
+        let n = root.tag_name();
+        return Err(RequestError::NotAuthnRequest(match n.namespace() {
+            Some(u) => format!("{{{u}}}{}", n.name()),
+            None => n.name().to_string(),
+        }));
+    }
+    let version = root.attribute("Version").unwrap_or("");
+    if version != "2.0" {
+        return Err(RequestError::Version(version.to_string()));
+    }
+    let id = root.attribute("ID").unwrap_or("");
+    if id.is_empty() || id.len() > 256 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(RequestError::BadId);
+    }
+    let instant = root.attribute("IssueInstant").unwrap_or("");
+    let issue_instant = DateTime::parse_from_rfc3339(instant)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| RequestError::BadIssueInstant(instant.to_string()))?;
+    let mut issuers = root.children().filter(|c| {
+        c.is_element()
+            && c.tag_name().namespace() == Some(ns::SAML)
+            && c.tag_name().name() == "Issuer"
+    });
+    let issuer = issuers
+        .next()
+        .and_then(|n| n.text())
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .ok_or(RequestError::MissingIssuer)?;
+    if issuers.next().is_some() {
+        return Err(RequestError::Xml(
+            "the AuthnRequest has two Issuer elements".into(),
+        ));
+    }
+    let acs_index = match root.attribute("AssertionConsumerServiceIndex") {
+        Some(v) => Some(
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| RequestError::AcsIndex(u32::MAX))?,
+        ),
+        None => None,
+    };
+    let name_id_format = child(root, ns::SAMLP, "NameIDPolicy")
+        .and_then(|n| n.attribute("Format"))
+        .map(str::to_string);
+    let requested_authn_context = child(root, ns::SAMLP, "RequestedAuthnContext").map(|n| {
+        let comparison = match n.attribute("Comparison").unwrap_or("exact") {
+            "minimum" => Comparison::Minimum,
+            "maximum" => Comparison::Maximum,
+            "better" => Comparison::Better,
+            _ => Comparison::Exact,
+        };
+        let class_refs = n
+            .children()
+            .filter(|c| {
+                c.is_element()
+                    && c.tag_name().namespace() == Some(ns::SAML)
+                    && c.tag_name().name() == "AuthnContextClassRef"
+            })
+            .filter_map(|c| c.text())
+            .map(|t| t.trim().to_string())
+            .collect();
+        RequestedAuthnContext {
+            comparison,
+            class_refs,
+        }
+    });
+    Ok(AuthnRequest {
+        id: id.to_string(),
+        issue_instant,
+        issuer,
+        destination: root.attribute("Destination").map(str::to_string),
+        acs_url: root
+            .attribute("AssertionConsumerServiceURL")
+            .map(str::to_string),
+        acs_index,
+        protocol_binding: root.attribute("ProtocolBinding").map(str::to_string),
+        force_authn: xs_bool(root.attribute("ForceAuthn")),
+        is_passive: xs_bool(root.attribute("IsPassive")),
+        name_id_format,
+        requested_authn_context,
+        has_signature: child(root, ns::DS, "Signature").is_some(),
+    })
+}
+
+/// What a request is checked against.
+#[derive(Debug, Clone)]
+pub struct Policy<'a> {
+    /// This IdP's SSO URL (`{public_url}/saml/sso`).
+    pub sso_url: &'a str,
+    pub now: DateTime<Utc>,
+    /// How old an IssueInstant may be.
+    pub max_age: Duration,
+    /// Allowed clock difference in either direction.
+    pub skew: Duration,
+}
+
+fn without_query(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
+}
+
+/// Checks a parsed request against the service provider's configured ACS URL and the policy.
+/// The caller has found the SP by `req.issuer` (unknown issuers are refused there).
+pub fn validate(req: &AuthnRequest, sp_acs: &str, policy: &Policy<'_>) -> Result<(), RequestError> {
+    if let Some(acs) = &req.acs_url {
+        if acs != sp_acs {
+            return Err(RequestError::AcsMismatch {
+                found: acs.clone(),
+                expected: sp_acs.to_string(),
+            });
+        }
+    } else if let Some(i) = req.acs_index {
+        if i > 1 {
+            return Err(RequestError::AcsIndex(i));
+        }
+    }
+    if let Some(dest) = &req.destination {
+        // Flex Console's "Single Sign-On URL" may carry `?connection=…`, which the SP copies into
+        // Destination; the query does not change where the request is delivered.
+        if without_query(dest) != policy.sso_url {
+            return Err(RequestError::Destination {
+                found: dest.clone(),
+                expected: policy.sso_url.to_string(),
+            });
+        }
+    }
+    if let Some(b) = &req.protocol_binding {
+        if b != ns::BINDING_POST {
+            return Err(RequestError::ProtocolBinding(b.clone()));
+        }
+    }
+    if let Some(f) = &req.name_id_format {
+        let ok = [
+            ns::NAMEID_EMAIL,
+            ns::NAMEID_UNSPECIFIED,
+            "urn:oasis:names:tc:SAML:2.0:nameid-format:unspecified",
+        ];
+        if !ok.contains(&f.as_str()) {
+            return Err(RequestError::NameIdPolicy(f.clone()));
+        }
+    }
+    let instant = crate::clock::saml_time(req.issue_instant);
+    if req.issue_instant > policy.now + policy.skew {
+        return Err(RequestError::Future(instant));
+    }
+    if req.issue_instant < policy.now - policy.max_age - policy.skew {
+        return Err(RequestError::Stale(instant, policy.max_age.num_seconds()));
+    }
+    Ok(())
+}
+
+/// Checks a RelayState's length.
+pub fn check_relay_state(relay_state: Option<&str>, limits: &Limits) -> Result<(), RequestError> {
+    match relay_state {
+        Some(r) if r.len() > limits.max_relay_state => Err(RequestError::RelayStateTooLong(
+            r.len(),
+            limits.max_relay_state,
+        )),
+        _ => Ok(()),
+    }
+}

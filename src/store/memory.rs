@@ -1,0 +1,142 @@
+//! The in-memory store: one process, bounded, expired entries pruned as it goes.
+
+use super::{Space, Store, StoreError};
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+struct Inner {
+    entries: HashMap<(Space, String), (Instant, Vec<u8>)>,
+    next_prune: Instant,
+}
+
+/// A bounded map with per-entry expiry.
+#[derive(Debug)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    max_entries: usize,
+}
+
+impl MemoryStore {
+    pub fn new(max_entries: usize) -> Self {
+        MemoryStore {
+            inner: Mutex::new(Inner {
+                entries: HashMap::new(),
+                next_prune: Instant::now(),
+            }),
+            max_entries,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn insert(
+        &self,
+        space: Space,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        only_if_absent: bool,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        if now >= inner.next_prune || inner.entries.len() >= self.max_entries {
+            inner.entries.retain(|_, (exp, _)| *exp > now);
+            inner.next_prune = now + Duration::from_secs(10);
+        }
+        let k = (space, key.to_string());
+        if only_if_absent {
+            if let Some((exp, _)) = inner.entries.get(&k) {
+                if *exp > now {
+                    return Ok(false);
+                }
+            }
+        }
+        if inner.entries.len() >= self.max_entries && !inner.entries.contains_key(&k) {
+            return Err(StoreError::Full(self.max_entries));
+        }
+        inner.entries.insert(k, (now + ttl, value));
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn put(
+        &self,
+        space: Space,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.insert(space, key, value, ttl, false).map(|_| ())
+    }
+
+    async fn take(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut inner = self.inner.lock();
+        match inner.entries.remove(&(space, key.to_string())) {
+            Some((exp, v)) if exp > Instant::now() => Ok(Some(v)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn first_use(&self, space: Space, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.insert(space, key, Vec::new(), ttl, true)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn take_is_single_use_and_expires() {
+        let s = MemoryStore::new(10);
+        s.put(Space::Pending, "a", b"1".to_vec(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.take(Space::Pending, "a").await.unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(s.take(Space::Pending, "a").await.unwrap(), None);
+        s.put(Space::Pending, "b", b"2".to_vec(), Duration::from_millis(0))
+            .await
+            .unwrap();
+        assert_eq!(s.take(Space::Pending, "b").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn first_use_and_bound() {
+        let s = MemoryStore::new(2);
+        assert!(s
+            .first_use(Space::RequestId, "x", Duration::from_secs(60))
+            .await
+            .unwrap());
+        assert!(!s
+            .first_use(Space::RequestId, "x", Duration::from_secs(60))
+            .await
+            .unwrap());
+        assert!(s
+            .first_use(Space::Pending, "x", Duration::from_secs(60))
+            .await
+            .unwrap());
+        assert!(matches!(
+            s.first_use(Space::RequestId, "y", Duration::from_secs(60))
+                .await,
+            Err(StoreError::Full(2))
+        ));
+    }
+}

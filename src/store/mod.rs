@@ -1,0 +1,51 @@
+//! Shared login state behind one small interface. Entries are opaque bytes with a TTL, so a
+//! backend needs only three operations. `memory` is the default (one instance).
+
+pub mod memory;
+
+use async_trait::async_trait;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the state store is full ({0} entries); logins are refused until entries expire")]
+    Full(usize),
+    #[error("the state store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Key spaces, so one backend can hold every kind of entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Space {
+    /// Pending logins, keyed by OIDC `state`.
+    Pending,
+    /// AuthnRequest IDs already answered (single use), keyed by `issuer|ID`.
+    RequestId,
+}
+
+impl Space {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Space::Pending => "pending",
+            Space::RequestId => "reqid",
+        }
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Stores `value` under `key` for at most `ttl`.
+    async fn put(
+        &self,
+        space: Space,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+    /// Removes and returns the entry: each entry can be taken once.
+    async fn take(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Marks `key` used; `false` when it already was (within `ttl`).
+    async fn first_use(&self, space: Space, key: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// Is the store usable? (for `/readyz`)
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,68 @@
+//! Application state and the router.
+
+use crate::login::Idp;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::routing::get;
+use axum::Router;
+use std::sync::Arc;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub idp: Arc<Idp>,
+    /// IdP metadata, rendered once.
+    pub metadata_xml: Arc<String>,
+}
+
+impl AppState {
+    pub fn new(idp: Arc<Idp>) -> Self {
+        let mut certs = vec![idp.keys.cert.der_b64.clone()];
+        if let Some(next) = &idp.keys.next_cert {
+            certs.push(next.der_b64.clone());
+        }
+        let metadata_xml = crate::saml::metadata::idp_metadata(
+            &idp.config.idp.entity_id,
+            &idp.config.sso_url(),
+            &certs,
+        );
+        AppState {
+            idp,
+            metadata_xml: Arc::new(metadata_xml),
+        }
+    }
+}
+
+/// The proxy's routes.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.idp.config.limits.saml.max_encoded * 2
+        + state.idp.config.limits.saml.max_relay_state * 3
+        + 4096;
+    Router::new()
+        .route("/saml/sso", get(super::sso::get).post(super::sso::post))
+        .route("/saml/init/{sp}", get(super::init::get))
+        .route("/saml/metadata", get(super::metadata::metadata))
+        .route("/saml/cert.pem", get(super::metadata::cert_pem))
+        .route("/oidc/callback", get(super::callback::get))
+        .route("/healthz", get(super::health::healthz))
+        .route("/readyz", get(super::health::readyz))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static("x-frame-options"),
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .with_state(state)
+}

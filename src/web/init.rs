@@ -1,0 +1,37 @@
+//! `GET /saml/init/{sp}`: IdP-initiated login (Flex's "Default Redirect URL").
+
+use super::{errors, params, redirect_with_cookie, single, AppState};
+use crate::login::{self, LoginError};
+use crate::saml::request::RequestError;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+
+pub async fn get(
+    State(st): State<AppState>,
+    Path(sp): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let query = params(q.as_deref().unwrap_or("").as_bytes());
+    let relay_state = match single(&query, "RelayState") {
+        Ok(r) => r.map(str::to_string),
+        Err(m) => {
+            return errors::login_failed(&LoginError::Request(RequestError::Xml(m)), Some(&sp))
+        }
+    };
+    let browser = super::browser_cookie(&headers);
+    let idp = &st.idp;
+    match login::begin_idp_initiated(idp, &sp, relay_state, browser.as_deref()).await {
+        Ok(started) => {
+            tracing::info!(sp = %started.sp, "IdP-initiated login started");
+            redirect_with_cookie(
+                &started.location,
+                &started.browser_cookie,
+                idp.config.secure_cookies(),
+                idp.config.server.login_timeout.as_secs(),
+            )
+        }
+        Err(e) => errors::login_failed(&e, Some(&sp)),
+    }
+}

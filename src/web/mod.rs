@@ -1,0 +1,77 @@
+//! HTTP: the axum router and one module per endpoint. HTTP types stay here; the login itself
+//! is `login`'s.
+
+pub mod app;
+mod callback;
+mod errors;
+mod health;
+mod init;
+mod metadata;
+pub mod pages;
+mod sso;
+
+pub use app::{router, AppState};
+
+/// The cookie that binds a login to the browser that started it.
+pub const BROWSER_COOKIE: &str = "flexgate_browser";
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// Reads the browser-binding cookie.
+pub(crate) fn browser_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == BROWSER_COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+/// 302 to the upstream, setting the browser-binding cookie. `SameSite=Lax`: the cookie is set on
+/// the answer to Flex's cross-site request and must come back on the upstream's top-level
+/// redirect to `/oidc/callback`, which Lax allows and Strict would not.
+pub(crate) fn redirect_with_cookie(
+    location: &str,
+    cookie: &str,
+    secure: bool,
+    max_age_secs: u64,
+) -> Response {
+    let mut resp = StatusCode::FOUND.into_response();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(header::LOCATION, v);
+    }
+    let c = format!(
+        "{BROWSER_COOKIE}={cookie}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{}",
+        if secure { "; Secure" } else { "" }
+    );
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        h.insert(header::SET_COOKIE, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Form or query parameters, decoded; a parameter given twice is kept as given (the caller
+/// refuses duplicates of the parameters it reads).
+pub(crate) fn params(raw: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(raw)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// The single value of `name`; `Err` when it appears more than once.
+pub(crate) fn single<'a>(
+    params: &'a [(String, String)],
+    name: &str,
+) -> Result<Option<&'a str>, String> {
+    let mut it = params.iter().filter(|(k, _)| k == name);
+    let first = it.next().map(|(_, v)| v.as_str());
+    if it.next().is_some() {
+        return Err(format!("the parameter {name} appears more than once"));
+    }
+    Ok(first)
+}

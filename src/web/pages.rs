@@ -1,0 +1,146 @@
+//! Every HTML page flexgate shows a person: the auto-submitting POST form that carries the
+//! SAML Response to the ACS, and the error pages. Everything echoed is HTML-escaped; every page
+//! carries a strict Content-Security-Policy (inline style and script allowed by hash only).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use std::sync::LazyLock;
+
+/// Escapes text for HTML element content and double- or single-quoted attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;background:#f4f5f7;color:#1f2328;margin:0}\
+main{max-width:36rem;margin:4rem auto;background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.15);padding:2rem 2.5rem}\
+h1{font-size:1.35rem;margin:0 0 1rem}p{line-height:1.5}.hint{background:#f6f8fa;border-left:4px solid #0969da;padding:.75rem 1rem}\
+.ref{color:#59636e;font-size:.85rem;margin-top:2rem}code{background:#eff1f3;padding:.1rem .3rem;border-radius:4px}\
+button{background:#0969da;color:#fff;border:0;border-radius:6px;padding:.6rem 1.2rem;font-size:1rem;cursor:pointer}";
+
+pub const SUBMIT_JS: &str = "document.getElementById(\"f\").submit();";
+
+fn csp_hash(s: &str) -> String {
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(openssl::sha::sha256(s.as_bytes()))
+    )
+}
+
+static CSS_HASH: LazyLock<String> = LazyLock::new(|| csp_hash(CSS));
+static JS_HASH: LazyLock<String> = LazyLock::new(|| csp_hash(SUBMIT_JS));
+
+fn html_response(status: StatusCode, csp: String, html: String) -> Response {
+    let mut resp = (status, html).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    resp
+}
+
+fn layout(title: &str, body: &str, extra_head: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><meta name=\"referrer\" content=\"no-referrer\"><title>{}</title><style>{CSS}</style>{extra_head}</head>\n<body><main>\n{body}\n</main></body></html>\n",
+        escape(title)
+    )
+}
+
+fn origin_of(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => "'none'".into(),
+    }
+}
+
+/// The HTTP-POST binding page: a form that submits itself to the ACS, with a button for
+/// browsers without JavaScript. `relay_state` is echoed exactly (escaped, never interpreted).
+pub fn post_form_html(acs_url: &str, saml_response: &str, relay_state: Option<&str>) -> String {
+    let relay = relay_state
+        .map(|r| {
+            format!(
+                "<input type=\"hidden\" name=\"RelayState\" value=\"{}\">",
+                escape(r)
+            )
+        })
+        .unwrap_or_default();
+    let body = format!(
+        "<h1>Signing you in…</h1>\n<form id=\"f\" method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"SAMLResponse\" value=\"{}\">{relay}\n<noscript><p>JavaScript is turned off. Press Continue to finish signing in.</p><button type=\"submit\">Continue</button></noscript></form>\n<script>{SUBMIT_JS}</script>",
+        escape(acs_url),
+        escape(saml_response),
+    );
+    layout("Signing you in…", &body, "")
+}
+
+pub fn post_form(acs_url: &str, saml_response: &str, relay_state: Option<&str>) -> Response {
+    let csp = format!(
+        "default-src 'none'; style-src {}; script-src {}; form-action {}; base-uri 'none'; frame-ancestors 'none'",
+        *CSS_HASH,
+        *JS_HASH,
+        origin_of(acs_url)
+    );
+    html_response(
+        StatusCode::OK,
+        csp,
+        post_form_html(acs_url, saml_response, relay_state),
+    )
+}
+
+/// What an error page says.
+#[derive(Debug, Clone)]
+pub struct ErrorPage<'a> {
+    pub status: StatusCode,
+    pub title: &'a str,
+    /// What happened, in words a person understands.
+    pub message: String,
+    /// What to do about it.
+    pub hint: String,
+    /// The reference that ties the page to the log line.
+    pub reference: &'a str,
+}
+
+pub fn error_page_html(p: &ErrorPage<'_>) -> String {
+    let body = format!(
+        "<h1>{}</h1>\n<p>{}</p>\n<p class=\"hint\">{}</p>\n<p class=\"ref\">Reference: <code>{}</code> · HTTP {}</p>",
+        escape(p.title),
+        escape(&p.message),
+        escape(&p.hint),
+        escape(p.reference),
+        p.status.as_u16()
+    );
+    layout(p.title, &body, "")
+}
+
+pub fn error_page(p: &ErrorPage<'_>) -> Response {
+    let csp = format!(
+        "default-src 'none'; style-src {}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        *CSS_HASH
+    );
+    html_response(p.status, csp, error_page_html(p))
+}
+
+/// A page of the product itself (demo pages): `body` is trusted markup built by the caller with
+/// [`escape`]; `script` (if any) is allowed by its hash.
+pub fn app_page(status: StatusCode, title: &str, body: &str, form_action: &str) -> Response {
+    let csp = format!(
+        "default-src 'none'; style-src {}; img-src https: data:; base-uri 'none'; form-action {form_action}; frame-ancestors 'none'",
+        *CSS_HASH
+    );
+    html_response(status, csp, layout(title, body, ""))
+}

@@ -1,0 +1,76 @@
+//! `GET, POST /saml/sso`: the SAML SSO service (HTTP-Redirect and HTTP-POST bindings).
+
+use super::{errors, params, redirect_with_cookie, single, AppState};
+use crate::login::{self, Binding, LoginError, SsoRequest};
+use crate::saml::request::RequestError;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+
+pub async fn get(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let query = params(q.as_deref().unwrap_or("").as_bytes());
+    handle(&st, Binding::Redirect, &query, &query, &headers).await
+}
+
+pub async fn post(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let query = params(q.as_deref().unwrap_or("").as_bytes());
+    let form = params(&body);
+    handle(&st, Binding::Post, &form, &query, &headers).await
+}
+
+async fn handle(
+    st: &AppState,
+    binding: Binding,
+    msg: &[(String, String)],
+    query: &[(String, String)],
+    headers: &HeaderMap,
+) -> Response {
+    let read = || -> Result<(String, Option<String>, Option<String>), LoginError> {
+        let bad = |m: String| LoginError::Request(RequestError::Xml(m));
+        let req = single(msg, "SAMLRequest")
+            .map_err(bad)?
+            .ok_or(RequestError::MissingRequest)?;
+        let relay = single(msg, "RelayState").map_err(bad)?.map(str::to_string);
+        // `connection` may come in the query (Flex Console's SSO URL) or the form.
+        let conn = match single(query, "connection").map_err(bad)? {
+            Some(c) => Some(c.to_string()),
+            None => single(msg, "connection").map_err(bad)?.map(str::to_string),
+        };
+        Ok((req.to_string(), relay, conn))
+    };
+    let (saml_request, relay_state, connection) = match read() {
+        Ok(v) => v,
+        Err(e) => return errors::login_failed(&e, None),
+    };
+    let browser = super::browser_cookie(headers);
+    let idp = &st.idp;
+    let r = SsoRequest {
+        binding,
+        saml_request: &saml_request,
+        relay_state,
+        connection,
+        browser: browser.as_deref(),
+    };
+    match login::begin_sp_initiated(idp, r).await {
+        Ok(started) => {
+            tracing::info!(sp = %started.sp, binding = ?binding, "login started");
+            redirect_with_cookie(
+                &started.location,
+                &started.browser_cookie,
+                idp.config.secure_cookies(),
+                idp.config.server.login_timeout.as_secs(),
+            )
+        }
+        Err(e) => errors::login_failed(&e, None),
+    }
+}

@@ -1,0 +1,452 @@
+//! End-to-end logins: npm `oidc-provider` upstream, `flexgate serve`, a browser-like client, and
+//! every Response checked by python3-saml (strict), node-saml and xmlsec1.
+
+mod common;
+use common::*;
+
+fn enhanced_expect(env: &Env, jq: &str, region: &str, request_id: Option<&str>) -> SpExpect {
+    SpExpect {
+        cert_pem: env.fg.cert_pem.clone(),
+        idp_entity_id: env.fg.entity_id.clone(),
+        sp_entity_id: format!("urn:flex:{jq}"),
+        acs_url: format!("https://login.flex.{region}.twilio.com/login/callback?connection={jq}"),
+        request_id: request_id.map(str::to_string),
+        response_signed: true,
+        assertion_signed: false,
+    }
+}
+
+fn agent_attrs() -> Attrs {
+    attrs(&[
+        ("email", &["agent1@example.com"]),
+        ("full_name", &["Ada Agent"]),
+        ("image_url", &["https://img.example.com/a.png"]),
+        ("roles", &["agent"]),
+    ])
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn redirect_url(env: &Env, xml: &str, extra: &str) -> String {
+    format!(
+        "{}?SAMLRequest={}{extra}",
+        env.fg.sso_url(),
+        urlencode(&deflate_b64(xml))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enhanced_redirect_binding_agent() {
+    let env = Env::start();
+    let id = unique_id("_");
+    let xml = enhanced_request(&id, JQ, "us1", &env.fg.sso_url());
+    // Flex adds parameters of its own (atobState); they are ignored.
+    let url = redirect_url(&env, &xml, "&RelayState=flex-relay&atobState=xyz");
+    let b = Browser::new();
+    let first = b.client.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 302);
+    let loc = first.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        loc.starts_with(&format!("{}/auth?", env.op.issuer)),
+        "{loc}"
+    );
+    for p in [
+        "code_challenge_method=S256",
+        "code_challenge=",
+        "nonce=",
+        "state=",
+        "response_type=code",
+    ] {
+        assert!(loc.contains(p), "{p} missing in {loc}");
+    }
+    let cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax")
+            && !cookie.contains("Secure"),
+        "{cookie}"
+    );
+
+    let out = b.login(b.client.get(&loc), "agent1").await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    let form = out.form.clone().expect("a POST form");
+    assert_eq!(form.relay_state.as_deref(), Some("flex-relay"));
+    let (name_id, got) = validate_everywhere(&form, &enhanced_expect(&env, JQ, "us1", Some(&id)));
+    assert_eq!(name_id, "agent1@example.com");
+    assert_eq!(got, agent_attrs());
+    assert_eq!(out.headers["cache-control"], "no-store");
+    assert_eq!(out.headers["x-content-type-options"], "nosniff");
+    let csp = out.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("form-action https://login.flex.us1.twilio.com"),
+        "{csp}"
+    );
+    assert!(csp.contains("script-src 'sha256-"), "{csp}");
+    let xml = form.xml();
+    assert!(!xml.contains("SessionNotOnOrAfter"));
+    assert!(xml.contains("Format=\"urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_id_is_single_use() {
+    let env = Env::start();
+    let xml = enhanced_request(&unique_id("_"), JQ, "us1", &env.fg.sso_url());
+    let url = redirect_url(&env, &xml, "");
+    let first = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    assert_eq!(first.get(&url).send().await.unwrap().status(), 302);
+    let again = first.get(&url).send().await.unwrap();
+    assert_eq!(again.status(), 400);
+    assert!(again.headers().get("location").is_none());
+    assert!(again.text().await.unwrap().contains("already used"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enhanced_post_binding_supervisor_with_connection_hint() {
+    let env = Env::start();
+    let id = unique_id("_");
+    let xml = enhanced_request(
+        &id,
+        JQ,
+        "us1",
+        &format!(
+            "{}?connection=Username-Password-Authentication",
+            env.fg.sso_url()
+        ),
+    );
+    let b = Browser::new();
+    let post = b
+        .client
+        .post(format!(
+            "{}?connection=Username-Password-Authentication",
+            env.fg.sso_url()
+        ))
+        .form(&[("SAMLRequest", b64(&xml)), ("RelayState", "r".into())]);
+    let first = post.try_clone().unwrap().send().await.unwrap();
+    assert_eq!(first.status(), 302);
+    let loc = first.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        loc.contains("connection=Username-Password-Authentication"),
+        "{loc}"
+    );
+    let out = b.login(b.client.get(&loc), "sup1").await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    let (_, got) = validate_everywhere(
+        &out.form.unwrap(),
+        &enhanced_expect(&env, JQ, "us1", Some(&id)),
+    );
+    // A comma-separated claim, with a value Flex does not know ("owner") dropped.
+    assert_eq!(
+        got["roles"],
+        vec!["supervisor".to_string(), "wfo.team_leader".to_string()]
+    );
+    assert!(
+        env.fg.log_text().contains("owner"),
+        "the dropped role is logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_onelogin_request_with_app_metadata_roles() {
+    let env = Env::start();
+    let id = unique_id("ONELOGIN_");
+    let xml = legacy_request(&id, &env.fg.sso_url());
+    let b = Browser::new();
+    let out = b
+        .login(
+            b.client
+                .get(redirect_url(&env, &xml, "&RelayState=legacy&atobState=abc")),
+            "agent1",
+        )
+        .await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    let e = SpExpect {
+        cert_pem: env.fg.cert_pem.clone(),
+        idp_entity_id: env.fg.entity_id.clone(),
+        sp_entity_id: format!("https://iam.twilio.com/v1/Accounts/{AC}/saml2/metadata"),
+        acs_url: format!("https://iam.twilio.com/v1/Accounts/{AC}/saml2"),
+        request_id: Some(id),
+        response_signed: true,
+        assertion_signed: false,
+    };
+    let (name_id, got) = validate_everywhere(&out.form.unwrap(), &e);
+    assert_eq!(name_id, "agent1@example.com");
+    assert_eq!(got, agent_attrs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_assertion_and_sign_both() {
+    let env = Env::start();
+    for (jq, region, response, assertion) in [
+        ("JQ11111111111111111111111111111111", "ie1", false, true),
+        ("JQ22222222222222222222222222222222", "us1", true, true),
+    ] {
+        let id = unique_id("_");
+        let xml = enhanced_request(&id, jq, region, &env.fg.sso_url());
+        let b = Browser::new();
+        let out = b
+            .login(b.client.get(redirect_url(&env, &xml, "")), "agent1")
+            .await;
+        assert_eq!(out.status, 200, "{}", out.body);
+        let mut e = enhanced_expect(&env, jq, region, Some(&id));
+        e.response_signed = response;
+        e.assertion_signed = assertion;
+        let form = out.form.unwrap();
+        let (_, got) = validate_everywhere(&form, &e);
+        assert_eq!(got, agent_attrs());
+        if !response {
+            assert!(
+                xmlsec1_verify(&form.xml(), &env.fg.cert_pem, "Response").is_err(),
+                "no Response signature expected"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idp_initiated_with_markup_relay_state() {
+    let env = Env::start();
+    let relay = "<script>alert(\"x\")</script>&amp;'é";
+    let b = Browser::new();
+    let out = b
+        .login(
+            b.client.get(format!(
+                "{}/saml/init/flex?RelayState={}",
+                env.fg.base,
+                urlencode(relay)
+            )),
+            "agent1",
+        )
+        .await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert!(
+        !out.body.contains("<script>alert"),
+        "RelayState must be escaped"
+    );
+    let form = out.form.unwrap();
+    assert_eq!(
+        form.relay_state.as_deref(),
+        Some(relay),
+        "RelayState comes back byte for byte"
+    );
+    let (_, got) = validate_everywhere(&form, &enhanced_expect(&env, JQ, "us1", None));
+    assert_eq!(got, agent_attrs());
+    assert!(!form.xml().contains("InResponseTo"));
+
+    // Without RelayState the SP's default_relay_state is used.
+    let b = Browser::new();
+    let out = b
+        .login(
+            b.client.get(format!("{}/saml/init/flex", env.fg.base)),
+            "agent1",
+        )
+        .await;
+    assert_eq!(
+        out.form.unwrap().relay_state.as_deref(),
+        Some("https://flex.twilio.com/default")
+    );
+
+    let r = reqwest::get(format!("{}/saml/init/nope", env.fg.base))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_without_roles_gets_an_explanation_and_no_assertion() {
+    let env = Env::start();
+    let xml = enhanced_request(&unique_id("_"), JQ, "us1", &env.fg.sso_url());
+    let b = Browser::new();
+    let out = b
+        .login(b.client.get(redirect_url(&env, &xml, "")), "norole")
+        .await;
+    assert_eq!(out.status, 403);
+    assert!(out.body.contains("no Flex role"), "{}", out.body);
+    assert!(out.body.contains("norole@example.com"));
+    assert!(
+        out.body.contains(ROLES_CLAIM),
+        "the page names the claim to set"
+    );
+    assert!(!out.body.contains("SAMLResponse"));
+    let log = env.fg.log_text();
+    assert!(
+        log.contains("reason=\"no_role\"") || log.contains("reason=no_role"),
+        "{log}"
+    );
+    assert!(log.contains("norole"), "the log says which user");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markup_in_claims_round_trips_exactly() {
+    let env = Env::start();
+    let id = unique_id("_");
+    let xml = enhanced_request(&id, JQ, "us1", &env.fg.sso_url());
+    let b = Browser::new();
+    let out = b
+        .login(b.client.get(redirect_url(&env, &xml, "")), "markup")
+        .await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    let (_, got) = validate_everywhere(
+        &out.form.unwrap(),
+        &enhanced_expect(&env, JQ, "us1", Some(&id)),
+    );
+    assert_eq!(
+        got["full_name"],
+        vec!["Zoë \"Zed\" <O'Brien> & Co -->".to_string()]
+    );
+    assert_eq!(
+        got["image_url"],
+        vec!["https://img.example.com/z.png?a=1&b=<2>".to_string()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_state_is_single_use_and_bound_to_the_browser() {
+    let env = Env::start();
+    let cb_prefix = format!("{}/oidc/callback", env.fg.base);
+
+    // Finished in another browser: refused (login CSRF).
+    let xml = enhanced_request(&unique_id("_"), JQ, "us1", &env.fg.sso_url());
+    let a = Browser::new();
+    let cb = a
+        .login_until(
+            a.client.get(redirect_url(&env, &xml, "")),
+            "agent1",
+            &cb_prefix,
+        )
+        .await;
+    let other = Browser::new();
+    let r = other.client.get(&cb).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("another browser"));
+    // ... and the state is spent: the right browser cannot use it afterwards either.
+    let r = a.client.get(&cb).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Replayed callback in the same browser: refused the second time.
+    let xml = enhanced_request(&unique_id("_"), JQ, "us1", &env.fg.sso_url());
+    let cb = a
+        .login_until(
+            a.client.get(redirect_url(&env, &xml, "")),
+            "agent1",
+            &cb_prefix,
+        )
+        .await;
+    let r = a.client.get(&cb).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = a.client.get(&cb).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("expired or was already completed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_never_reach_the_upstream() {
+    let env = Env::start();
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sso = env.fg.sso_url();
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "unknown issuer",
+            enhanced_request(
+                &unique_id("_"),
+                "JQ99999999999999999999999999999999",
+                "us1",
+                &sso,
+            ),
+        ),
+        (
+            "other ACS",
+            enhanced_request(&unique_id("_"), JQ, "ie1", &sso),
+        ),
+        (
+            "wrong destination",
+            enhanced_request(
+                &unique_id("_"),
+                JQ,
+                "us1",
+                "https://evil.example.com/saml/sso",
+            ),
+        ),
+        (
+            "doctype",
+            format!(
+                "<!DOCTYPE x [<!ENTITY a \"b\">]>{}",
+                enhanced_request(&unique_id("_"), JQ, "us1", &sso)
+            ),
+        ),
+    ];
+    for (what, xml) in cases {
+        let r = c.get(redirect_url(&env, &xml, "")).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{what}");
+        assert!(
+            r.headers().get("location").is_none(),
+            "{what}: no redirect to the upstream"
+        );
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{what}"
+        );
+    }
+    let r = c
+        .get(format!("{sso}?SAMLRequest=%%%not-base64"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = c.get(&sso).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_cert_and_health() {
+    let env = Env::start();
+    let md = reqwest::get(format!("{}/saml/metadata", env.fg.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(md.contains(&format!("entityID=\"{}\"", env.fg.entity_id)));
+    assert!(md.contains(&format!("Location=\"{}\"", env.fg.sso_url())));
+    let der_b64: String = env
+        .fg
+        .cert_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(
+        md.contains(&der_b64),
+        "metadata carries the signing certificate"
+    );
+    let pem = reqwest::get(format!("{}/saml/cert.pem", env.fg.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(pem, env.fg.cert_pem);
+    let r = reqwest::get(format!("{}/readyz", env.fg.base))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["ready"], true);
+    let r = reqwest::get(format!("{}/healthz", env.fg.base))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
