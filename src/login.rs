@@ -27,6 +27,8 @@ pub struct Idp {
     pub config: Arc<Config>,
     pub keys: Arc<KeyMaterial>,
     pub upstream: Arc<Upstream>,
+    /// Auth0 Management API client, when roles are read from there.
+    pub management: Option<Arc<crate::oidc::management::Management>>,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdGen>,
@@ -56,6 +58,12 @@ pub enum LoginError {
     },
     #[error("{0}")]
     Upstream(#[from] OidcError),
+    #[error("user {subject}: {source}")]
+    Management {
+        subject: String,
+        #[source]
+        source: crate::oidc::management::ManagementError,
+    },
     #[error("user {subject}: {source}")]
     Mapping {
         subject: String,
@@ -87,6 +95,8 @@ impl LoginError {
             LoginError::UpstreamDenied { .. } => "upstream_denied",
             LoginError::Upstream(e) if e.is_timeout() => "upstream_timeout",
             LoginError::Upstream(_) => "upstream_error",
+            LoginError::Management { source, .. } if source.is_timeout() => "management_timeout",
+            LoginError::Management { .. } => "management_error",
             LoginError::Mapping {
                 source: MapError::NoRole { .. },
                 ..
@@ -353,7 +363,7 @@ pub async fn finish(idp: &Idp, cb: Callback, browser: Option<&str>) -> Result<Is
         .ok_or_else(|| LoginError::UnknownSp(pending.sp.clone()))?
         .clone();
 
-    let auth = idp
+    let mut auth = idp
         .upstream
         .authenticate(code, &pending.pkce_verifier, &pending.nonce)
         .await?;
@@ -363,6 +373,16 @@ pub async fn finish(idp: &Idp, cb: Callback, browser: Option<&str>) -> Result<Is
         .and_then(|v| v.as_str())
         .unwrap_or("")
         .to_string();
+    if let Some(m) = &idp.management {
+        let meta = m
+            .app_metadata(&subject)
+            .await
+            .map_err(|source| LoginError::Management {
+                subject: subject.clone(),
+                source,
+            })?;
+        auth.claims.insert("app_metadata".into(), meta);
+    }
     let mapped = flex::map(&auth.claims, &sp).map_err(|source| LoginError::Mapping {
         subject: subject.clone(),
         email: auth

@@ -47,6 +47,14 @@ enum Command {
         #[arg(long)]
         next: bool,
     },
+    /// Validate the config and keys, reach the upstream, print what to paste into Flex Console and Auth0.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the IdP metadata XML.
     Metadata {
         #[arg(long)]
@@ -145,6 +153,28 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 println!("next: set idp.next_cert = \"{}\" to publish it in metadata (see the README's key rollover)", cert.display());
             } else {
                 println!("next: point [idp] key and cert at these files, then paste the certificate into Flex Console");
+            }
+            Ok(())
+        }
+        Command::Check { config, json } => {
+            let cfg = load_config(config.as_deref()).map_err(usage)?;
+            flexgate::config::keys::load(&cfg).map_err(usage)?;
+            let rt = runtime()?;
+            let report = rt.block_on(flexgate::check::run(&cfg));
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report)
+                        .map_err(|e| Failure::from(anyhow::Error::new(e)))?
+                );
+            } else {
+                print!("{}", flexgate::check::render_text(&report));
+            }
+            if report.failed() {
+                return Err(Failure {
+                    code: 1,
+                    err: anyhow::anyhow!("some checks failed (see above)"),
+                });
             }
             Ok(())
         }

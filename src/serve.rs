@@ -3,6 +3,7 @@
 use crate::clock::{RandomIds, SystemClock};
 use crate::config::{keys, Config, ConfigError};
 use crate::login::Idp;
+use crate::oidc::management::Management;
 use crate::oidc::{OidcError, Upstream};
 use crate::store::memory::MemoryStore;
 use crate::web::{router, AppState};
@@ -27,11 +28,23 @@ pub enum ServeError {
 pub fn build_idp(config: Config) -> Result<Idp, ServeError> {
     let keys = keys::load(&config)?;
     let upstream = Upstream::new(config.upstream.clone(), config.callback_url())?;
+    let management = match &config.upstream.management {
+        Some(m) => Some(Arc::new(
+            Management::new(m.clone(), config.upstream.timeout).map_err(|e| {
+                ServeError::Upstream(OidcError::Unreachable {
+                    url: m.url.clone(),
+                    reason: e.to_string(),
+                })
+            })?,
+        )),
+        None => None,
+    };
     let store = MemoryStore::new(config.limits.max_pending_logins);
     Ok(Idp {
         config: Arc::new(config),
         keys: Arc::new(keys),
         upstream: Arc::new(upstream),
+        management,
         store: Arc::new(store),
         clock: Arc::new(SystemClock),
         ids: Arc::new(RandomIds),

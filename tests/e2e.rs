@@ -450,3 +450,195 @@ async fn metadata_cert_and_health() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_secret_post_at_the_token_endpoint() {
+    let port = free_port();
+    let secret = "post-secret";
+    let op = Op::start(
+        &format!("http://127.0.0.1:{port}/oidc/callback"),
+        "flexgate",
+        secret,
+        serde_json::json!({"clients": [{"client_id": "flexgate", "client_secret": secret,
+            "redirect_uris": [format!("http://127.0.0.1:{port}/oidc/callback")],
+            "token_endpoint_auth_method": "client_secret_post"}]}),
+    );
+    let fg = Flexgate::start(
+        port,
+        &op.issuer,
+        secret,
+        &default_sps(),
+        "token_auth_method = \"client_secret_post\"",
+    );
+    let env = Env { op, fg };
+    let id = unique_id("_");
+    let xml = enhanced_request(&id, JQ, "us1", &env.fg.sso_url());
+    let b = Browser::new();
+    let out = b
+        .login(b.client.get(redirect_url(&env, &xml, "")), "agent1")
+        .await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    let (_, got) = validate_everywhere(
+        &out.form.unwrap(),
+        &enhanced_expect(&env, JQ, "us1", Some(&id)),
+    );
+    assert_eq!(got, agent_attrs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upstream_ends_on_a_504_page_not_a_hung_request() {
+    let env = Env::start_with(
+        &default_sps(),
+        "timeout_secs = 1",
+        serde_json::json!({"token_delay_ms": 3000}),
+    );
+    let xml = enhanced_request(&unique_id("_"), JQ, "us1", &env.fg.sso_url());
+    let b = Browser::new();
+    let started = std::time::Instant::now();
+    let out = b
+        .login(b.client.get(redirect_url(&env, &xml, "")), "agent1")
+        .await;
+    assert_eq!(out.status, 504, "{}", out.body);
+    assert!(out.body.contains("did not answer in time"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_gives_502_and_readyz_says_why() {
+    let env = Env::start();
+    let Env { op, fg } = env;
+    drop(op); // the upstream goes away after discovery
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // Discovery is cached, so the login starts; the browser would then fail at the upstream.
+    // A fresh flexgate against a dead upstream cannot even start a login:
+    let port = free_port();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let fg2 = Flexgate::start(port, &dead, "s", &default_sps(), "timeout_secs = 2");
+    let xml = enhanced_request(&unique_id("_"), JQ, "us1", &fg2.sso_url());
+    let r = c
+        .get(format!(
+            "{}?SAMLRequest={}",
+            fg2.sso_url(),
+            urlencode(&deflate_b64(&xml))
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("sign-in service is unavailable"));
+    let r = c.get(format!("{}/readyz", fg2.base)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["ready"], false);
+    assert!(
+        v["checks"]["upstream"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be reached"),
+        "{v}"
+    );
+    drop(fg);
+}
+
+fn mgmt_env(mgmt_cfg: serde_json::Value, mgmt_extra: &str) -> (Env, Mgmt) {
+    let mgmt = Mgmt::start(mgmt_cfg);
+    let upstream_extra = format!(
+        "timeout_secs = 3\n[upstream.management]\nurl = \"{}\"\nclient_id = \"mgmt\"\nclient_secret = \"mgmt-secret\"\n{mgmt_extra}",
+        mgmt.url
+    );
+    let env = Env::start_with(&default_sps(), &upstream_extra, serde_json::json!({}));
+    (env, mgmt)
+}
+
+fn mgmt_users() -> serde_json::Value {
+    serde_json::json!({"norole": {"email": "norole@example.com", "app_metadata": {"flex": {"roles": ["supervisor"]}}}})
+}
+
+async fn legacy_login(env: &Env, user: &str) -> (Outcome, String) {
+    let id = unique_id("ONELOGIN_");
+    let xml = legacy_request(&id, &env.fg.sso_url());
+    let b = Browser::new();
+    (
+        b.login(b.client.get(redirect_url(env, &xml, "")), user)
+            .await,
+        id,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_from_the_auth0_management_api_cached() {
+    let (env, mgmt) = mgmt_env(
+        serde_json::json!({"client_id": "mgmt", "client_secret": "mgmt-secret", "users": mgmt_users(), "rate_limit_first": 1, "retry_after": 1}),
+        "",
+    );
+    // The upstream's ID token has no roles for "norole"; the Management API has ["supervisor"].
+    // Its first answer is a 429 with Retry-After: 1, which flexgate waits out once.
+    for _ in 0..2 {
+        let (out, id) = legacy_login(&env, "norole").await;
+        assert_eq!(out.status, 200, "{}", env.fg.log_text());
+        let e = SpExpect {
+            cert_pem: env.fg.cert_pem.clone(),
+            idp_entity_id: env.fg.entity_id.clone(),
+            sp_entity_id: format!("https://iam.twilio.com/v1/Accounts/{AC}/saml2/metadata"),
+            acs_url: format!("https://iam.twilio.com/v1/Accounts/{AC}/saml2"),
+            request_id: Some(id),
+            response_signed: true,
+            assertion_signed: false,
+        };
+        let (_, got) = validate_everywhere(&out.form.unwrap(), &e);
+        assert_eq!(got["roles"], vec!["supervisor".to_string()]);
+    }
+    let stats = mgmt.stats().await;
+    assert_eq!(stats["token_requests"], 1, "the token is cached: {stats}");
+    assert_eq!(
+        stats["user_requests"], 2,
+        "one 429, one answer, then the per-user cache: {stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_api_failures_stop_the_login() {
+    // A long Retry-After is not waited out.
+    let (env, _m) = mgmt_env(
+        serde_json::json!({"client_id": "mgmt", "client_secret": "mgmt-secret", "users": mgmt_users(), "rate_limit_first": 100, "retry_after": 30}),
+        "",
+    );
+    let (out, _) = legacy_login(&env, "norole").await;
+    assert_eq!(out.status, 502, "{}", out.body);
+    assert!(out.body.contains("roles could not be read"));
+    assert!(!out.body.contains("SAMLResponse"));
+    assert!(env.fg.log_text().contains("rate limit"));
+
+    // Wrong credentials, and a user the directory does not know.
+    let (env, _m) = mgmt_env(
+        serde_json::json!({"client_id": "mgmt", "client_secret": "other", "users": mgmt_users()}),
+        "",
+    );
+    let (out, _) = legacy_login(&env, "norole").await;
+    assert_eq!(out.status, 502, "{}", out.body);
+    assert!(env
+        .fg
+        .log_text()
+        .contains("refused flexgate's client credentials"));
+    let (env, _m) = mgmt_env(
+        serde_json::json!({"client_id": "mgmt", "client_secret": "mgmt-secret", "users": {}}),
+        "",
+    );
+    let (out, _) = legacy_login(&env, "agent1").await;
+    assert_eq!(out.status, 502, "{}", out.body);
+
+    // A slow directory: 504 after the upstream timeout.
+    let (env, _m) = mgmt_env(
+        serde_json::json!({"client_id": "mgmt", "client_secret": "mgmt-secret", "users": mgmt_users(), "user_delay_ms": 5000}),
+        "",
+    );
+    let (out, _) = legacy_login(&env, "norole").await;
+    assert_eq!(out.status, 504, "{}", out.body);
+}

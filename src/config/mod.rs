@@ -104,6 +104,16 @@ struct RawUpstream {
     token_auth_method: Option<String>,
     timeout_secs: Option<u64>,
     userinfo: Option<bool>,
+    management: Option<RawManagement>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManagement {
+    url: Option<String>,
+    client_id: String,
+    client_secret: String,
+    cache_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +198,19 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     /// Merge the userinfo response into the ID token's claims (when the endpoint exists).
     pub userinfo: bool,
+    /// Read `app_metadata` from the Auth0 Management API.
+    pub management: Option<ManagementConfig>,
+}
+
+/// The Auth0 Management API client (`[upstream.management]`).
+#[derive(Debug, Clone)]
+pub struct ManagementConfig {
+    /// `https://{tenant}.auth0.com`, without a trailing slash.
+    pub url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// How long a user's app_metadata is reused.
+    pub cache_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -567,7 +590,47 @@ fn validate(raw: RawConfig, ctx: &Ctx, base: &Path) -> Result<Config, ConfigErro
             return Err(ctx.invalid("upstream.token_auth_method", format!("is {other:?}"), "use \"client_secret_basic\" or \"client_secret_post\", or leave it out to follow discovery"))
         }
     };
+    let management = match u.management {
+        None => None,
+        Some(m) => {
+            let url = match m.url {
+                Some(url) => url,
+                None => {
+                    let issuer = Url::parse(&u.issuer).map_err(|e| {
+                        ctx.invalid("upstream.issuer", e.to_string(), "write an absolute URL")
+                    })?;
+                    format!("{}://{}", issuer.scheme(), issuer.host_str().unwrap_or(""))
+                }
+            };
+            let parsed = https_or_loopback(&url).map_err(|p| {
+                ctx.invalid("upstream.management.url", p, "write your tenant's canonical domain, e.g. \"https://example.us.auth0.com\" (not a custom domain)")
+            })?;
+            if parsed.path() != "/" || parsed.query().is_some() {
+                return Err(ctx.invalid(
+                    "upstream.management.url",
+                    "has a path or query",
+                    "write only scheme and host, e.g. \"https://example.us.auth0.com\"",
+                ));
+            }
+            if m.client_id.is_empty() || m.client_secret.is_empty() {
+                return Err(ctx.invalid("upstream.management", "has an empty client_id or client_secret", "create a Machine-to-Machine application authorized for the Auth0 Management API with the read:users scope, and copy its credentials"));
+            }
+            Some(ManagementConfig {
+                url: url.trim_end_matches('/').to_string(),
+                client_id: m.client_id,
+                client_secret: Secret::new(m.client_secret),
+                cache_ttl: secs(
+                    m.cache_secs,
+                    60,
+                    "upstream.management.cache_secs",
+                    0..=3600,
+                    ctx,
+                )?,
+            })
+        }
+    };
     let upstream = UpstreamConfig {
+        management,
         issuer: u.issuer,
         client_id: u.client_id,
         client_secret: Secret::new(u.client_secret),
@@ -660,9 +723,11 @@ fn validate_sp(s: RawSp, i: usize, ctx: &Ctx) -> Result<SpConfig, ConfigError> {
                 return Err(ctx.invalid(k("flex_connection"), format!("is {jq:?}, not JQ followed by 32 lowercase hex digits"), "copy the id from the ACS URL Flex Console shows (…/login/callback?connection=JQ…)"));
             }
             let region = s.region.as_deref().unwrap_or("us1");
-            let ok = region.len() == 3
-                && region[..2].chars().all(|c| c.is_ascii_lowercase())
-                && region[2..].chars().all(|c| c.is_ascii_digit());
+            let b = region.as_bytes();
+            let ok = b.len() == 3
+                && b[0].is_ascii_lowercase()
+                && b[1].is_ascii_lowercase()
+                && b[2].is_ascii_digit();
             if !ok {
                 return Err(ctx.invalid(
                     k("region"),

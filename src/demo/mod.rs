@@ -89,10 +89,12 @@ pub fn app(base: &str) -> Result<axum::Router, DemoError> {
     let cert_pem = keys.cert.pem.clone();
     let upstream = Upstream::new(config.upstream.clone(), config.callback_url()).map_err(setup)?;
     let sp = config.sps[0].clone();
+    let management = None;
     let idp = Arc::new(Idp {
         store: Arc::new(MemoryStore::new(config.limits.max_pending_logins)),
         keys: Arc::new(keys),
         upstream: Arc::new(upstream),
+        management,
         clock: Arc::new(SystemClock),
         ids: Arc::new(RandomIds),
         config: Arc::new(config),

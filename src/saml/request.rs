@@ -4,6 +4,7 @@
 
 use super::ns;
 use super::verify::decode_b64;
+use super::{attr, text_content};
 use chrono::{DateTime, Duration, Utc};
 use roxmltree::{Document, Node, ParsingOptions};
 use std::io::Read;
@@ -179,15 +180,15 @@ pub fn parse(xml: &str) -> Result<AuthnRequest, RequestError> {
             None => n.name().to_string(),
         }));
     }
-    let version = root.attribute("Version").unwrap_or("");
+    let version = attr(root, "Version").unwrap_or("");
     if version != "2.0" {
         return Err(RequestError::Version(version.to_string()));
     }
-    let id = root.attribute("ID").unwrap_or("");
+    let id = attr(root, "ID").unwrap_or("");
     if id.is_empty() || id.len() > 256 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(RequestError::BadId);
     }
-    let instant = root.attribute("IssueInstant").unwrap_or("");
+    let instant = attr(root, "IssueInstant").unwrap_or("");
     let issue_instant = DateTime::parse_from_rfc3339(instant)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| RequestError::BadIssueInstant(instant.to_string()))?;
@@ -198,8 +199,7 @@ pub fn parse(xml: &str) -> Result<AuthnRequest, RequestError> {
     });
     let issuer = issuers
         .next()
-        .and_then(|n| n.text())
-        .map(|t| t.trim().to_string())
+        .map(|n| text_content(n).trim().to_string())
         .filter(|t| !t.is_empty())
         .ok_or(RequestError::MissingIssuer)?;
     if issuers.next().is_some() {
@@ -207,7 +207,7 @@ pub fn parse(xml: &str) -> Result<AuthnRequest, RequestError> {
             "the AuthnRequest has two Issuer elements".into(),
         ));
     }
-    let acs_index = match root.attribute("AssertionConsumerServiceIndex") {
+    let acs_index = match attr(root, "AssertionConsumerServiceIndex") {
         Some(v) => Some(
             v.trim()
                 .parse::<u32>()
@@ -216,10 +216,10 @@ pub fn parse(xml: &str) -> Result<AuthnRequest, RequestError> {
         None => None,
     };
     let name_id_format = child(root, ns::SAMLP, "NameIDPolicy")
-        .and_then(|n| n.attribute("Format"))
+        .and_then(|n| attr(n, "Format"))
         .map(str::to_string);
     let requested_authn_context = child(root, ns::SAMLP, "RequestedAuthnContext").map(|n| {
-        let comparison = match n.attribute("Comparison").unwrap_or("exact") {
+        let comparison = match attr(n, "Comparison").unwrap_or("exact") {
             "minimum" => Comparison::Minimum,
             "maximum" => Comparison::Maximum,
             "better" => Comparison::Better,
@@ -232,8 +232,7 @@ pub fn parse(xml: &str) -> Result<AuthnRequest, RequestError> {
                     && c.tag_name().namespace() == Some(ns::SAML)
                     && c.tag_name().name() == "AuthnContextClassRef"
             })
-            .filter_map(|c| c.text())
-            .map(|t| t.trim().to_string())
+            .map(|c| text_content(c).trim().to_string())
             .collect();
         RequestedAuthnContext {
             comparison,
@@ -244,14 +243,14 @@ pub fn parse(xml: &str) -> Result<AuthnRequest, RequestError> {
         id: id.to_string(),
         issue_instant,
         issuer,
-        destination: root.attribute("Destination").map(str::to_string),
+        destination: attr(root, "Destination").map(str::to_string),
         acs_url: root
             .attribute("AssertionConsumerServiceURL")
             .map(str::to_string),
         acs_index,
-        protocol_binding: root.attribute("ProtocolBinding").map(str::to_string),
-        force_authn: xs_bool(root.attribute("ForceAuthn")),
-        is_passive: xs_bool(root.attribute("IsPassive")),
+        protocol_binding: attr(root, "ProtocolBinding").map(str::to_string),
+        force_authn: xs_bool(attr(root, "ForceAuthn")),
+        is_passive: xs_bool(attr(root, "IsPassive")),
         name_id_format,
         requested_authn_context,
         has_signature: child(root, ns::DS, "Signature").is_some(),

@@ -9,6 +9,7 @@
 
 use super::c14n::{self, Options};
 use super::ns;
+use super::{attr, text_content};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
@@ -85,7 +86,7 @@ fn inclusive_prefixes(method: Node) -> Vec<String> {
     method
         .children()
         .find(|c| c.is_element() && c.tag_name().name() == "InclusiveNamespaces")
-        .and_then(|n| n.attribute("PrefixList"))
+        .and_then(|n| attr(n, "PrefixList"))
         .map(|l| {
             l.split_whitespace()
                 .map(|p| {
@@ -125,7 +126,7 @@ pub fn parse(xml: &str) -> Result<Document<'_>, VerifyError> {
 pub fn check_unique_ids(doc: &Document) -> Result<(), VerifyError> {
     let mut seen = std::collections::HashSet::new();
     for n in doc.descendants().filter(|n| n.is_element()) {
-        if let Some(id) = n.attribute("ID") {
+        if let Some(id) = attr(n, "ID") {
             if !seen.insert(id) {
                 return Err(VerifyError::DuplicateId(id.to_string()));
             }
@@ -152,11 +153,11 @@ pub fn verify_enveloped(
     let signed_info = child(sig, ns::DS, "SignedInfo").ok_or_else(|| malformed("no SignedInfo"))?;
     let c14n_method = child(signed_info, ns::DS, "CanonicalizationMethod")
         .ok_or_else(|| malformed("no CanonicalizationMethod"))?;
-    let c14n_alg = c14n_method.attribute("Algorithm").unwrap_or("");
+    let c14n_alg = attr(c14n_method, "Algorithm").unwrap_or("");
     let si_comments =
         is_c14n(c14n_alg).ok_or_else(|| VerifyError::Algorithm(c14n_alg.to_string()))?;
     let sig_alg = child(signed_info, ns::DS, "SignatureMethod")
-        .and_then(|n| n.attribute("Algorithm"))
+        .and_then(|n| attr(n, "Algorithm"))
         .ok_or_else(|| malformed("no SignatureMethod"))?;
     let md = match sig_alg {
         ns::RSA_SHA256 => MessageDigest::sha256(),
@@ -173,7 +174,7 @@ pub fn verify_enveloped(
     let id = element
         .attribute("ID")
         .ok_or(VerifyError::Missing("the signed element's ID"))?;
-    let uri = reference.attribute("URI").unwrap_or("");
+    let uri = attr(reference, "URI").unwrap_or("");
     if uri.strip_prefix('#') != Some(id) {
         return Err(VerifyError::Mismatch {
             what: "the signature's Reference URI",
@@ -186,7 +187,7 @@ pub fn verify_enveloped(
     let mut enveloped = false;
     if let Some(transforms) = child(reference, ns::DS, "Transforms") {
         for t in children(transforms, ns::DS, "Transform") {
-            let alg = t.attribute("Algorithm").unwrap_or("");
+            let alg = attr(t, "Algorithm").unwrap_or("");
             if alg == ns::ENVELOPED {
                 enveloped = true;
             } else if let Some(c) = is_c14n(alg) {
@@ -203,7 +204,7 @@ pub fn verify_enveloped(
         ));
     }
     let digest_alg = child(reference, ns::DS, "DigestMethod")
-        .and_then(|n| n.attribute("Algorithm"))
+        .and_then(|n| attr(n, "Algorithm"))
         .ok_or_else(|| malformed("no DigestMethod"))?;
     let dmd = match digest_alg {
         ns::SHA256 => MessageDigest::sha256(),
@@ -302,7 +303,7 @@ pub struct VerifiedResponse {
 }
 
 fn text_of(n: Option<Node>) -> Option<String> {
-    n.map(|n| n.text().unwrap_or("").to_string())
+    n.map(text_content)
 }
 
 fn parse_time(what: &'static str, s: &str) -> Result<DateTime<Utc>, VerifyError> {
@@ -338,7 +339,7 @@ pub fn verify_response(
             "samlp:Response".into(),
         ));
     }
-    expect_eq("the Response Version", root.attribute("Version"), "2.0")?;
+    expect_eq("the Response Version", attr(root, "Version"), "2.0")?;
     if child(root, ns::SAML, "EncryptedAssertion").is_some() {
         return Err(VerifyError::Encrypted);
     }
@@ -376,14 +377,14 @@ pub fn verify_response(
 
     let status = child(root, ns::SAMLP, "Status")
         .and_then(|s| child(s, ns::SAMLP, "StatusCode"))
-        .and_then(|c| c.attribute("Value"))
+        .and_then(|c| attr(c, "Value"))
         .ok_or(VerifyError::Missing("the StatusCode"))?;
     if status != ns::STATUS_SUCCESS {
         return Err(VerifyError::Status(status.to_string()));
     }
-    let destination = root.attribute("Destination");
+    let destination = attr(root, "Destination");
     expect_eq("the Response Destination", destination, exp.recipient)?;
-    let in_response_to = root.attribute("InResponseTo");
+    let in_response_to = attr(root, "InResponseTo");
     match (exp.in_response_to, in_response_to) {
         (Some(e), f) => expect_eq("the Response InResponseTo", f, e)?,
         (None, Some(f)) => {
@@ -411,7 +412,7 @@ pub fn verify_response(
     let mut bearer_ok = false;
     let mut last_err = VerifyError::Missing("a bearer SubjectConfirmation");
     for sc in children(subject, ns::SAML, "SubjectConfirmation") {
-        if sc.attribute("Method") != Some(ns::CM_BEARER) {
+        if attr(sc, "Method") != Some(ns::CM_BEARER) {
             continue;
         }
         let Some(data) = child(sc, ns::SAML, "SubjectConfirmationData") else {
@@ -421,10 +422,10 @@ pub fn verify_response(
         let check = (|| {
             expect_eq(
                 "the SubjectConfirmationData Recipient",
-                data.attribute("Recipient"),
+                attr(data, "Recipient"),
                 exp.recipient,
             )?;
-            let noa = data.attribute("NotOnOrAfter").ok_or(VerifyError::Missing(
+            let noa = attr(data, "NotOnOrAfter").ok_or(VerifyError::Missing(
                 "the SubjectConfirmationData NotOnOrAfter",
             ))?;
             if parse_time("SubjectConfirmationData NotOnOrAfter", noa)? + exp.skew <= exp.now {
@@ -432,7 +433,7 @@ pub fn verify_response(
                     "the subject confirmation expired at {noa}"
                 )));
             }
-            match (exp.in_response_to, data.attribute("InResponseTo")) {
+            match (exp.in_response_to, attr(data, "InResponseTo")) {
                 (Some(e), f) => expect_eq("the SubjectConfirmationData InResponseTo", f, e)?,
                 (None, Some(f)) => {
                     return Err(VerifyError::Mismatch {
@@ -459,7 +460,7 @@ pub fn verify_response(
 
     let conditions =
         child(assertion, ns::SAML, "Conditions").ok_or(VerifyError::Missing("the Conditions"))?;
-    let not_before = conditions.attribute("NotBefore");
+    let not_before = attr(conditions, "NotBefore");
     if let Some(nb) = not_before {
         if parse_time("Conditions NotBefore", nb)? - exp.skew > exp.now {
             return Err(VerifyError::Time(format!(
@@ -467,7 +468,7 @@ pub fn verify_response(
             )));
         }
     }
-    let not_on_or_after = conditions.attribute("NotOnOrAfter");
+    let not_on_or_after = attr(conditions, "NotOnOrAfter");
     if let Some(noa) = not_on_or_after {
         if parse_time("Conditions NotOnOrAfter", noa)? + exp.skew <= exp.now {
             return Err(VerifyError::Time(format!("the assertion expired at {noa}")));
@@ -476,7 +477,7 @@ pub fn verify_response(
     let mut audiences = Vec::new();
     for ar in children(conditions, ns::SAML, "AudienceRestriction") {
         let these: Vec<String> = children(ar, ns::SAML, "Audience")
-            .map(|a| a.text().unwrap_or("").trim().to_string())
+            .map(|a| text_content(a).trim().to_string())
             .collect();
         if !these.iter().any(|a| a == exp.audience) {
             return Err(VerifyError::Mismatch {
@@ -494,10 +495,10 @@ pub fn verify_response(
     let authn = child(assertion, ns::SAML, "AuthnStatement");
     let mut attributes = Vec::new();
     for stmt in children(assertion, ns::SAML, "AttributeStatement") {
-        for attr in children(stmt, ns::SAML, "Attribute") {
-            let name = attr.attribute("Name").unwrap_or("").to_string();
-            let values = children(attr, ns::SAML, "AttributeValue")
-                .map(|v| v.text().unwrap_or("").to_string())
+        for attribute in children(stmt, ns::SAML, "Attribute") {
+            let name = attr(attribute, "Name").unwrap_or("").to_string();
+            let values = children(attribute, ns::SAML, "AttributeValue")
+                .map(text_content)
                 .collect();
             attributes.push((name, values));
         }
@@ -508,19 +509,18 @@ pub fn verify_response(
         in_response_to: in_response_to.map(str::to_string),
         response_signed,
         assertion_signed,
-        name_id: name_id_node.text().unwrap_or("").to_string(),
-        name_id_format: name_id_node.attribute("Format").map(str::to_string),
+        name_id: text_content(name_id_node),
+        name_id_format: attr(name_id_node, "Format").map(str::to_string),
         session_index: authn
-            .and_then(|a| a.attribute("SessionIndex"))
+            .and_then(|a| attr(a, "SessionIndex"))
             .map(str::to_string),
         authn_instant: authn
-            .and_then(|a| a.attribute("AuthnInstant"))
+            .and_then(|a| attr(a, "AuthnInstant"))
             .map(str::to_string),
         authn_context_class: authn
             .and_then(|a| child(a, ns::SAML, "AuthnContext"))
             .and_then(|c| child(c, ns::SAML, "AuthnContextClassRef"))
-            .and_then(|c| c.text())
-            .map(|s| s.trim().to_string()),
+            .map(|c| text_content(c).trim().to_string()),
         not_before: not_before.map(str::to_string),
         not_on_or_after: not_on_or_after.map(str::to_string),
         audiences,

@@ -15,7 +15,7 @@ pub fn login_failed(e: &LoginError, sp: Option<&str>) -> Response {
         LoginError::Store(_) | LoginError::Sign(_) | LoginError::Internal(_) => {
             tracing::error!(reference, sp, outcome = "failed", reason = e.reason(), error = %e, "login failed")
         }
-        LoginError::Upstream(_) => {
+        LoginError::Upstream(_) | LoginError::Management { .. } => {
             tracing::error!(reference, sp, outcome = "failed", reason = e.reason(), error = %e, "login failed")
         }
         _ => {
@@ -93,6 +93,12 @@ pub fn login_failed(e: &LoginError, sp: Option<&str>) -> Response {
             "The sign-in service is unavailable",
             "The identity provider behind this page answered with an error.".into(),
             "Wait a minute and sign in again from Flex. If it persists, give your administrator the reference below.".into(),
+        ),
+        LoginError::Management { source, .. } => (
+            if source.is_timeout() { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY },
+            "Your Flex roles could not be read",
+            "You signed in, but flexgate could not read your Flex roles from the identity provider's directory, so it cannot let you into Flex.".into(),
+            "Try again in a minute. If it persists, give your administrator the reference below.".into(),
         ),
         LoginError::Mapping { email, source, .. } => {
             let who = email.as_deref().map(|e| format!("Your account ({e})")).unwrap_or_else(|| "Your account".into());

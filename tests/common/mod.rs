@@ -139,6 +139,59 @@ impl Op {
     }
 }
 
+/// The Auth0 Management API stand-in (`tests/peers/auth0_mgmt.mjs`).
+pub struct Mgmt {
+    pub url: String,
+    child: Child,
+    _stdin: ChildStdin,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Mgmt {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Mgmt {
+    pub fn start(cfg: Value) -> Mgmt {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mgmt.json");
+        std::fs::write(&path, cfg.to_string()).expect("write");
+        let mut child = Command::new("node")
+            .arg(repo().join("tests/peers/auth0_mgmt.mjs"))
+            .arg(&path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start node (run scripts/install-test-deps)");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let url = match lines.next() {
+            Some(Ok(l)) if l.starts_with("READY ") => l[6..].trim().to_string(),
+            _ => panic!("the Management API stand-in did not start"),
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Mgmt {
+            url,
+            child,
+            _stdin: stdin,
+            _dir: dir,
+        }
+    }
+
+    pub async fn stats(&self) -> Value {
+        ::reqwest::get(format!("{}/__stats", self.url))
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("json")
+    }
+}
+
 /// A running `flexgate serve` with its config and keys in a temp dir.
 pub struct Flexgate {
     pub base: String,
@@ -255,7 +308,7 @@ client_secret = "${{TEST_CLIENT_SECRET}}"
             .spawn()
             .expect("start flexgate");
         let cert_pem = std::fs::read_to_string(dir.path().join("idp-cert.pem")).expect("cert");
-        let fg = Flexgate {
+        let mut fg = Flexgate {
             entity_id: format!("{base}/saml/metadata"),
             base,
             dir,
@@ -267,10 +320,13 @@ client_secret = "${{TEST_CLIENT_SECRET}}"
         fg
     }
 
-    fn wait_healthy(&self) {
+    fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let url = format!("{}/healthz", self.base);
         while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("flexgate exited ({status}) during start-up; log:\n{}", self.log_text());
+            }
             if let Ok(r) = tinyhttp::blocking_get(&url) {
                 if r {
                     return;
@@ -296,7 +352,10 @@ pub mod tinyhttp {
     pub fn blocking_get(url: &str) -> std::io::Result<bool> {
         let u = url::Url::parse(url).map_err(std::io::Error::other)?;
         let addr = format!("{}:{}", u.host_str().unwrap_or(""), u.port().unwrap_or(80));
-        let mut s = std::net::TcpStream::connect(addr)?;
+        let addr: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+        let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+        s.set_write_timeout(Some(std::time::Duration::from_secs(2)))?;
         write!(s, "GET {} HTTP/1.0\r\nHost: x\r\n\r\n", u.path())?;
         let mut buf = String::new();
         s.read_to_string(&mut buf)?;

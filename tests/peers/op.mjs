@@ -24,7 +24,10 @@
 //                 "acr": "urn:..."  }  // session property, optional; also listed in acr_values_supported
 //   },
 //   "token_delay_ms": 0,               // delay every POST /token by this much (timeout tests)
-//   "scopes": { "flex": ["app_metadata"] }   // optional extra scope -> claim names (see "Claims" below)
+//   "scopes": { "flex": ["app_metadata"] },  // optional extra scope -> claim names (see "Claims" below)
+//   "pkce_optional_clients": ["satosa"]      // optional: client_ids allowed to omit PKCE (default: none).
+//                                            // For peers that send no PKCE (SATOSA's OIDC backend), used by
+//                                            // benches/run only; a PKCE request from such a client is still checked.
 // }
 //
 // ---- Claims ---------------------------------------------------------------------------------------------------
@@ -33,7 +36,8 @@
 // EVERY OTHER claim a user has (namespaced URLs, app_metadata, ...) plus amr/acr sits under `openid`, so it is
 // always released, like claims an Auth0 Action adds. With scope `openid profile email` every configured claim
 // of the user is therefore in BOTH the ID token and the userinfo response. ID token: RS256, with auth_time.
-// PKCE is required for every client and only S256 exists in oidc-provider 9. Any password is accepted.
+// PKCE is required for every client not listed in pkce_optional_clients, and only S256 exists in oidc-provider 9.
+// Any password is accepted.
 //
 // ---- Login, as a client with ONE cookie jar and redirects NOT followed (observed with curl) -----------------
 //  The jar must honour cookie paths: _interaction* cookies are scoped to /interaction/{uid}, _interaction_resume*
@@ -88,6 +92,7 @@ if (!Array.isArray(cfg.clients) || !cfg.clients.length) die('config: "clients" m
 if (!cfg.users || typeof cfg.users !== 'object') die('config: "users" must be an object');
 const users = cfg.users;
 const tokenDelay = Number(cfg.token_delay_ms || 0);
+const pkceOptional = new Set(Array.isArray(cfg.pkce_optional_clients) ? cfg.pkce_optional_clients : []);
 
 // ---- claims per scope -------------------------------------------------------------------------------------------
 const STANDARD = {
@@ -122,7 +127,7 @@ const provider = new Provider(issuer, {
   claims,
   acrValues,
   conformIdTokenClaims: false,
-  pkce: { required: () => true },
+  pkce: { required: (ctx, client) => !pkceOptional.has(client.clientId) },
   cookies: { keys: [randomBytes(32).toString('hex')] },
   features: { devInteractions: { enabled: false } },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },

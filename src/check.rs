@@ -1,0 +1,297 @@
+//! `flexgate check`: a doctor for a deployment. Validates the config and key material, reaches
+//! the upstream (discovery + JWKS), and prints exactly what to paste into Flex Console and Auth0.
+
+use crate::config::keys::{self, PublishedCert};
+use crate::config::{Config, SpConfig};
+use crate::oidc::Upstream;
+use serde::Serialize;
+
+/// One finding.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Finding {
+    /// `ok`, `warn` or `fail`.
+    pub level: &'static str,
+    pub what: String,
+    pub detail: String,
+}
+
+/// What to paste into Flex Console for one SP.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlexConsole {
+    pub sp: String,
+    pub kind: String,
+    pub single_sign_on_url: String,
+    pub identity_provider_issuer: String,
+    pub default_redirect_url: String,
+    pub acs_url: String,
+    pub audience: String,
+    pub roles_claim: Option<String>,
+}
+
+/// What to paste into Auth0.
+#[derive(Debug, Clone, Serialize)]
+pub struct Auth0Setup {
+    pub allowed_callback_url: String,
+    pub post_login_action: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CertInfo {
+    pub role: &'static str,
+    pub subject: String,
+    pub not_after: String,
+    pub days_left: i32,
+    pub sha256_fingerprint: String,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub config: String,
+    pub findings: Vec<Finding>,
+    pub certificates: Vec<CertInfo>,
+    pub certificate_pem: String,
+    pub flex_console: Vec<FlexConsole>,
+    pub auth0: Auth0Setup,
+}
+
+impl Report {
+    pub fn failed(&self) -> bool {
+        self.findings.iter().any(|f| f.level == "fail")
+    }
+}
+
+fn finding(level: &'static str, what: impl Into<String>, detail: impl Into<String>) -> Finding {
+    Finding {
+        level,
+        what: what.into(),
+        detail: detail.into(),
+    }
+}
+
+fn cert_info(role: &'static str, c: &PublishedCert) -> CertInfo {
+    CertInfo {
+        role,
+        subject: c.subject.clone(),
+        not_after: c.not_after.clone(),
+        days_left: c.days_left,
+        sha256_fingerprint: c.sha256_fingerprint.clone(),
+    }
+}
+
+fn cert_findings(role: &str, c: &PublishedCert, out: &mut Vec<Finding>) {
+    if c.days_left < 0 {
+        out.push(finding("fail", format!("{role} certificate"), format!("expired on {}; generate a new pair with `flexgate keygen` and follow the README's key rollover", c.not_after)));
+    } else if c.days_left < 30 {
+        out.push(finding(
+            "warn",
+            format!("{role} certificate"),
+            format!(
+                "expires on {} ({} days); plan a rollover (README: key rollover)",
+                c.not_after, c.days_left
+            ),
+        ));
+    } else {
+        out.push(finding(
+            "ok",
+            format!("{role} certificate"),
+            format!("valid until {} ({} days)", c.not_after, c.days_left),
+        ));
+    }
+}
+
+/// The Auth0 post-login Action that adds the roles claim `claim` (namespaced).
+pub fn action_snippet(claim: &str) -> String {
+    let claim_js = serde_json::to_string(claim).unwrap_or_else(|_| "\"\"".into());
+    format!(
+        "exports.onExecutePostLogin = async (event, api) => {{\n  const flex = (event.user.app_metadata || {{}}).flex || {{}};\n  api.idToken.setCustomClaim({claim_js}, flex.roles || []);\n}};"
+    )
+}
+
+fn roles_claim(sp: &SpConfig) -> Option<String> {
+    sp.attributes
+        .iter()
+        .find(|a| a.saml_name == crate::flex::ROLES)
+        .map(|a| a.claim.clone())
+}
+
+/// Runs every check. Config errors are the caller's (they stop before this).
+pub async fn run(cfg: &Config) -> Report {
+    let mut findings = vec![finding(
+        "ok",
+        "configuration",
+        format!(
+            "{} is valid ({} service provider(s))",
+            cfg.source.display(),
+            cfg.sps.len()
+        ),
+    )];
+    let mut certificates = Vec::new();
+    let mut certificate_pem = String::new();
+    match keys::load(cfg) {
+        Ok(k) => {
+            findings.push(finding(
+                "ok",
+                "signing key",
+                format!(
+                    "{} is an RSA key that matches {}",
+                    cfg.idp.key.display(),
+                    cfg.idp.cert.display()
+                ),
+            ));
+            cert_findings("live", &k.cert, &mut findings);
+            certificates.push(cert_info("live", &k.cert));
+            if let Some(n) = &k.next_cert {
+                cert_findings("next", n, &mut findings);
+                certificates.push(cert_info("next", n));
+                findings.push(finding("ok", "key rollover", "the next certificate is published in metadata; Flex still validates with the live one until you swap it in Flex Console"));
+            }
+            certificate_pem = k.cert.pem.clone();
+        }
+        Err(e) => findings.push(finding("fail", "signing key", e.to_string())),
+    }
+
+    match Upstream::new(cfg.upstream.clone(), cfg.callback_url()) {
+        Ok(up) => {
+            match up.warm_up().await {
+                Ok(meta) => {
+                    findings.push(finding(
+                        "ok",
+                        "upstream discovery",
+                        format!(
+                            "{} answered; issuer matches",
+                            crate::oidc::discovery::discovery_url(&cfg.upstream.issuer)
+                        ),
+                    ));
+                    findings.push(finding(
+                        "ok",
+                        "upstream keys",
+                        format!("JWKS fetched from {}", meta.jwks_uri),
+                    ));
+                    if let Some(algs) = &meta.id_token_signing_alg_values_supported {
+                        let allowed: Vec<String> = crate::oidc::id_token::ALLOWED_ALGS
+                            .iter()
+                            .map(|a| format!("{a:?}"))
+                            .collect();
+                        if !algs.iter().any(|a| allowed.contains(a)) {
+                            findings.push(finding("fail", "ID token algorithm", format!("the upstream signs ID tokens with {} only; flexgate accepts {}", algs.join(", "), allowed.join(", "))));
+                        }
+                    }
+                    if meta.userinfo_endpoint.is_none() && cfg.upstream.userinfo {
+                        findings.push(finding("warn", "userinfo", "the upstream has no userinfo endpoint; claims come from the ID token only"));
+                    }
+                }
+                Err(e) => findings.push(finding("fail", "upstream discovery", e.to_string())),
+            }
+        }
+        Err(e) => findings.push(finding("fail", "upstream", e.to_string())),
+    }
+
+    let flex_console = cfg
+        .sps
+        .iter()
+        .map(|sp| {
+            let sso = match &cfg.upstream.connection {
+                Some(c) => format!(
+                    "{}?connection={}",
+                    cfg.sso_url(),
+                    url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()
+                ),
+                None => cfg.sso_url(),
+            };
+            FlexConsole {
+                sp: sp.name.clone(),
+                kind: sp.kind.as_str().to_string(),
+                single_sign_on_url: sso,
+                identity_provider_issuer: cfg.idp.entity_id.clone(),
+                default_redirect_url: cfg.init_url(sp),
+                acs_url: sp.acs_url.clone(),
+                audience: sp.entity_id.clone(),
+                roles_claim: roles_claim(sp),
+            }
+        })
+        .collect();
+    let namespaced = cfg
+        .sps
+        .iter()
+        .filter_map(roles_claim)
+        .find(|c| c.starts_with("https://") || c.starts_with("http://"));
+    Report {
+        config: cfg.source.display().to_string(),
+        findings,
+        certificates,
+        certificate_pem,
+        flex_console,
+        auth0: Auth0Setup {
+            allowed_callback_url: cfg.callback_url(),
+            post_login_action: namespaced.map(|c| action_snippet(&c)),
+        },
+    }
+}
+
+/// The report as people read it.
+pub fn render_text(r: &Report) -> String {
+    let mut o = String::new();
+    o.push_str(&format!("flexgate check — {}\n\n", r.config));
+    for f in &r.findings {
+        let tag = match f.level {
+            "ok" => "  ok  ",
+            "warn" => "  WARN",
+            _ => "  FAIL",
+        };
+        o.push_str(&format!("{tag} {}: {}\n", f.what, f.detail));
+    }
+    for c in &r.certificates {
+        o.push_str(&format!(
+            "\n  {} certificate: {} · not after {} · SHA-256 {}\n",
+            c.role, c.subject, c.not_after, c.sha256_fingerprint
+        ));
+    }
+    for f in &r.flex_console {
+        o.push_str(&format!(
+            "\n== Flex Console (Admin → Single Sign-On) for [[sp]] {:?} ({}) ==\n",
+            f.sp, f.kind
+        ));
+        o.push_str(&format!(
+            "  Identity Provider Issuer : {}\n",
+            f.identity_provider_issuer
+        ));
+        o.push_str(&format!(
+            "  Single Sign-On URL       : {}\n",
+            f.single_sign_on_url
+        ));
+        o.push_str(&format!(
+            "  Default Redirect URL     : {}   (IdP-initiated login, optional)\n",
+            f.default_redirect_url
+        ));
+        o.push_str("  X.509 Certificate        : the PEM below (also served at /saml/cert.pem)\n");
+        o.push_str(&format!(
+            "  (Flex's ACS {} · audience {})\n",
+            f.acs_url, f.audience
+        ));
+    }
+    if !r.certificate_pem.is_empty() {
+        o.push('\n');
+        o.push_str(&r.certificate_pem);
+    }
+    o.push_str("\n== Auth0 (your application's settings) ==\n");
+    o.push_str(&format!(
+        "  Allowed Callback URLs    : {}\n",
+        r.auth0.allowed_callback_url
+    ));
+    match &r.auth0.post_login_action {
+        Some(a) => {
+            o.push_str("  Post-login Action (Actions → Library → Build Custom; add it to the Login flow):\n\n");
+            for l in a.lines() {
+                o.push_str(&format!("    {l}\n"));
+            }
+        }
+        None => o.push_str("  Roles: no namespaced roles claim is mapped; make sure the ID token or userinfo carries the claim [sp.attributes].roles names.\n"),
+    }
+    o.push_str(if r.failed() {
+        "\nresult: FAILED\n"
+    } else {
+        "\nresult: ok\n"
+    });
+    o
+}
