@@ -10,6 +10,7 @@ pub mod flex;
 pub mod keygen;
 pub mod login;
 pub mod oidc;
+pub mod qa;
 pub mod saml;
 pub mod serve;
 pub mod store;

@@ -55,6 +55,48 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// QA: verify a SAMLResponse (XML, base64, a form body or a saved HTML page) and print its attributes.
+    Verify {
+        /// The only certificate trusted for the signature (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// The SP entity id that must be the Audience (e.g. urn:flex:JQ…).
+        #[arg(long)]
+        audience: Option<String>,
+        /// The ACS URL, compared whole (query string included) with Destination and Recipient.
+        #[arg(long)]
+        recipient: Option<String>,
+        /// The IdP entity id the Issuer must equal.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// The AuthnRequest ID the Response must answer.
+        #[arg(long, conflicts_with = "idp_initiated")]
+        in_response_to: Option<String>,
+        /// The Response must carry no InResponseTo (IdP-initiated login).
+        #[arg(long)]
+        idp_initiated: bool,
+        /// Compare with a fixture's .expect.toml (fixtures/README.md) and show the differences.
+        #[arg(long)]
+        expect: Option<PathBuf>,
+        /// Check the time window at this instant (RFC 3339), e.g. for an old capture.
+        #[arg(long)]
+        now: Option<String>,
+        /// Clock skew allowed on the time window, in seconds.
+        #[arg(long, default_value_t = 0)]
+        skew: i64,
+        /// Which signature(s) must be present: response, assertion or both (default: either).
+        #[arg(long)]
+        require: Option<String>,
+        /// Accept RSA-SHA1 / SHA-1 (refused by default).
+        #[arg(long)]
+        allow_sha1: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// The file to read, or - for standard input.
+        #[arg(default_value = "-")]
+        input: String,
+    },
     /// Print the IdP metadata XML.
     Metadata {
         #[arg(long)]
@@ -178,6 +220,103 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Verify {
+            cert,
+            audience,
+            recipient,
+            issuer,
+            in_response_to,
+            idp_initiated,
+            expect,
+            now,
+            skew,
+            require,
+            allow_sha1,
+            json,
+            input,
+        } => {
+            let cert_pem = std::fs::read(&cert)
+                .with_context(|| format!("cannot read --cert {}", cert.display()))
+                .map_err(usage)?;
+            let expect = match expect {
+                Some(p) => {
+                    let text = std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read --expect {}", p.display()))
+                        .map_err(usage)?;
+                    let e = flexgate::qa::Expect::parse(&text).map_err(|e| {
+                        usage(anyhow::anyhow!(
+                            "{}: {e}\n  fix: see fixtures/README.md for the format",
+                            p.display()
+                        ))
+                    })?;
+                    Some((p.display().to_string(), e))
+                }
+                None => None,
+            };
+            let now = match now {
+                Some(n) => Some(
+                    chrono::DateTime::parse_from_rfc3339(&n)
+                        .map_err(|e| usage(anyhow::anyhow!("--now {n:?} is not RFC 3339 ({e}); write e.g. 2026-01-15T10:00:00Z")))?
+                        .with_timezone(&chrono::Utc),
+                ),
+                None => None,
+            };
+            let require = match require.as_deref() {
+                None => None,
+                Some("response") => Some(flexgate::qa::Signed::Response),
+                Some("assertion") => Some(flexgate::qa::Signed::Assertion),
+                Some("both") => Some(flexgate::qa::Signed::Both),
+                Some(o) => {
+                    return Err(usage(anyhow::anyhow!(
+                        "--require {o:?}: use response, assertion or both"
+                    )))
+                }
+            };
+            let text = if input == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                    .context("cannot read standard input")
+                    .map_err(usage)?;
+                s
+            } else {
+                std::fs::read_to_string(&input)
+                    .with_context(|| format!("cannot read {input}"))
+                    .map_err(usage)?
+            };
+            let req = flexgate::qa::VerifyRequest {
+                cert_pem,
+                cert_name: cert.display().to_string(),
+                audience,
+                recipient,
+                issuer,
+                in_response_to,
+                idp_initiated,
+                expect,
+                now,
+                skew_secs: skew,
+                require,
+                allow_sha1,
+            };
+            let report = flexgate::qa::verify(&text, &req).map_err(usage)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report)
+                        .map_err(|e| Failure::from(anyhow::Error::new(e)))?
+                );
+            } else {
+                print!("{}", flexgate::qa::render(&report));
+            }
+            if report.valid {
+                Ok(())
+            } else {
+                // The report already says why.
+                Err(Failure {
+                    code: 1,
+                    err: anyhow::anyhow!(""),
+                })
+            }
+        }
         Command::Metadata { config } => {
             let cfg = load_config(config.as_deref()).map_err(usage)?;
             let keys = flexgate::config::keys::load(&cfg).map_err(usage)?;
@@ -199,7 +338,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {:#}", f.err);
+            let msg = format!("{:#}", f.err);
+            if !msg.is_empty() {
+                eprintln!("error: {msg}");
+            }
             ExitCode::from(f.code)
         }
     }

@@ -15,133 +15,32 @@
 mod fixtures_tool;
 
 use fixtures_tool as fx;
-use flexgate::saml::verify::{
-    verify_response, AlgPolicy, Expectations, VerifiedResponse, VerifyError,
-};
+use flexgate::qa::Expect;
+use flexgate::saml::verify::{verify_response, Expectations, VerifiedResponse, VerifyError};
 use openssl::pkey::{PKey, Public};
-use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 // ------------------------------------------------------------------ the .expect.toml format
-
-/// `<name>.expect.toml`, as documented in `fixtures/README.md`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Expect {
-    issuer: String,
-    recipient: String,
-    audience: String,
-    #[serde(default)]
-    in_response_to: Option<String>,
-    signed: Signed,
-    #[serde(default)]
-    now: Option<String>,
-    subject: Subject,
-    #[serde(default)]
-    authn: Option<Authn>,
-    #[serde(default)]
-    conditions: Option<Conditions>,
-    attributes: BTreeMap<String, Vec<String>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Signed {
-    Response,
-    Assertion,
-    Both,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Subject {
-    name_id: String,
-    name_id_format: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Authn {
-    instant: Option<String>,
-    context_class: Option<String>,
-    session_index: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Conditions {
-    not_before: Option<String>,
-    not_on_or_after: Option<String>,
-}
+// (the format itself lives in the library: `flexgate::qa`, which `flexgate verify --expect` uses)
 
 fn parse_expect(path: &Path) -> Expect {
     let text = String::from_utf8(fx::read(path)).expect("expect file is UTF-8");
-    toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    Expect::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn now_of(e: &Expect) -> chrono::DateTime<chrono::Utc> {
-    match &e.now {
-        Some(n) => chrono::DateTime::parse_from_rfc3339(n)
-            .unwrap_or_else(|err| panic!("now = {n:?} is not RFC 3339: {err}"))
-            .with_timezone(&chrono::Utc),
-        None => chrono::Utc::now(),
-    }
+    e.now()
+        .unwrap_or_else(|err| panic!("{err}"))
+        .unwrap_or_else(chrono::Utc::now)
 }
 
 fn expectations(e: &Expect) -> Expectations<'_> {
-    Expectations {
-        audience: &e.audience,
-        recipient: &e.recipient,
-        in_response_to: e.in_response_to.as_deref(),
-        issuer: Some(&e.issuer),
-        now: now_of(e),
-        skew: chrono::Duration::zero(),
-        require_response_signature: false,
-        require_assertion_signature: false,
-        policy: AlgPolicy::default(),
-    }
+    e.expectations(now_of(e))
 }
 
-/// What the verifier found, in the shape of `shape` (optional sections and keys are compared only
-/// when the expect file has them).
 fn actual(v: &VerifiedResponse, shape: &Expect) -> Expect {
-    let mut attributes = BTreeMap::new();
-    for (name, values) in &v.attributes {
-        assert!(
-            attributes.insert(name.clone(), values.clone()).is_none(),
-            "the Response carries the attribute {name:?} twice; the expect format cannot describe that"
-        );
-    }
-    let pick = |want: &Option<String>, got: &Option<String>| want.as_ref().and(got.clone());
-    Expect {
-        issuer: v.issuer.clone(),
-        recipient: v.destination.clone(),
-        audience: v.audiences.join(" "),
-        in_response_to: v.in_response_to.clone(),
-        signed: match (v.response_signed, v.assertion_signed) {
-            (true, true) => Signed::Both,
-            (true, false) => Signed::Response,
-            (false, true) => Signed::Assertion,
-            (false, false) => unreachable!("verify_response refuses unsigned Responses"),
-        },
-        now: shape.now.clone(),
-        subject: Subject {
-            name_id: v.name_id.clone(),
-            name_id_format: v.name_id_format.clone().unwrap_or_default(),
-        },
-        authn: shape.authn.as_ref().map(|a| Authn {
-            instant: pick(&a.instant, &v.authn_instant),
-            context_class: pick(&a.context_class, &v.authn_context_class),
-            session_index: pick(&a.session_index, &v.session_index),
-        }),
-        conditions: shape.conditions.as_ref().map(|c| Conditions {
-            not_before: pick(&c.not_before, &v.not_before),
-            not_on_or_after: pick(&c.not_on_or_after, &v.not_on_or_after),
-        }),
-        attributes,
-    }
+    Expect::actual(v, shape).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A TOML basic string.
