@@ -136,6 +136,8 @@ pub enum Binding {
 pub struct SsoRequest<'a> {
     pub binding: Binding,
     pub saml_request: &'a str,
+    /// The query string exactly as received (HTTP-Redirect signatures are over these bytes).
+    pub raw_query: &'a str,
     pub relay_state: Option<String>,
     pub connection: Option<String>,
     /// The browser-binding cookie, if the browser has one.
@@ -191,6 +193,7 @@ pub async fn accept_request<'i>(
     idp: &'i Idp,
     binding: Binding,
     saml_request: &str,
+    raw_query: &str,
     relay_state: Option<&str>,
 ) -> Result<(AuthnRequest, &'i SpConfig), LoginError> {
     let cfg = &idp.config;
@@ -204,6 +207,22 @@ pub async fn accept_request<'i>(
     let sp = cfg
         .sp_by_entity_id(&req.issuer)
         .ok_or_else(|| RequestError::UnknownIssuer(req.issuer.clone()))?;
+    // The Issuer picked the SP (and its key); nothing else is trusted before the signature.
+    if let Some(key) = idp.keys.request_keys.get(&sp.name) {
+        let keys = std::slice::from_ref(key);
+        match binding {
+            Binding::Redirect if request::redirect_is_signed(raw_query) => {
+                request::verify_redirect_signature(raw_query, keys, sp.allow_sha1_requests)?
+            }
+            Binding::Post if req.has_signature => {
+                request::verify_post_signature(&xml, keys, sp.allow_sha1_requests)?
+            }
+            _ if sp.want_signed_requests => {
+                return Err(RequestError::Unsigned(sp.name.clone()).into())
+            }
+            _ => {}
+        }
+    }
     let sso_url = cfg.sso_url();
     let policy = request::Policy {
         sso_url: &sso_url,
@@ -237,8 +256,14 @@ pub async fn begin_sp_initiated(idp: &Idp, r: SsoRequest<'_>) -> Result<Started,
     if let Some(c) = &r.connection {
         check_connection(c)?;
     }
-    let (req, sp) =
-        accept_request(idp, r.binding, r.saml_request, r.relay_state.as_deref()).await?;
+    let (req, sp) = accept_request(
+        idp,
+        r.binding,
+        r.saml_request,
+        r.raw_query,
+        r.relay_state.as_deref(),
+    )
+    .await?;
     let sp_name = sp.name.clone();
     start(
         idp,

@@ -28,6 +28,8 @@ pub struct KeyMaterial {
     pub signer: Signer,
     pub cert: PublishedCert,
     pub next_cert: Option<PublishedCert>,
+    /// Request-signing keys of the SPs that have `request_cert`, by SP name.
+    pub request_keys: std::collections::HashMap<String, PKey<Public>>,
 }
 
 fn io_err(key: &str, path: &Path, cfg: &Config, e: std::io::Error, fix: &str) -> ConfigError {
@@ -172,10 +174,27 @@ pub fn load(cfg: &Config) -> Result<KeyMaterial, ConfigError> {
         }
         None => None,
     };
+    let mut request_keys = std::collections::HashMap::new();
+    for (i, sp) in cfg.sps.iter().enumerate() {
+        if let Some(p) = &sp.request_cert {
+            let key = format!("sp[{i}].request_cert");
+            let cert = read_cert(cfg, &key, p)?;
+            let pk = cert.public_key().map_err(|e| {
+                invalid(
+                    cfg,
+                    &key,
+                    format!("has no usable public key: {e}"),
+                    "use the SP's signing certificate (PEM)",
+                )
+            })?;
+            request_keys.insert(sp.name.clone(), pk);
+        }
+    }
     Ok(KeyMaterial {
         signer,
         cert: published,
         next_cert,
+        request_keys,
     })
 }
 

@@ -131,6 +131,10 @@ struct RawSp {
     attributes: Option<toml::Table>,
     #[serde(default)]
     extra_roles: Vec<String>,
+    request_cert: Option<PathBuf>,
+    want_signed_requests: Option<bool>,
+    #[serde(default)]
+    allow_sha1_requests: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,6 +256,12 @@ pub struct SpConfig {
     pub attributes: Vec<AttributeMapping>,
     /// Role values accepted besides Flex's own.
     pub extra_roles: Vec<String>,
+    /// The SP's request-signing certificate: signed AuthnRequests are verified with it.
+    pub request_cert: Option<PathBuf>,
+    /// Unsigned AuthnRequests are refused (needs `request_cert`).
+    pub want_signed_requests: bool,
+    /// Accept RSA-SHA1 request signatures (refused by default).
+    pub allow_sha1_requests: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -647,7 +657,7 @@ fn validate(raw: RawConfig, ctx: &Ctx, base: &Path) -> Result<Config, ConfigErro
     }
     let mut sps: Vec<SpConfig> = Vec::new();
     for (i, s) in raw.sp.into_iter().enumerate() {
-        let sp = validate_sp(s, i, ctx)?;
+        let sp = validate_sp(s, i, ctx, base)?;
         if sps.iter().any(|o| o.name == sp.name) {
             return Err(ctx.invalid(
                 format!("sp[{i}].name"),
@@ -688,7 +698,7 @@ fn validate(raw: RawConfig, ctx: &Ctx, base: &Path) -> Result<Config, ConfigErro
     })
 }
 
-fn validate_sp(s: RawSp, i: usize, ctx: &Ctx) -> Result<SpConfig, ConfigError> {
+fn validate_sp(s: RawSp, i: usize, ctx: &Ctx, base: &Path) -> Result<SpConfig, ConfigError> {
     let k = |name: &str| format!("sp[{i}].{name}");
     if s.name.is_empty()
         || !s
@@ -871,6 +881,14 @@ fn validate_sp(s: RawSp, i: usize, ctx: &Ctx) -> Result<SpConfig, ConfigError> {
             }
         }
     }
+    let want_signed_requests = s.want_signed_requests.unwrap_or(s.request_cert.is_some());
+    if want_signed_requests && s.request_cert.is_none() {
+        return Err(ctx.invalid(
+            k("want_signed_requests"),
+            "is true, but no request_cert is configured to check the signatures with",
+            "set request_cert to the service provider's signing certificate (PEM), or remove want_signed_requests",
+        ));
+    }
     Ok(SpConfig {
         name: s.name,
         kind,
@@ -880,5 +898,10 @@ fn validate_sp(s: RawSp, i: usize, ctx: &Ctx) -> Result<SpConfig, ConfigError> {
         default_relay_state: s.default_relay_state,
         attributes,
         extra_roles: s.extra_roles,
+        request_cert: s
+            .request_cert
+            .map(|p| if p.is_absolute() { p } else { base.join(p) }),
+        want_signed_requests,
+        allow_sha1_requests: s.allow_sha1_requests,
     })
 }

@@ -85,6 +85,7 @@ pub fn app(base: &str) -> Result<axum::Router, DemoError> {
         signer,
         cert: describe_cert(&cert).map_err(setup)?,
         next_cert: None,
+        request_keys: Default::default(),
     };
     let cert_pem = keys.cert.pem.clone();
     let upstream = Upstream::new(config.upstream.clone(), config.callback_url()).map_err(setup)?;

@@ -81,6 +81,12 @@ pub enum RequestError {
     RelayStateTooLong(usize, usize),
     #[error("the AuthnRequest asks for NameID format {0:?}; flexgate issues emailAddress")]
     NameIdPolicy(String),
+    #[error("the service provider {0:?} must sign its AuthnRequests (want_signed_requests), and this one is unsigned")]
+    Unsigned(String),
+    #[error("the AuthnRequest signature is not valid: {0}")]
+    BadSignature(String),
+    #[error("the AuthnRequest is signed with {0:?}, which is not allowed (rsa-sha256/384/512; rsa-sha1 only with allow_sha1_requests)")]
+    SigAlg(String),
 }
 
 /// `Comparison` of a `RequestedAuthnContext`.
@@ -120,9 +126,30 @@ pub struct AuthnRequest {
 /// HTTP-Redirect: base64, then raw DEFLATE, both bounded.
 pub fn decode_redirect(saml_request: &str, limits: &Limits) -> Result<String, RequestError> {
     let raw = decode_base64(saml_request, limits)?;
+    inflate(&raw, limits)
+}
+
+/// HTTP-POST: base64 (SAMLBind 3.5.4). Some SP libraries (node-saml) DEFLATE it anyway; a
+/// body that is not XML after base64 is inflated, with the same bounds as HTTP-Redirect.
+pub fn decode_post(saml_request: &str, limits: &Limits) -> Result<String, RequestError> {
+    let raw = decode_base64(saml_request, limits)?;
+    let looks_like_xml = raw
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'<')
+        || raw.starts_with(&[0xEF, 0xBB, 0xBF]);
+    if !looks_like_xml {
+        return inflate(&raw, limits);
+    }
+    if raw.len() > limits.max_xml {
+        return Err(RequestError::InflatedTooLarge(limits.max_xml));
+    }
+    String::from_utf8(raw).map_err(|_| RequestError::Utf8)
+}
+
+fn inflate(raw: &[u8], limits: &Limits) -> Result<String, RequestError> {
     let mut out = Vec::with_capacity(raw.len() * 4);
-    let mut inflater =
-        flate2::read::DeflateDecoder::new(raw.as_slice()).take(limits.max_xml as u64 + 1);
+    let mut inflater = flate2::read::DeflateDecoder::new(raw).take(limits.max_xml as u64 + 1);
     inflater
         .read_to_end(&mut out)
         .map_err(|_| RequestError::Deflate)?;
@@ -130,15 +157,6 @@ pub fn decode_redirect(saml_request: &str, limits: &Limits) -> Result<String, Re
         return Err(RequestError::InflatedTooLarge(limits.max_xml));
     }
     String::from_utf8(out).map_err(|_| RequestError::Utf8)
-}
-
-/// HTTP-POST: base64 only.
-pub fn decode_post(saml_request: &str, limits: &Limits) -> Result<String, RequestError> {
-    let raw = decode_base64(saml_request, limits)?;
-    if raw.len() > limits.max_xml {
-        return Err(RequestError::InflatedTooLarge(limits.max_xml));
-    }
-    String::from_utf8(raw).map_err(|_| RequestError::Utf8)
 }
 
 fn decode_base64(s: &str, limits: &Limits) -> Result<Vec<u8>, RequestError> {
@@ -331,5 +349,113 @@ pub fn check_relay_state(relay_state: Option<&str>, limits: &Limits) -> Result<(
             limits.max_relay_state,
         )),
         _ => Ok(()),
+    }
+}
+
+/// The raw (still URL-encoded) value of `name` in a query string; `Err` if it appears twice.
+fn raw_param<'q>(query: &'q str, name: &str) -> Result<Option<&'q str>, RequestError> {
+    let mut found = None;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name {
+            if found.is_some() {
+                return Err(RequestError::BadSignature(format!(
+                    "the parameter {name} appears twice"
+                )));
+            }
+            found = Some(v);
+        }
+    }
+    Ok(found)
+}
+
+fn url_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn sig_digest(alg: &str, allow_sha1: bool) -> Result<openssl::hash::MessageDigest, RequestError> {
+    use openssl::hash::MessageDigest;
+    match alg {
+        ns::RSA_SHA256 => Ok(MessageDigest::sha256()),
+        ns::RSA_SHA384 => Ok(MessageDigest::sha384()),
+        ns::RSA_SHA512 => Ok(MessageDigest::sha512()),
+        ns::RSA_SHA1 if allow_sha1 => Ok(MessageDigest::sha1()),
+        other => Err(RequestError::SigAlg(other.to_string())),
+    }
+}
+
+/// Does an HTTP-Redirect query carry a signature?
+pub fn redirect_is_signed(raw_query: &str) -> bool {
+    raw_query.split('&').any(|p| p.starts_with("Signature="))
+}
+
+/// Verifies an HTTP-Redirect signature (SAMLBind 3.4.4.1) over the query bytes exactly as
+/// received: `SAMLRequest=…[&RelayState=…]&SigAlg=…`, still URL-encoded, in that order.
+pub fn verify_redirect_signature(
+    raw_query: &str,
+    keys: &[openssl::pkey::PKey<openssl::pkey::Public>],
+    allow_sha1: bool,
+) -> Result<(), RequestError> {
+    let req = raw_param(raw_query, "SAMLRequest")?.ok_or(RequestError::MissingRequest)?;
+    let relay = raw_param(raw_query, "RelayState")?;
+    let sig_alg = raw_param(raw_query, "SigAlg")?
+        .ok_or_else(|| RequestError::BadSignature("Signature without SigAlg".into()))?;
+    let signature = raw_param(raw_query, "Signature")?
+        .ok_or_else(|| RequestError::BadSignature("no Signature parameter".into()))?;
+    let md = sig_digest(&url_decode(sig_alg), allow_sha1)?;
+    let mut signed = format!("SAMLRequest={req}");
+    if let Some(r) = relay {
+        signed.push_str("&RelayState=");
+        signed.push_str(r);
+    }
+    signed.push_str("&SigAlg=");
+    signed.push_str(sig_alg);
+    let sig = decode_b64(&url_decode(signature))
+        .ok_or_else(|| RequestError::BadSignature("Signature is not base64".into()))?;
+    for key in keys {
+        let ok = openssl::sign::Verifier::new(md, key)
+            .and_then(|mut v| {
+                v.update(signed.as_bytes())?;
+                v.verify(&sig)
+            })
+            .unwrap_or(false);
+        if ok {
+            return Ok(());
+        }
+    }
+    Err(RequestError::BadSignature(
+        "it does not verify with the service provider's request_cert".into(),
+    ))
+}
+
+/// Verifies the enveloped XML signature of an HTTP-POST AuthnRequest: it must be a direct child
+/// of the root AuthnRequest and cover the root by its ID; IDs must be unique in the document, so
+/// a signed element cannot be smuggled in beside an unsigned root.
+pub fn verify_post_signature(
+    xml: &str,
+    keys: &[openssl::pkey::PKey<openssl::pkey::Public>],
+    allow_sha1: bool,
+) -> Result<(), RequestError> {
+    use super::verify::{check_unique_ids, verify_enveloped, AlgPolicy, VerifyError};
+    let opts = ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: 10_000,
+        ..ParsingOptions::default()
+    };
+    let doc =
+        Document::parse_with_options(xml, opts).map_err(|e| RequestError::Xml(e.to_string()))?;
+    check_unique_ids(&doc).map_err(|e| RequestError::BadSignature(e.to_string()))?;
+    match verify_enveloped(
+        doc.root_element(),
+        keys,
+        AlgPolicy { allow_sha1 },
+        "AuthnRequest",
+    ) {
+        Ok(()) => Ok(()),
+        Err(VerifyError::Algorithm(a)) => Err(RequestError::SigAlg(a)),
+        Err(e) => Err(RequestError::BadSignature(e.to_string())),
     }
 }

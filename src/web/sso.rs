@@ -14,7 +14,15 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Response {
     let query = params(q.as_deref().unwrap_or("").as_bytes());
-    handle(&st, Binding::Redirect, &query, &query, &headers).await
+    handle(
+        &st,
+        Binding::Redirect,
+        &query,
+        &query,
+        q.as_deref().unwrap_or(""),
+        &headers,
+    )
+    .await
 }
 
 pub async fn post(
@@ -25,7 +33,15 @@ pub async fn post(
 ) -> Response {
     let query = params(q.as_deref().unwrap_or("").as_bytes());
     let form = params(&body);
-    handle(&st, Binding::Post, &form, &query, &headers).await
+    handle(
+        &st,
+        Binding::Post,
+        &form,
+        &query,
+        q.as_deref().unwrap_or(""),
+        &headers,
+    )
+    .await
 }
 
 async fn handle(
@@ -33,6 +49,7 @@ async fn handle(
     binding: Binding,
     msg: &[(String, String)],
     query: &[(String, String)],
+    raw_query: &str,
     headers: &HeaderMap,
 ) -> Response {
     let read = || -> Result<(String, Option<String>, Option<String>), LoginError> {
@@ -57,6 +74,7 @@ async fn handle(
     let r = SsoRequest {
         binding,
         saml_request: &saml_request,
+        raw_query,
         relay_state,
         connection,
         browser: browser.as_deref(),
