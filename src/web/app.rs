@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(super::health::healthz))
         .route("/readyz", get(super::health::readyz))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response(friendly_rejections))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -65,4 +66,44 @@ pub fn router(state: AppState) -> Router {
             HeaderValue::from_static("no-store"),
         ))
         .with_state(state)
+}
+
+/// axum's own rejections (an oversize body, a wrong method) are plain text; a person gets a page.
+async fn friendly_rejections(resp: axum::response::Response) -> axum::response::Response {
+    let is_html = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    let status = resp.status();
+    if is_html
+        || !(status == axum::http::StatusCode::PAYLOAD_TOO_LARGE
+            || status == axum::http::StatusCode::METHOD_NOT_ALLOWED)
+    {
+        return resp;
+    }
+    let reference = crate::clock::random_token(9);
+    tracing::warn!(
+        reference,
+        status = status.as_u16(),
+        "request refused before reaching a handler"
+    );
+    let (title, message) = if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        (
+            "This sign-in request is too large",
+            "The request carried more data than a SAML sign-in ever needs, so it was refused.",
+        )
+    } else {
+        (
+            "This address does not accept that kind of request",
+            "The request used an HTTP method this endpoint does not serve.",
+        )
+    };
+    super::pages::error_page(&super::pages::ErrorPage {
+        status,
+        title,
+        message: message.into(),
+        hint: "Start again from Flex. If this keeps happening, give your administrator the reference below.".into(),
+        reference: &reference,
+    })
 }
