@@ -73,6 +73,18 @@ pub enum LoginError {
     },
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("user {subject}: the ID token does not show a second factor (amr {amr:?}, acr {acr:?}), and this service provider requires one")]
+    MfaMissing {
+        subject: String,
+        amr: Vec<String>,
+        acr: Option<String>,
+    },
+    #[error("user {subject}: ForceAuthn asked for a fresh sign-in, but the upstream reports auth_time {auth_time}, before the request ({started_at})")]
+    NotReauthenticated {
+        subject: String,
+        auth_time: i64,
+        started_at: i64,
+    },
     #[error("signing failed: {0}")]
     Sign(#[from] SignError),
     #[error("internal error: {0}")]
@@ -102,6 +114,8 @@ impl LoginError {
                 ..
             } => "no_role",
             LoginError::Mapping { .. } => "no_email",
+            LoginError::MfaMissing { .. } => "mfa_missing",
+            LoginError::NotReauthenticated { .. } => "not_reauthenticated",
             LoginError::Store(_) => "store_error",
             LoginError::Sign(_) | LoginError::Internal(_) => "internal",
         }
@@ -122,6 +136,11 @@ pub struct PendingLogin {
     /// Unix seconds.
     pub started_at: i64,
     pub force_authn: bool,
+    #[serde(default)]
+    pub is_passive: bool,
+    /// What the login must achieve (MFA) and the AuthnContextClassRef to state.
+    #[serde(default)]
+    pub plan: crate::mfa::Plan,
 }
 
 /// How the AuthnRequest arrived.
@@ -162,6 +181,16 @@ pub struct Issued {
     pub subject: String,
     pub name_id: String,
     pub roles: Vec<String>,
+    /// `None` for a successful login; else the second-level SAML status sent (e.g. NoPassive).
+    pub status: Option<String>,
+}
+
+/// What `begin_*` decided: send the browser upstream, or answer the SP right away with a
+/// SAML status Response (e.g. `NoAuthnContext` for a context flexgate cannot produce).
+#[derive(Debug, Clone)]
+pub enum Begun {
+    Upstream(Started),
+    Respond(Issued),
 }
 
 /// The upstream's answer at the callback.
@@ -252,7 +281,7 @@ fn check_connection(c: &str) -> Result<(), LoginError> {
 }
 
 /// SP-initiated login: validate the AuthnRequest, then send the person to the upstream.
-pub async fn begin_sp_initiated(idp: &Idp, r: SsoRequest<'_>) -> Result<Started, LoginError> {
+pub async fn begin_sp_initiated(idp: &Idp, r: SsoRequest<'_>) -> Result<Begun, LoginError> {
     if let Some(c) = &r.connection {
         check_connection(c)?;
     }
@@ -264,17 +293,38 @@ pub async fn begin_sp_initiated(idp: &Idp, r: SsoRequest<'_>) -> Result<Started,
         r.relay_state.as_deref(),
     )
     .await?;
+    let plan = match idp
+        .config
+        .mfa
+        .plan(sp.mfa, req.requested_authn_context.as_ref())
+    {
+        Ok(p) => p,
+        Err(unsat) => {
+            tracing::warn!(sp = %sp.name, error = %unsat, "answering NoAuthnContext");
+            let issued = respond_status(
+                idp,
+                sp,
+                Some(req.id.clone()),
+                r.relay_state,
+                "NoAuthnContext",
+                &unsat.to_string(),
+            )
+            .await?;
+            return Ok(Begun::Respond(issued));
+        }
+    };
     let sp_name = sp.name.clone();
-    start(
-        idp,
-        &sp_name,
-        Some(req.id.clone()),
-        r.relay_state,
-        r.connection,
-        req.force_authn,
-        r.browser,
-    )
-    .await
+    let start_req = StartRequest {
+        sp: &sp_name,
+        request_id: Some(req.id.clone()),
+        relay_state: r.relay_state,
+        connection: r.connection,
+        force_authn: req.force_authn,
+        is_passive: req.is_passive,
+        plan,
+        browser: r.browser,
+    };
+    start(idp, start_req).await.map(Begun::Upstream)
 }
 
 /// IdP-initiated login for one SP (`/saml/init/{sp}`).
@@ -290,35 +340,110 @@ pub async fn begin_idp_initiated(
         .ok_or_else(|| LoginError::UnknownSp(sp_name.to_string()))?;
     request::check_relay_state(relay_state.as_deref(), &idp.config.limits.saml)?;
     let relay_state = relay_state.or_else(|| sp.default_relay_state.clone());
+    let plan = idp
+        .config
+        .mfa
+        .plan(sp.mfa, None)
+        .map_err(|e| LoginError::Internal(e.to_string()))?;
     let name = sp.name.clone();
-    start(idp, &name, None, relay_state, None, false, browser).await
+    start(
+        idp,
+        StartRequest {
+            sp: &name,
+            request_id: None,
+            relay_state,
+            connection: None,
+            force_authn: false,
+            is_passive: false,
+            plan,
+            browser,
+        },
+    )
+    .await
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn start(
+/// A signed status-only Response to the SP (no assertion).
+pub async fn respond_status(
     idp: &Idp,
-    sp: &str,
+    sp: &SpConfig,
+    request_id: Option<String>,
+    relay_state: Option<String>,
+    second_status: &str,
+    message: &str,
+) -> Result<Issued, LoginError> {
+    let keys = idp.keys.clone();
+    let ids = idp.ids.clone();
+    let issuer = idp.config.idp.entity_id.clone();
+    let acs = sp.acs_url.clone();
+    let now = idp.clock.now();
+    let irt = request_id.clone();
+    let second = format!("urn:oasis:names:tc:SAML:2.0:status:{second_status}");
+    let message = message.to_string();
+    let xml = tokio::task::spawn_blocking(move || {
+        let unsigned = response::build_status(
+            &issuer,
+            &acs,
+            irt.as_deref(),
+            crate::saml::ns::STATUS_RESPONDER,
+            Some(&second),
+            Some(&message),
+            now,
+            ids.as_ref(),
+        );
+        keys.signer.sign_status_response(&unsigned)
+    })
+    .await
+    .map_err(|e| LoginError::Internal(format!("signing task failed: {e}")))??;
+    Ok(Issued {
+        sp: sp.name.clone(),
+        acs_url: sp.acs_url.clone(),
+        saml_response: base64::engine::general_purpose::STANDARD.encode(xml),
+        relay_state,
+        subject: String::new(),
+        name_id: String::new(),
+        roles: Vec::new(),
+        status: Some(second_status.to_string()),
+    })
+}
+
+struct StartRequest<'a> {
+    sp: &'a str,
     request_id: Option<String>,
     relay_state: Option<String>,
     connection: Option<String>,
     force_authn: bool,
-    browser: Option<&str>,
-) -> Result<Started, LoginError> {
+    is_passive: bool,
+    plan: crate::mfa::Plan,
+    browser: Option<&'a str>,
+}
+
+async fn start(idp: &Idp, r: StartRequest<'_>) -> Result<Started, LoginError> {
     let meta = idp.upstream.metadata().await?;
-    let browser_cookie = match browser {
+    let browser_cookie = match r.browser {
         Some(b) if valid_browser_cookie(b) => b.to_string(),
         _ => random_token(32),
     };
     let state = random_token(32);
     let pending = PendingLogin {
-        sp: sp.to_string(),
-        request_id,
-        relay_state,
+        sp: r.sp.to_string(),
+        request_id: r.request_id,
+        relay_state: r.relay_state,
         pkce_verifier: random_token(32),
         nonce: random_token(32),
         browser: browser_hash(&browser_cookie),
         started_at: idp.clock.now().timestamp(),
-        force_authn,
+        force_authn: r.force_authn,
+        is_passive: r.is_passive,
+        plan: r.plan,
+    };
+    // IsPassive wins over ForceAuthn: the upstream must not interact, and answers
+    // login_required when it cannot sign the person in silently (→ NoPassive).
+    let prompt = if pending.is_passive {
+        Some("none")
+    } else if pending.force_authn {
+        Some("login")
+    } else {
+        None
     };
     let location = idp.upstream.authorize_url(
         &meta,
@@ -326,10 +451,13 @@ async fn start(
             state: &state,
             nonce: &pending.nonce,
             pkce_verifier: &pending.pkce_verifier,
-            connection: connection.as_deref(),
-            prompt: force_authn.then_some("login"),
-            max_age: force_authn.then_some(0),
-            acr_values: None,
+            connection: r.connection.as_deref(),
+            prompt,
+            max_age: pending.force_authn.then_some(0),
+            acr_values: pending
+                .plan
+                .require_mfa
+                .then_some(idp.config.mfa.acr_values.as_str()),
         },
     );
     let bytes = serde_json::to_vec(&pending).map_err(|e| LoginError::Internal(e.to_string()))?;
@@ -344,7 +472,7 @@ async fn start(
     Ok(Started {
         location,
         browser_cookie,
-        sp: sp.to_string(),
+        sp: r.sp.to_string(),
     })
 }
 
@@ -371,7 +499,31 @@ pub async fn finish(idp: &Idp, cb: Callback, browser: Option<&str>) -> Result<Is
     if !same_browser {
         return Err(LoginError::BrowserMismatch);
     }
+    let sp = idp
+        .config
+        .sp_by_name(&pending.sp)
+        .ok_or_else(|| LoginError::UnknownSp(pending.sp.clone()))?
+        .clone();
     if let Some(error) = cb.error {
+        let needs_interaction = matches!(
+            error.as_str(),
+            "login_required"
+                | "interaction_required"
+                | "consent_required"
+                | "account_selection_required"
+        );
+        if pending.is_passive && needs_interaction {
+            // IsPassive: SAML's answer is a Responder/NoPassive Response, not a page.
+            return respond_status(
+                idp,
+                &sp,
+                pending.request_id,
+                pending.relay_state,
+                "NoPassive",
+                "the person is not signed in and the request does not allow interaction",
+            )
+            .await;
+        }
         return Err(LoginError::UpstreamDenied {
             error,
             description: cb.error_description,
@@ -382,11 +534,6 @@ pub async fn finish(idp: &Idp, cb: Callback, browser: Option<&str>) -> Result<Is
         .as_deref()
         .filter(|c| !c.is_empty())
         .ok_or(LoginError::MissingCode)?;
-    let sp = idp
-        .config
-        .sp_by_name(&pending.sp)
-        .ok_or_else(|| LoginError::UnknownSp(pending.sp.clone()))?
-        .clone();
 
     let mut auth = idp
         .upstream
@@ -398,6 +545,59 @@ pub async fn finish(idp: &Idp, cb: Callback, browser: Option<&str>) -> Result<Is
         .and_then(|v| v.as_str())
         .unwrap_or("")
         .to_string();
+    let auth_time = auth.claims.get("auth_time").and_then(|v| v.as_i64());
+    if pending.force_authn {
+        let skew = idp.config.idp.clock_skew.as_secs() as i64;
+        match auth_time {
+            Some(t) if t + skew >= pending.started_at => {}
+            other => {
+                return Err(LoginError::NotReauthenticated {
+                    subject,
+                    auth_time: other.unwrap_or(0),
+                    started_at: pending.started_at,
+                })
+            }
+        }
+    }
+    let mfa_proven = idp.config.mfa.proven(&auth.claims);
+    if pending.plan.require_mfa && !mfa_proven {
+        if pending.plan.requested_by_sp {
+            tracing::warn!(sp = %sp.name, subject = %subject, "the SP asked for MFA and the upstream did not show it; answering NoAuthnContext");
+            return respond_status(
+                idp,
+                &sp,
+                pending.request_id,
+                pending.relay_state,
+                "NoAuthnContext",
+                "the requested authentication context (multi-factor) was not satisfied",
+            )
+            .await;
+        }
+        let amr = auth
+            .claims
+            .get("amr")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Err(LoginError::MfaMissing {
+            subject,
+            amr,
+            acr: auth
+                .claims
+                .get("acr")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+        });
+    }
+    let authn_context_class = if mfa_proven {
+        pending.plan.class_if_mfa.clone()
+    } else {
+        pending.plan.class_if_plain.clone()
+    };
     if let Some(m) = &idp.management {
         let meta = m
             .app_metadata(&subject)
@@ -450,7 +650,11 @@ pub async fn finish(idp: &Idp, cb: Callback, browser: Option<&str>) -> Result<Is
             name_id: &mapped.name_id,
             name_id_format: crate::saml::ns::NAMEID_EMAIL,
             authn_instant,
-            authn_context_class: &cfg.idp.authn_context_class,
+            authn_context_class: if authn_context_class.is_empty() {
+                &cfg.idp.authn_context_class
+            } else {
+                &authn_context_class
+            },
             attributes: &mapped.attributes,
             lifetime: chrono_dur(cfg.idp.assertion_lifetime),
             skew: chrono_dur(cfg.idp.clock_skew),
@@ -469,5 +673,6 @@ pub async fn finish(idp: &Idp, cb: Callback, browser: Option<&str>) -> Result<Is
         subject,
         name_id,
         roles,
+        status: None,
     })
 }

@@ -68,6 +68,17 @@ struct RawConfig {
     sp: Vec<RawSp>,
     #[serde(default)]
     limits: RawLimits,
+    mfa: Option<RawMfa>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMfa {
+    acr_values: Option<String>,
+    proof: Option<String>,
+    amr_values: Option<Vec<String>>,
+    context_class: Option<String>,
+    request_classes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +146,7 @@ struct RawSp {
     want_signed_requests: Option<bool>,
     #[serde(default)]
     allow_sha1_requests: bool,
+    mfa: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,6 +170,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub sps: Vec<SpConfig>,
     pub limits: LimitsConfig,
+    pub mfa: crate::mfa::MfaPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -262,6 +275,8 @@ pub struct SpConfig {
     pub want_signed_requests: bool,
     /// Accept RSA-SHA1 request signatures (refused by default).
     pub allow_sha1_requests: bool,
+    /// Step-up MFA for this SP.
+    pub mfa: crate::mfa::MfaMode,
 }
 
 #[derive(Debug, Clone)]
@@ -684,7 +699,46 @@ fn validate(raw: RawConfig, ctx: &Ctx, base: &Path) -> Result<Config, ConfigErro
         max_pending_logins: raw.limits.max_pending_logins.unwrap_or(100_000),
     };
 
+    let mut mfa = crate::mfa::MfaPolicy::default();
+    if let Some(m) = raw.mfa {
+        if let Some(a) = m.acr_values {
+            mfa.acr_values = a;
+        }
+        if let Some(p) = m.proof {
+            mfa.proof = match p.as_str() {
+                "amr" => crate::mfa::Proof::Amr,
+                "acr" => crate::mfa::Proof::Acr,
+                "amr-or-acr" => crate::mfa::Proof::AmrOrAcr,
+                other => {
+                    return Err(ctx.invalid(
+                        "mfa.proof",
+                        format!("is {other:?}"),
+                        "use \"amr\" (amr contains one of amr_values), \"acr\" (acr equals acr_values) or \"amr-or-acr\"",
+                    ))
+                }
+            };
+        }
+        if let Some(v) = m.amr_values {
+            if v.is_empty() {
+                return Err(ctx.invalid(
+                    "mfa.amr_values",
+                    "is empty",
+                    "list the amr values that mean a second factor, e.g. [\"mfa\"]",
+                ));
+            }
+            mfa.amr_values = v;
+        }
+        if let Some(c) = m.context_class {
+            mfa.context_class = c;
+        }
+        if let Some(r) = m.request_classes {
+            mfa.request_classes = r;
+        }
+    }
+    mfa.plain_class = idp.authn_context_class.clone();
+
     Ok(Config {
+        mfa,
         source: ctx.path.clone(),
         server: ServerConfig {
             listen,
@@ -881,6 +935,18 @@ fn validate_sp(s: RawSp, i: usize, ctx: &Ctx, base: &Path) -> Result<SpConfig, C
             }
         }
     }
+    let mfa = match s.mfa.as_deref().unwrap_or("never") {
+        "never" => crate::mfa::MfaMode::Never,
+        "always" => crate::mfa::MfaMode::Always,
+        "on-request" => crate::mfa::MfaMode::OnRequest,
+        other => {
+            return Err(ctx.invalid(
+                k("mfa"),
+                format!("is {other:?}"),
+                "use \"never\", \"always\" (every login needs a second factor) or \"on-request\" (when the AuthnRequest asks for it)",
+            ))
+        }
+    };
     let want_signed_requests = s.want_signed_requests.unwrap_or(s.request_cert.is_some());
     if want_signed_requests && s.request_cert.is_none() {
         return Err(ctx.invalid(
@@ -903,5 +969,6 @@ fn validate_sp(s: RawSp, i: usize, ctx: &Ctx, base: &Path) -> Result<SpConfig, C
             .map(|p| if p.is_absolute() { p } else { base.join(p) }),
         want_signed_requests,
         allow_sha1_requests: s.allow_sha1_requests,
+        mfa,
     })
 }

@@ -28,6 +28,14 @@ pub async fn get(
     };
     let browser = super::browser_cookie(&headers);
     match login::finish(&st.idp, cb, browser.as_deref()).await {
+        Ok(issued) if issued.status.is_some() => {
+            tracing::info!(sp = %issued.sp, status = ?issued.status, outcome = "status", "login ended with a SAML status Response");
+            pages::post_form(
+                &issued.acs_url,
+                &issued.saml_response,
+                issued.relay_state.as_deref(),
+            )
+        }
         Ok(issued) => {
             tracing::info!(
                 sp = %issued.sp,

@@ -117,6 +117,18 @@ pub fn login_failed(e: &LoginError, sp: Option<&str>) -> Response {
                 ),
             }
         }
+        LoginError::MfaMissing { .. } => (
+            StatusCode::FORBIDDEN,
+            "A second factor is required",
+            "You signed in, but without a second factor (for example a code sent to your phone), and this application requires one.".into(),
+            "Sign in again from Flex and complete the second step when the identity provider asks. If it never asks, tell your administrator: multi-factor authentication must be enabled for your account.".into(),
+        ),
+        LoginError::NotReauthenticated { .. } => (
+            StatusCode::FORBIDDEN,
+            "Please sign in again",
+            "This application asked for a fresh sign-in, but the identity provider reused an earlier one.".into(),
+            "Sign in again from Flex. If this keeps happening, tell your administrator (the identity provider ignores prompt=login).".into(),
+        ),
         LoginError::Store(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "Sign-in is temporarily unavailable",

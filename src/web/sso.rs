@@ -1,6 +1,6 @@
 //! `GET, POST /saml/sso`: the SAML SSO service (HTTP-Redirect and HTTP-POST bindings).
 
-use super::{errors, params, redirect_with_cookie, single, AppState};
+use super::{errors, pages, params, redirect_with_cookie, single, AppState};
 use crate::login::{self, Binding, LoginError, SsoRequest};
 use crate::saml::request::RequestError;
 use axum::body::Bytes;
@@ -80,13 +80,21 @@ async fn handle(
         browser: browser.as_deref(),
     };
     match login::begin_sp_initiated(idp, r).await {
-        Ok(started) => {
+        Ok(login::Begun::Upstream(started)) => {
             tracing::info!(sp = %started.sp, binding = ?binding, "login started");
             redirect_with_cookie(
                 &started.location,
                 &started.browser_cookie,
                 idp.config.secure_cookies(),
                 idp.config.server.login_timeout.as_secs(),
+            )
+        }
+        Ok(login::Begun::Respond(issued)) => {
+            tracing::info!(sp = %issued.sp, status = ?issued.status, outcome = "status", "answered the SP with a SAML status");
+            pages::post_form(
+                &issued.acs_url,
+                &issued.saml_response,
+                issued.relay_state.as_deref(),
             )
         }
         Err(e) => errors::login_failed(&e, None),

@@ -21,7 +21,8 @@
 //                 "https://flex.example.com/roles": ["agent"],      // any claim name, namespaced URLs too
 //                 "app_metadata": { "flex": { "roles": ["agent"] } },  // nested objects are kept as they are
 //                 "amr": ["pwd"],      // session property: put in the ID token from the login (optional)
-//                 "acr": "urn:..."  }  // session property, optional; also listed in acr_values_supported
+//                 "acr": "urn:...",    // session property, optional; also listed in acr_values_supported
+//                 "auth_time_offset_secs": -600 }  // optional: report auth_time this far off (ForceAuthn tests)
 //   },
 //   "token_delay_ms": 0,               // delay every POST /token by this much (timeout tests)
 //   "scopes": { "flex": ["app_metadata"] },  // optional extra scope -> claim names (see "Claims" below)
@@ -104,7 +105,8 @@ const STANDARD = {
 };
 const standard = new Set(Object.values(STANDARD).flat());
 const other = new Set(['amr', 'acr']);
-for (const u of Object.values(users)) for (const k of Object.keys(u)) if (k !== 'sub' && !standard.has(k)) other.add(k);
+const NOT_CLAIMS = new Set(['auth_time_offset_secs']);
+for (const u of Object.values(users)) for (const k of Object.keys(u)) if (k !== 'sub' && !standard.has(k) && !NOT_CLAIMS.has(k)) other.add(k);
 const claims = { openid: ['sub', ...other], ...STANDARD, ...(cfg.scopes || {}) };
 const acrValues = [...new Set(Object.values(users).map((u) => u.acr).filter(Boolean))];
 
@@ -183,6 +185,8 @@ async function interaction(req, res, uid, action) {
     const login = { accountId: user.sub ?? form.login };
     if (user.amr) login.amr = user.amr;
     if (user.acr) login.acr = user.acr;
+    // An OP that reports an old authentication (for ForceAuthn tests): auth_time = now + offset.
+    if (user.auth_time_offset_secs) login.ts = Math.floor(Date.now() / 1000) + Number(user.auth_time_offset_secs);
     return provider.interactionFinished(req, res, { login }, { mergeWithLastSubmission: false });
   }
   if (form.prompt === 'consent' && prompt.name === 'consent') {
