@@ -325,7 +325,10 @@ client_secret = "${{TEST_CLIENT_SECRET}}"
         let url = format!("{}/healthz", self.base);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("flexgate exited ({status}) during start-up; log:\n{}", self.log_text());
+                panic!(
+                    "flexgate exited ({status}) during start-up; log:\n{}",
+                    self.log_text()
+                );
             }
             if let Ok(r) = tinyhttp::blocking_get(&url) {
                 if r {
