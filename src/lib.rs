@@ -9,6 +9,7 @@ pub mod demo;
 pub mod flex;
 pub mod keygen;
 pub mod login;
+pub mod metrics;
 pub mod mfa;
 pub mod oidc;
 pub mod qa;

@@ -30,6 +30,7 @@ pub struct Idp {
     /// Auth0 Management API client, when roles are read from there.
     pub management: Option<Arc<crate::oidc::management::Management>>,
     pub store: Arc<dyn Store>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdGen>,
 }
@@ -183,6 +184,8 @@ pub struct Issued {
     pub roles: Vec<String>,
     /// `None` for a successful login; else the second-level SAML status sent (e.g. NoPassive).
     pub status: Option<String>,
+    /// When the login started (unix seconds), for the end-to-end duration.
+    pub started_at: Option<i64>,
 }
 
 /// What `begin_*` decided: send the browser upstream, or answer the SP right away with a
@@ -403,6 +406,7 @@ pub async fn respond_status(
         name_id: String::new(),
         roles: Vec::new(),
         status: Some(second_status.to_string()),
+        started_at: None,
     })
 }
 
@@ -476,8 +480,28 @@ async fn start(idp: &Idp, r: StartRequest<'_>) -> Result<Started, LoginError> {
     })
 }
 
+/// A failed callback, with the SP it was for when that is known (for logs and metrics).
+#[derive(Debug)]
+pub struct Failed {
+    pub sp: Option<String>,
+    pub error: LoginError,
+}
+
 /// The callback from the upstream: finish the login and produce the signed Response.
-pub async fn finish(idp: &Idp, cb: Callback, browser: Option<&str>) -> Result<Issued, LoginError> {
+pub async fn finish(idp: &Idp, cb: Callback, browser: Option<&str>) -> Result<Issued, Failed> {
+    let mut sp = None;
+    match finish_inner(idp, cb, browser, &mut sp).await {
+        Ok(issued) => Ok(issued),
+        Err(error) => Err(Failed { sp, error }),
+    }
+}
+
+async fn finish_inner(
+    idp: &Idp,
+    cb: Callback,
+    browser: Option<&str>,
+    sp_seen: &mut Option<String>,
+) -> Result<Issued, LoginError> {
     let state = cb
         .state
         .as_deref()
@@ -490,6 +514,7 @@ pub async fn finish(idp: &Idp, cb: Callback, browser: Option<&str>) -> Result<Is
         .ok_or(LoginError::StateUnknown)?;
     let pending: PendingLogin =
         serde_json::from_slice(&bytes).map_err(|_| LoginError::StateUnknown)?;
+    *sp_seen = Some(pending.sp.clone());
     let same_browser = browser
         .map(|b| {
             openssl::memcmp::eq(browser_hash(b).as_bytes(), pending.browser.as_bytes())
@@ -641,7 +666,9 @@ pub async fn finish(idp: &Idp, cb: Callback, browser: Option<&str>) -> Result<Is
     let name_id = mapped.name_id.clone();
     let sp_for_sign = sp.clone();
     // RSA work happens off the async reactor.
+    let metrics = idp.metrics.clone();
     let xml = tokio::task::spawn_blocking(move || {
+        let _timer = metrics.signing_duration.start_timer();
         let params = ResponseParams {
             issuer: &cfg.idp.entity_id,
             destination: &sp_for_sign.acs_url,
@@ -674,5 +701,6 @@ pub async fn finish(idp: &Idp, cb: Callback, browser: Option<&str>) -> Result<Is
         name_id,
         roles,
         status: None,
+        started_at: Some(pending.started_at),
     })
 }

@@ -108,16 +108,24 @@ fn load_config(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
     Config::load(&Config::locate(path))
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FLEXGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_tracing(json: bool, level: &str) {
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLEXGATE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }
 
 /// Exit code 2 for bad usage or configuration, 1 for a failed check.
@@ -150,14 +158,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Demo { port } => {
-            init_tracing();
+            init_tracing(false, "info");
             let rt = runtime()?;
             rt.block_on(flexgate::demo::run(port))
                 .map_err(|e| usage(anyhow::anyhow!(e)))
         }
         Command::Serve { config } => {
-            init_tracing();
             let cfg = load_config(config.as_deref()).map_err(usage)?;
+            init_tracing(cfg.log.json, &cfg.log.level);
             let rt = runtime()?;
             rt.block_on(flexgate::serve::run(cfg)).map_err(|e| match e {
                 flexgate::serve::ServeError::Config(c) => usage(c),

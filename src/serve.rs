@@ -1,12 +1,18 @@
-//! `flexgate serve`: wire config, keys, upstream and store into the HTTP service and run it.
+//! `flexgate serve`: wire config, keys, upstream and store into the HTTP service and run it —
+//! with a bounded graceful shutdown on SIGTERM/SIGINT, configuration and key reload on SIGHUP
+//! (a bad new configuration is refused and the running one kept), and optional TLS.
 
 use crate::clock::{RandomIds, SystemClock};
-use crate::config::{keys, Config, ConfigError};
+use crate::config::{keys, Config, ConfigError, StoreConfig};
 use crate::login::Idp;
+use crate::metrics::Metrics;
 use crate::oidc::management::Management;
 use crate::oidc::{OidcError, Upstream};
 use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
+use crate::store::Store;
 use crate::web::{router, AppState};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -15,37 +21,69 @@ pub enum ServeError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Upstream(#[from] OidcError),
+    #[error("the state store cannot be set up: {0}\n  fix: check [store] url")]
+    Store(String),
     #[error("cannot listen on {addr}: {source}\n  fix: pick a free port in server.listen, or stop the process using it")]
     Bind {
         addr: String,
         source: std::io::Error,
     },
+    #[error("TLS cannot be set up from [server.tls] ({cert}, {key}): {reason}\n  fix: point cert at a PEM certificate chain and key at its PEM private key")]
+    Tls {
+        cert: String,
+        key: String,
+        reason: String,
+    },
+    #[error("metrics cannot be set up: {0}")]
+    Metrics(String),
     #[error("the server stopped: {0}")]
     Io(#[from] std::io::Error),
 }
 
+/// The state store the config names.
+pub fn make_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
+    Ok(match &config.store {
+        StoreConfig::Memory => Arc::new(MemoryStore::new(config.limits.max_pending_logins)),
+        StoreConfig::Redis {
+            url,
+            prefix,
+            timeout,
+        } => Arc::new(
+            RedisStore::new(url.expose(), prefix, *timeout)
+                .map_err(|e| ServeError::Store(e.to_string()))?,
+        ),
+    })
+}
+
 /// Builds the login pipeline from a validated config (reads the key material once).
-pub fn build_idp(config: Config) -> Result<Idp, ServeError> {
+pub fn build_idp(
+    config: Config,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+) -> Result<Idp, ServeError> {
     let keys = keys::load(&config)?;
     let upstream = Upstream::new(config.upstream.clone(), config.callback_url())?;
+    upstream.set_metrics(metrics.clone());
     let management = match &config.upstream.management {
-        Some(m) => Some(Arc::new(
-            Management::new(m.clone(), config.upstream.timeout).map_err(|e| {
+        Some(m) => {
+            let mgmt = Management::new(m.clone(), config.upstream.timeout).map_err(|e| {
                 ServeError::Upstream(OidcError::Unreachable {
                     url: m.url.clone(),
                     reason: e.to_string(),
                 })
-            })?,
-        )),
+            })?;
+            mgmt.set_metrics(metrics.clone());
+            Some(Arc::new(mgmt))
+        }
         None => None,
     };
-    let store = MemoryStore::new(config.limits.max_pending_logins);
     Ok(Idp {
         config: Arc::new(config),
         keys: Arc::new(keys),
         upstream: Arc::new(upstream),
         management,
-        store: Arc::new(store),
+        store,
+        metrics,
         clock: Arc::new(SystemClock),
         ids: Arc::new(RandomIds),
     })
@@ -74,33 +112,131 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested; finishing requests in flight");
 }
 
-/// Runs the proxy until SIGTERM/SIGINT.
-pub async fn run(config: Config) -> Result<(), ServeError> {
-    let listen = config.server.listen;
-    let idp = Arc::new(build_idp(config)?);
+fn warn_cert(idp: &Idp) {
     let cert = &idp.keys.cert;
     if cert.days_left < 0 {
         tracing::warn!(not_after = %cert.not_after, "the signing certificate has expired; most SPs ignore this, but replace it soon (see the README's key rollover)");
     } else if cert.days_left < 30 {
         tracing::warn!(not_after = %cert.not_after, days_left = cert.days_left, "the signing certificate expires soon");
     }
+}
+
+/// Re-reads the config and keys on every SIGHUP; a config that fails to load is refused and the
+/// running generation kept.
+#[cfg(unix)]
+fn spawn_reload(path: PathBuf, state: AppState, store: Arc<dyn Store>, metrics: Arc<Metrics>) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("SIGHUP cannot be handled here; reload needs a restart");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let old = state.idp();
+            let loaded = Config::load(&path).map_err(ServeError::from).and_then(|cfg| {
+                if cfg.store != old.config.store {
+                    tracing::warn!("[store] changed; the running store is kept until a restart");
+                }
+                if cfg.server.listen != old.config.server.listen || cfg.server.tls != old.config.server.tls {
+                    tracing::warn!("server.listen / [server.tls] changed; they take effect at the next restart");
+                }
+                build_idp(cfg, store.clone(), metrics.clone())
+            });
+            match loaded {
+                Ok(idp) => {
+                    warn_cert(&idp);
+                    let idp = Arc::new(idp);
+                    if let Err(e) = idp.upstream.warm_up().await {
+                        tracing::warn!(error = %e, "upstream discovery failed after reload; logins retry it");
+                    }
+                    state.swap(idp);
+                    tracing::info!(config = %path.display(), "configuration and keys reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(config = %path.display(), error = %e, "reload refused; the running configuration is kept")
+                }
+            }
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn spawn_reload(_: PathBuf, _: AppState, _: Arc<dyn Store>, _: Arc<Metrics>) {}
+
+/// Runs the proxy until SIGTERM/SIGINT.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    let listen = config.server.listen;
+    let grace = config.server.shutdown_grace;
+    let tls = config.server.tls.clone();
+    let path = config.source.clone();
+    let metrics = Arc::new(Metrics::new().map_err(|e| ServeError::Metrics(e.to_string()))?);
+    let store = make_store(&config)?;
+    let idp = Arc::new(build_idp(config, store.clone(), metrics.clone())?);
+    warn_cert(&idp);
     match idp.upstream.warm_up().await {
         Ok(_) => tracing::info!(issuer = %idp.config.upstream.issuer, "upstream discovery ok"),
         Err(e) => {
             tracing::warn!(error = %e, "upstream discovery failed; /readyz reports not ready and logins retry it")
         }
     }
-    let app = router(AppState::new(idp.clone()));
+    if let Err(e) = idp.store.ping().await {
+        tracing::warn!(error = %e, "the state store is not reachable; /readyz reports not ready");
+    }
+    let state = AppState::new(idp.clone());
+    spawn_reload(path, state.clone(), store, metrics);
+    let app = router(state);
+    tracing::info!(listen = %listen, public_url = %idp.config.server.public_url, entity_id = %idp.config.idp.entity_id, sps = idp.config.sps.len(), tls = tls.is_some(), "flexgate listening");
+
+    if let Some(t) = tls {
+        let tls_err = |reason: String| ServeError::Tls {
+            cert: t.cert.display().to_string(),
+            key: t.key.display().to_string(),
+            reason,
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let rustls_config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert, &t.key)
+            .await
+            .map_err(|e| tls_err(e.to_string()))?;
+        let handle = axum_server::Handle::new();
+        let h = handle.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            h.graceful_shutdown(Some(grace));
+        });
+        let std_listener =
+            std::net::TcpListener::bind(listen).map_err(|source| ServeError::Bind {
+                addr: listen.to_string(),
+                source,
+            })?;
+        std_listener.set_nonblocking(true)?;
+        axum_server::from_tcp_rustls(std_listener, rustls_config)
+            .handle(handle)
+            .serve(app.into_make_service())
+            .await?;
+        return Ok(());
+    }
+
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ServeError::Bind {
             addr: listen.to_string(),
             source,
         })?;
-    let local = listener.local_addr()?;
-    tracing::info!(listen = %local, public_url = %idp.config.server.public_url, entity_id = %idp.config.idp.entity_id, sps = idp.config.sps.len(), "flexgate listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = rx.changed().await;
+    });
+    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+    tokio::select! {
+        r = &mut server => r?,
+        _ = shutdown_signal() => {
+            let _ = tx.send(true);
+            match tokio::time::timeout(grace, &mut server).await {
+                Ok(r) => r?,
+                Err(_) => tracing::warn!(grace_secs = grace.as_secs(), "requests still in flight after the grace period were cut"),
+            }
+        }
+    }
+    tracing::info!("flexgate stopped");
     Ok(())
 }

@@ -69,6 +69,30 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     mfa: Option<RawMfa>,
+    store: Option<RawStore>,
+    log: Option<RawLog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<String>,
+    prefix: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +111,9 @@ struct RawServer {
     listen: Option<String>,
     public_url: String,
     login_timeout_secs: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
+    request_timeout_secs: Option<u64>,
+    tls: Option<RawTls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +198,8 @@ pub struct Config {
     pub sps: Vec<SpConfig>,
     pub limits: LimitsConfig,
     pub mfa: crate::mfa::MfaPolicy,
+    pub store: StoreConfig,
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +209,40 @@ pub struct ServerConfig {
     pub public_url: String,
     /// How long a login may take at the upstream before its state expires.
     pub login_timeout: Duration,
+    /// After SIGTERM/SIGINT, how long requests in flight may take to finish.
+    pub shutdown_grace: Duration,
+    /// The longest any request may take (upstream calls included).
+    pub request_timeout: Duration,
+    /// Serve HTTPS directly (for deployments without a reverse proxy).
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: PEM certificate chain and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[store]`: where shared login state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// In this process (one instance).
+    Memory,
+    /// Redis, shared by several instances.
+    Redis {
+        url: Secret,
+        prefix: String,
+        timeout: Duration,
+    },
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub json: bool,
+    /// An env-filter directive (FLEXGATE_LOG overrides it).
+    pub level: String,
 }
 
 #[derive(Debug, Clone)]
@@ -506,6 +569,85 @@ fn validate(raw: RawConfig, ctx: &Ctx, base: &Path) -> Result<Config, ConfigErro
         ));
     }
     let public_url = public.as_str().trim_end_matches('/').to_string();
+    let shutdown_grace = secs(
+        raw.server.shutdown_grace_secs,
+        10,
+        "server.shutdown_grace_secs",
+        0..=300,
+        ctx,
+    )?;
+    let request_timeout = secs(
+        raw.server.request_timeout_secs,
+        30,
+        "server.request_timeout_secs",
+        5..=300,
+        ctx,
+    )?;
+    let tls = raw.server.tls.as_ref().map(|t| TlsConfig {
+        cert: if t.cert.is_absolute() {
+            t.cert.clone()
+        } else {
+            base.join(&t.cert)
+        },
+        key: if t.key.is_absolute() {
+            t.key.clone()
+        } else {
+            base.join(&t.key)
+        },
+    });
+    let store = match raw.store {
+        None => StoreConfig::Memory,
+        Some(RawStore { url: None, .. }) => StoreConfig::Memory,
+        Some(RawStore {
+            url: Some(url),
+            prefix,
+            timeout_ms,
+        }) => {
+            let parsed = Url::parse(&url).map_err(|e| {
+                ctx.invalid(
+                    "store.url",
+                    format!("is not a URL ({e})"),
+                    "write redis://host:6379 or rediss://host:6380 (TLS)",
+                )
+            })?;
+            if !matches!(parsed.scheme(), "redis" | "rediss") {
+                return Err(ctx.invalid("store.url", format!("uses the scheme {:?}", parsed.scheme()), "write redis://host:6379, or rediss:// for TLS; leave [store] out for the in-memory store"));
+            }
+            let timeout_ms = timeout_ms.unwrap_or(2000);
+            if !(50..=30_000).contains(&timeout_ms) {
+                return Err(ctx.invalid(
+                    "store.timeout_ms",
+                    format!("is {timeout_ms}"),
+                    "pick 50 to 30000 milliseconds",
+                ));
+            }
+            StoreConfig::Redis {
+                url: Secret::new(url),
+                prefix: prefix.unwrap_or_else(|| "flexgate".into()),
+                timeout: Duration::from_millis(timeout_ms),
+            }
+        }
+    };
+    let log = match raw.log {
+        None => LogConfig {
+            json: false,
+            level: "info".into(),
+        },
+        Some(l) => LogConfig {
+            json: match l.format.as_deref().unwrap_or("text") {
+                "text" => false,
+                "json" => true,
+                other => {
+                    return Err(ctx.invalid(
+                        "log.format",
+                        format!("is {other:?}"),
+                        "use \"text\" or \"json\"",
+                    ))
+                }
+            },
+            level: l.level.unwrap_or_else(|| "info".into()),
+        },
+    };
     let login_timeout = secs(
         raw.server.login_timeout_secs,
         600,
@@ -744,7 +886,12 @@ fn validate(raw: RawConfig, ctx: &Ctx, base: &Path) -> Result<Config, ConfigErro
             listen,
             public_url,
             login_timeout,
+            shutdown_grace,
+            request_timeout,
+            tls,
         },
+        store,
+        log,
         idp,
         upstream,
         sps,

@@ -91,11 +91,14 @@ pub fn app(base: &str) -> Result<axum::Router, DemoError> {
     let upstream = Upstream::new(config.upstream.clone(), config.callback_url()).map_err(setup)?;
     let sp = config.sps[0].clone();
     let management = None;
+    let metrics = Arc::new(crate::metrics::Metrics::new().map_err(setup)?);
+    upstream.set_metrics(metrics.clone());
     let idp = Arc::new(Idp {
         store: Arc::new(MemoryStore::new(config.limits.max_pending_logins)),
         keys: Arc::new(keys),
         upstream: Arc::new(upstream),
         management,
+        metrics,
         clock: Arc::new(SystemClock),
         ids: Arc::new(RandomIds),
         config: Arc::new(config),

@@ -67,6 +67,7 @@ pub struct Upstream {
     jwks_lock: tokio::sync::Mutex<()>,
     /// The least time between two discovery attempts after a failure.
     pub retry_after: Duration,
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -98,7 +99,19 @@ impl Upstream {
             jwks: RwLock::new(JwksCache::new(Duration::from_secs(60))),
             jwks_lock: tokio::sync::Mutex::new(()),
             retry_after: Duration::from_secs(2),
+            metrics: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records upstream call latency in `m` from now on.
+    pub fn set_metrics(&self, m: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(m);
+    }
+
+    fn observe(&self, call: &str, started: Instant) {
+        if let Some(m) = self.metrics.get() {
+            m.observe_upstream(call, started);
+        }
     }
 
     pub fn config(&self) -> &UpstreamConfig {
@@ -141,7 +154,9 @@ impl Upstream {
                 }
             }
         }
+        let t0 = Instant::now();
         let result = discovery::fetch(&self.http, &self.cfg.issuer, self.cfg.timeout).await;
+        self.observe("discovery", t0);
         let mut s = self.state.write();
         s.last_attempt = Some(Instant::now());
         match result {
@@ -246,11 +261,14 @@ impl Upstream {
                 form.push(("client_secret", self.cfg.client_secret.expose()));
             }
         }
+        let t0 = Instant::now();
         let resp = req
             .form(&form)
             .send()
             .await
-            .map_err(|e| OidcError::from_reqwest(url, e, self.cfg.timeout))?;
+            .map_err(|e| OidcError::from_reqwest(url, e, self.cfg.timeout));
+        self.observe("token", t0);
+        let resp = resp?;
         let status = resp.status();
         let body = resp
             .bytes()
@@ -303,6 +321,7 @@ impl Upstream {
         url: &str,
         access_token: &str,
     ) -> Result<Map<String, Value>, OidcError> {
+        let t0 = Instant::now();
         let resp = self
             .http
             .get(url)
@@ -310,7 +329,9 @@ impl Upstream {
             .header("accept", "application/json")
             .send()
             .await
-            .map_err(|e| OidcError::from_reqwest(url, e, self.cfg.timeout))?;
+            .map_err(|e| OidcError::from_reqwest(url, e, self.cfg.timeout));
+        self.observe("userinfo", t0);
+        let resp = resp?;
         if !resp.status().is_success() {
             return Err(OidcError::Status {
                 url: url.to_string(),
@@ -336,12 +357,15 @@ impl Upstream {
 
     async fn fetch_jwks(&self, meta: &ProviderMetadata) -> Result<(), OidcError> {
         let url = meta.jwks_uri.as_str();
+        let t0 = Instant::now();
         let resp = self
             .http
             .get(url)
             .send()
             .await
-            .map_err(|e| OidcError::from_reqwest(url, e, self.cfg.timeout))?;
+            .map_err(|e| OidcError::from_reqwest(url, e, self.cfg.timeout));
+        self.observe("jwks", t0);
+        let resp = resp?;
         if !resp.status().is_success() {
             return Err(OidcError::Status {
                 url: url.to_string(),

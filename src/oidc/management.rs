@@ -57,6 +57,7 @@ pub struct Management {
     http: reqwest::Client,
     token: tokio::sync::Mutex<Option<(String, Instant)>>,
     cache: Mutex<HashMap<String, (Instant, Value)>>,
+    metrics: std::sync::OnceLock<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Management {
@@ -87,7 +88,13 @@ impl Management {
             http,
             token: tokio::sync::Mutex::new(None),
             cache: Mutex::new(HashMap::new()),
+            metrics: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records Management API latency in `m` from now on.
+    pub fn set_metrics(&self, m: std::sync::Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(m);
     }
 
     fn net(&self, url: &str, e: reqwest::Error) -> ManagementError {
@@ -161,6 +168,15 @@ impl Management {
 
     /// The user's `app_metadata` (an empty object when the user has none).
     pub async fn app_metadata(&self, user_id: &str) -> Result<Value, ManagementError> {
+        let t0 = Instant::now();
+        let r = self.app_metadata_uncounted(user_id).await;
+        if let Some(m) = self.metrics.get() {
+            m.observe_upstream("management", t0);
+        }
+        r
+    }
+
+    async fn app_metadata_uncounted(&self, user_id: &str) -> Result<Value, ManagementError> {
         if let Some((at, v)) = self.cache.lock().get(user_id) {
             if at.elapsed() < self.cfg.cache_ttl {
                 return Ok(v.clone());

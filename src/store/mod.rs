@@ -2,6 +2,7 @@
 //! backend needs only three operations. `memory` is the default (one instance).
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! Application state and the router.
 
 use crate::login::Idp;
+use arc_swap::ArcSwap;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::routing::get;
@@ -8,15 +9,14 @@ use axum::Router;
 use std::sync::Arc;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
+/// One configuration generation: the login pipeline and what is rendered from it.
+pub struct Current {
     pub idp: Arc<Idp>,
-    /// IdP metadata, rendered once.
-    pub metadata_xml: Arc<String>,
+    /// IdP metadata, rendered once per generation.
+    pub metadata_xml: String,
 }
 
-impl AppState {
+impl Current {
     pub fn new(idp: Arc<Idp>) -> Self {
         let mut certs = vec![idp.keys.cert.der_b64.clone()];
         if let Some(next) = &idp.keys.next_cert {
@@ -27,18 +27,45 @@ impl AppState {
             &idp.config.sso_url(),
             &certs,
         );
+        Current { idp, metadata_xml }
+    }
+}
+
+/// What every handler shares. `SIGHUP` swaps in a new generation; requests in flight keep the
+/// one they started with.
+#[derive(Clone)]
+pub struct AppState {
+    current: Arc<ArcSwap<Current>>,
+}
+
+impl AppState {
+    pub fn new(idp: Arc<Idp>) -> Self {
         AppState {
-            idp,
-            metadata_xml: Arc::new(metadata_xml),
+            current: Arc::new(ArcSwap::from_pointee(Current::new(idp))),
         }
+    }
+
+    /// The generation a request works with.
+    pub fn current(&self) -> Arc<Current> {
+        self.current.load_full()
+    }
+
+    pub fn idp(&self) -> Arc<Idp> {
+        self.current.load().idp.clone()
+    }
+
+    /// Makes `idp` the generation new requests see.
+    pub fn swap(&self, idp: Arc<Idp>) {
+        self.current.store(Arc::new(Current::new(idp)));
     }
 }
 
 /// The proxy's routes.
 pub fn router(state: AppState) -> Router {
-    let body_limit = state.idp.config.limits.saml.max_encoded * 2
-        + state.idp.config.limits.saml.max_relay_state * 3
-        + 4096;
+    let idp = state.idp();
+    let request_timeout = idp.config.server.request_timeout;
+    let body_limit =
+        idp.config.limits.saml.max_encoded * 2 + idp.config.limits.saml.max_relay_state * 3 + 4096;
     Router::new()
         .route("/saml/sso", get(super::sso::get).post(super::sso::post))
         .route("/saml/init/{sp}", get(super::init::get))
@@ -47,7 +74,12 @@ pub fn router(state: AppState) -> Router {
         .route("/oidc/callback", get(super::callback::get))
         .route("/healthz", get(super::health::healthz))
         .route("/readyz", get(super::health::readyz))
+        .route("/metrics", get(super::health::metrics))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            request_timeout,
+        ))
         .layer(axum::middleware::map_response(friendly_rejections))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,

@@ -27,8 +27,14 @@ pub async fn get(
         error_description: first("error_description"),
     };
     let browser = super::browser_cookie(&headers);
-    match login::finish(&st.idp, cb, browser.as_deref()).await {
+    match login::finish(&st.idp(), cb, browser.as_deref()).await {
         Ok(issued) if issued.status.is_some() => {
+            let reason = issued.status.clone().unwrap_or_default();
+            st.idp()
+                .metrics
+                .logins_failed
+                .with_label_values(&[&issued.sp, &reason])
+                .inc();
             tracing::info!(sp = %issued.sp, status = ?issued.status, outcome = "status", "login ended with a SAML status Response");
             pages::post_form(
                 &issued.acs_url,
@@ -37,6 +43,14 @@ pub async fn get(
             )
         }
         Ok(issued) => {
+            let m = &st.idp().metrics;
+            m.logins_completed.with_label_values(&[&issued.sp]).inc();
+            if let Some(t) = issued.started_at {
+                let secs = (chrono::Utc::now().timestamp() - t).max(0) as f64;
+                m.login_duration
+                    .with_label_values(&[&issued.sp])
+                    .observe(secs);
+            }
             tracing::info!(
                 sp = %issued.sp,
                 subject = %issued.subject,
@@ -52,6 +66,6 @@ pub async fn get(
                 issued.relay_state.as_deref(),
             )
         }
-        Err(e) => errors::login_failed(&e, None),
+        Err(f) => errors::login_failed(&st.idp(), &f.error, f.sp.as_deref()),
     }
 }

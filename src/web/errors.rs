@@ -8,9 +8,16 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 /// Logs `e` with a fresh reference and renders its page.
-pub fn login_failed(e: &LoginError, sp: Option<&str>) -> Response {
+pub fn login_failed(idp: &crate::login::Idp, e: &LoginError, sp: Option<&str>) -> Response {
     let reference = crate::clock::random_token(9);
     let sp = sp.unwrap_or("-");
+    idp.metrics
+        .logins_failed
+        .with_label_values(&[sp, e.reason()])
+        .inc();
+    if matches!(e, LoginError::Store(_)) {
+        idp.metrics.store_errors.with_label_values(&["login"]).inc();
+    }
     match e {
         LoginError::Store(_) | LoginError::Sign(_) | LoginError::Internal(_) => {
             tracing::error!(reference, sp, outcome = "failed", reason = e.reason(), error = %e, "login failed")

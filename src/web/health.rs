@@ -11,7 +11,8 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(st): State<AppState>) -> Response {
-    let idp = &st.idp;
+    let idp = st.idp();
+    let idp = &*idp;
     let upstream = match idp.upstream.warm_up().await {
         Ok(_) => Ok(()),
         Err(e) => Err(e.to_string()),
@@ -36,4 +37,13 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    let mut r = st.idp().metrics.render().into_response();
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
 }

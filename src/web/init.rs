@@ -17,13 +17,22 @@ pub async fn get(
     let relay_state = match single(&query, "RelayState") {
         Ok(r) => r.map(str::to_string),
         Err(m) => {
-            return errors::login_failed(&LoginError::Request(RequestError::Xml(m)), Some(&sp))
+            return errors::login_failed(
+                &st.idp(),
+                &LoginError::Request(RequestError::Xml(m)),
+                Some(&sp),
+            )
         }
     };
     let browser = super::browser_cookie(&headers);
-    let idp = &st.idp;
+    let idp = st.idp();
+    let idp = &*idp;
     match login::begin_idp_initiated(idp, &sp, relay_state, browser.as_deref()).await {
         Ok(started) => {
+            idp.metrics
+                .logins_started
+                .with_label_values(&[&started.sp])
+                .inc();
             tracing::info!(sp = %started.sp, "IdP-initiated login started");
             redirect_with_cookie(
                 &started.location,
@@ -32,6 +41,6 @@ pub async fn get(
                 idp.config.server.login_timeout.as_secs(),
             )
         }
-        Err(e) => errors::login_failed(&e, Some(&sp)),
+        Err(e) => errors::login_failed(idp, &e, Some(&sp)),
     }
 }

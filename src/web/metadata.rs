@@ -6,7 +6,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 pub async fn metadata(State(st): State<AppState>) -> Response {
-    let mut r = st.metadata_xml.as_str().to_string().into_response();
+    let mut r = st.current().metadata_xml.clone().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/samlmetadata+xml"),
@@ -19,7 +19,7 @@ pub async fn metadata(State(st): State<AppState>) -> Response {
 }
 
 pub async fn cert_pem(State(st): State<AppState>) -> Response {
-    let mut r = st.idp.keys.cert.pem.clone().into_response();
+    let mut r = st.idp().keys.cert.pem.clone().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-pem-file"),

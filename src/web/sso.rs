@@ -67,10 +67,11 @@ async fn handle(
     };
     let (saml_request, relay_state, connection) = match read() {
         Ok(v) => v,
-        Err(e) => return errors::login_failed(&e, None),
+        Err(e) => return errors::login_failed(&st.idp(), &e, None),
     };
     let browser = super::browser_cookie(headers);
-    let idp = &st.idp;
+    let idp = st.idp();
+    let idp = &*idp;
     let r = SsoRequest {
         binding,
         saml_request: &saml_request,
@@ -81,6 +82,10 @@ async fn handle(
     };
     match login::begin_sp_initiated(idp, r).await {
         Ok(login::Begun::Upstream(started)) => {
+            idp.metrics
+                .logins_started
+                .with_label_values(&[&started.sp])
+                .inc();
             tracing::info!(sp = %started.sp, binding = ?binding, "login started");
             redirect_with_cookie(
                 &started.location,
@@ -97,6 +102,6 @@ async fn handle(
                 issued.relay_state.as_deref(),
             )
         }
-        Err(e) => errors::login_failed(&e, None),
+        Err(e) => errors::login_failed(idp, &e, None),
     }
 }
