@@ -1,0 +1,506 @@
+//! Production operations: two `flexgate serve` instances sharing a real `redis-server`, Redis
+//! restarts and absence, `/metrics`, JSON logs, SIGHUP reload, graceful shutdown, TLS.
+
+mod common;
+use common::*;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start(port: u16) -> Redis {
+        let bin = PathBuf::from("/usr/bin/redis-server");
+        assert!(
+            bin.exists(),
+            "redis-server is missing; run scripts/install-test-deps"
+        );
+        let child = Command::new(bin)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let r = Redis { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `flexgate serve` with its own listen port, sharing keys and `public_url` with its peers
+/// (as instances behind one load balancer do).
+struct Instance {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config_text(port: u16, public_port: u16, issuer: &str, extra: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{public_port}"
+shutdown_grace_secs = 5
+{extra}
+[idp]
+entity_id = "https://sso.example.com/saml/metadata"
+key = "idp-key.pem"
+cert = "idp-cert.pem"
+
+[upstream]
+issuer = "{issuer}"
+client_id = "flexgate"
+client_secret = "test-secret-5f1d2c"
+{sps}"#,
+        sps = default_sps()
+    )
+}
+
+impl Instance {
+    fn start_text(dir: &Path, name: &str, port: u16, text: String) -> Instance {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, text).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(flexgate_bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut i = Instance { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(s)) = i.child.try_wait() {
+                panic!("{name} exited ({s}): {}", i.log_text());
+            }
+            if tinyhttp::blocking_get(&format!("http://127.0.0.1:{port}/healthz")).unwrap_or(false)
+            {
+                return i;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not start: {}",
+                i.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn sso(public_port: u16, on: &Instance, id: &str) -> String {
+    let xml = enhanced_request(
+        id,
+        JQ,
+        "us1",
+        &format!("http://127.0.0.1:{public_port}/saml/sso"),
+    );
+    format!(
+        "{}/saml/sso?SAMLRequest={}",
+        on.base(),
+        urlencode(&deflate_b64(&xml))
+    )
+}
+
+fn on_instance(url: &str, public_port: u16, to: &Instance) -> String {
+    url.replace(
+        &format!("127.0.0.1:{public_port}"),
+        &format!("127.0.0.1:{}", to.port),
+    )
+}
+
+fn keys(dir: &Path) {
+    keygen(dir);
+}
+
+async fn readyz(i: &Instance) -> (u16, serde_json::Value) {
+    let r = reqwest::get(format!("{}/readyz", i.base())).await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let redis = Redis::start(free_port());
+    let (pa, pb) = (free_port(), free_port());
+    let op = Op::start(
+        &format!("http://127.0.0.1:{pa}/oidc/callback"),
+        "flexgate",
+        "test-secret-5f1d2c",
+        json!({}),
+    );
+    let a = start_with_store(dir.path(), "a", pa, pa, &op.issuer, &redis.url());
+    let b = start_with_store(dir.path(), "b", pb, pa, &op.issuer, &redis.url());
+    assert_eq!(readyz(&a).await.0, 200);
+    assert_eq!(readyz(&b).await.1["checks"]["store"], "ok");
+
+    // A login begun on A finishes on B.
+    let id = unique_id("_");
+    let br = Browser::new();
+    let cb = br
+        .login_until(
+            br.client.get(sso(pa, &a, &id)),
+            "agent1",
+            &format!("http://127.0.0.1:{pa}/oidc/callback"),
+        )
+        .await;
+    let r = br
+        .client
+        .get(on_instance(&cb, pa, &b))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let form = parse_post_form(&r.text().await.unwrap()).expect("a POST form from B");
+    let cert = std::fs::read_to_string(dir.path().join("idp-cert.pem")).unwrap();
+    let e = SpExpect {
+        cert_pem: cert,
+        idp_entity_id: "https://sso.example.com/saml/metadata".into(),
+        sp_entity_id: format!("urn:flex:{JQ}"),
+        acs_url: format!("https://login.flex.us1.twilio.com/login/callback?connection={JQ}"),
+        request_id: Some(id.clone()),
+        response_signed: true,
+        assertion_signed: false,
+    };
+    python3_saml(&form.saml_response, &e).expect("python3-saml accepts B's response");
+    // The same callback on A: the state was used on B.
+    let r = br.client.get(&cb).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    // A request ID used on A is refused on B.
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let id = unique_id("_");
+    assert_eq!(c.get(sso(pa, &a, &id)).send().await.unwrap().status(), 302);
+    let r = c.get(sso(pa, &b, &id)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("already used"));
+
+    // Redis restarts mid-login: the login in flight fails with a clear page; new ones succeed
+    // without restarting flexgate.
+    let br = Browser::new();
+    let cb = br
+        .login_until(
+            br.client.get(sso(pa, &a, &unique_id("_"))),
+            "agent1",
+            &format!("http://127.0.0.1:{pa}/oidc/callback"),
+        )
+        .await;
+    let port = redis.port;
+    drop(redis);
+    let r = br.client.get(&cb).send().await.unwrap();
+    assert_eq!(r.status(), 503, "Redis down: a page, not a hang");
+    assert!(r.text().await.unwrap().contains("temporarily unavailable"));
+    let (status, v) = readyz(&a).await;
+    assert_eq!(status, 503);
+    assert!(
+        v["checks"]["store"].as_str().unwrap().contains("Redis"),
+        "{v}"
+    );
+    let redis = Redis::start(port);
+    let mut ok = false;
+    for _ in 0..50 {
+        if readyz(&b).await.0 == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "B recovers once Redis is back");
+    let id = unique_id("_");
+    let br = Browser::new();
+    let out = br.login(br.client.get(sso(pa, &a, &id)), "agent1").await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    drop(redis);
+    drop((a, b, op));
+}
+
+fn start_with_store(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    public: u16,
+    issuer: &str,
+    url: &str,
+) -> Instance {
+    Instance::start_text(
+        dir,
+        name,
+        port,
+        config_text(port, public, issuer, "")
+            + &format!("\n[store]\nurl = \"{url}\"\ntimeout_ms = 500\n"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_absent_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let p = free_port();
+    let op = Op::start(
+        &format!("http://127.0.0.1:{p}/oidc/callback"),
+        "flexgate",
+        "test-secret-5f1d2c",
+        json!({}),
+    );
+    let dead = format!("redis://127.0.0.1:{}", free_port());
+    let i = start_with_store(dir.path(), "c", p, p, &op.issuer, &dead);
+    let (status, v) = readyz(&i).await;
+    assert_eq!(status, 503);
+    assert!(
+        v["checks"]["store"].as_str().unwrap().contains("Redis"),
+        "{v}"
+    );
+    assert_eq!(v["checks"]["upstream"], "ok");
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let r = c.get(sso(p, &i, &unique_id("_"))).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(started.elapsed() < Duration::from_secs(5), "no hang");
+    assert!(r.text().await.unwrap().contains("temporarily unavailable"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_json_logs_reload_and_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let p = free_port();
+    let op = Op::start(
+        &format!("http://127.0.0.1:{p}/oidc/callback"),
+        "flexgate",
+        "test-secret-5f1d2c",
+        json!({}),
+    );
+    let config = dir.path().join("m.toml");
+    let text = config_text(p, p, &op.issuer, "") + "\n[log]\nformat = \"json\"\n";
+    let mut i = Instance::start_text(dir.path(), "m", p, text.clone());
+
+    // One good login, one without roles.
+    let b = Browser::new();
+    let out = b
+        .login(b.client.get(sso(p, &i, &unique_id("_"))), "agent1")
+        .await;
+    assert_eq!(out.status, 200);
+    let b = Browser::new();
+    let out = b
+        .login(b.client.get(sso(p, &i, &unique_id("_"))), "norole")
+        .await;
+    assert_eq!(out.status, 403);
+
+    let m = reqwest::get(format!("{}/metrics", i.base()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "flexgate_logins_started_total{sp=\"flex\"} 2",
+        "flexgate_logins_completed_total{sp=\"flex\"} 1",
+        "flexgate_logins_failed_total{reason=\"no_role\",sp=\"flex\"} 1",
+        "flexgate_signing_duration_seconds_count 1",
+        "flexgate_upstream_request_duration_seconds_count{call=\"token\"} 2",
+        "flexgate_login_duration_seconds_count{sp=\"flex\"} 1",
+    ] {
+        assert!(m.contains(needle), "missing {needle} in\n{m}");
+    }
+
+    // JSON logs: every line is JSON; one event per login outcome with SP, subject, outcome, duration.
+    let logs = i.log_text();
+    let events: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let done = events
+        .iter()
+        .find(|e| e["message"] == "login completed")
+        .expect("a completed event");
+    assert_eq!(done["sp"], "flex");
+    assert_eq!(done["subject"], "agent1");
+    assert_eq!(done["outcome"], "completed");
+    assert!(done["duration_ms"].is_number());
+    let failed = events
+        .iter()
+        .find(|e| e["message"] == "login failed")
+        .expect("a failed event");
+    assert_eq!(failed["sp"], "flex");
+    assert_eq!(failed["reason"], "no_role");
+
+    // SIGHUP: a bad config is refused and the old one kept...
+    std::fs::write(
+        &config,
+        text.replace(
+            "flex_connection = \"JQ0123456789abcdef0123456789abcdef\"",
+            "flex_connection = \"JQ-bad\"",
+        ),
+    )
+    .unwrap();
+    i.signal("-HUP");
+    wait_for(|| i.log_text().contains("reload refused"));
+    let md = reqwest::get(format!("{}/saml/metadata", i.base()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(md.contains("https://sso.example.com/saml/metadata"));
+    // ...a good one is taken, without a restart, and requests keep flowing.
+    std::fs::write(
+        &config,
+        text.replace(
+            "entity_id = \"https://sso.example.com/saml/metadata\"",
+            "entity_id = \"https://sso2.example.com/saml/metadata\"",
+        ),
+    )
+    .unwrap();
+    i.signal("-HUP");
+    wait_for(|| i.log_text().contains("configuration and keys reloaded"));
+    let md = reqwest::get(format!("{}/saml/metadata", i.base()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        md.contains("https://sso2.example.com/saml/metadata"),
+        "{md}"
+    );
+    let b = Browser::new();
+    let out = b
+        .login(b.client.get(sso(p, &i, &unique_id("_"))), "agent1")
+        .await;
+    assert_eq!(out.status, 200);
+    assert!(out
+        .form
+        .unwrap()
+        .xml()
+        .contains("https://sso2.example.com/saml/metadata"));
+
+    // SIGTERM: exits 0, promptly.
+    i.signal("-TERM");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = i.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
+
+fn wait_for(f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_without_a_reverse_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let tls = tempfile::tempdir().unwrap();
+    keygen(tls.path());
+    let p = free_port();
+    let op = Op::start(
+        &format!("https://127.0.0.1:{p}/oidc/callback"),
+        "flexgate",
+        "test-secret-5f1d2c",
+        json!({}),
+    );
+    let extra = format!(
+        "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        tls.path().join("idp-cert.pem").display(),
+        tls.path().join("idp-key.pem").display()
+    );
+    let config = dir.path().join("t.toml");
+    let text = config_text(p, p, &op.issuer, "")
+        .replace("public_url = \"http://", "public_url = \"https://");
+    let text = text.replace("[idp]", &format!("{extra}\n[idp]"));
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("t.log");
+    let mut child = Command::new(flexgate_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let c = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut ok = false;
+    for _ in 0..100 {
+        if let Ok(r) = c.get(format!("https://127.0.0.1:{p}/healthz")).send().await {
+            ok = r.status() == 200;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "https /healthz: {log_text}");
+    // The cookie carries Secure when public_url is https (checked on the redirect).
+}
