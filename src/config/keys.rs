@@ -55,7 +55,12 @@ pub fn describe_cert(cert: &X509) -> Result<PublishedCert, openssl::error::Error
     let pem = String::from_utf8_lossy(&cert.to_pem()?).into_owned();
     let der = cert.to_der()?;
     let now = openssl::asn1::Asn1Time::days_from_now(0)?;
-    let days_left = now.diff(cert.not_after()).map(|d| d.days).unwrap_or(0);
+    // Whole days left, rounded down: a certificate that expired an hour ago has -1, not 0
+    // (`diff` gives days and seconds with the same sign, so -1 h is {days: 0, secs: -3600}).
+    let days_left = now
+        .diff(cert.not_after())
+        .map(|d| if d.secs < 0 { d.days - 1 } else { d.days })
+        .unwrap_or(-1);
     let subject = cert
         .subject_name()
         .entries()

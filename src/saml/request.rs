@@ -53,7 +53,7 @@ pub enum RequestError {
     NotAuthnRequest(String),
     #[error("the AuthnRequest has Version {0:?}; only SAML 2.0 is supported")]
     Version(String),
-    #[error("the AuthnRequest has no usable ID")]
+    #[error("the AuthnRequest has no usable ID (an xs:ID: a letter or _ first, then letters, digits, ., -, _)")]
     BadId,
     #[error("the AuthnRequest has no Issuer, so the service provider is unknown")]
     MissingIssuer,
@@ -203,7 +203,7 @@ pub fn parse(xml: &str) -> Result<AuthnRequest, RequestError> {
         return Err(RequestError::Version(version.to_string()));
     }
     let id = attr(root, "ID").unwrap_or("");
-    if id.is_empty() || id.len() > 256 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if !is_ncname(id) || id.len() > 256 {
         return Err(RequestError::BadId);
     }
     let instant = attr(root, "IssueInstant").unwrap_or("");
@@ -458,4 +458,15 @@ pub fn verify_post_signature(
         Err(VerifyError::Algorithm(a)) => Err(RequestError::SigAlg(a)),
         Err(e) => Err(RequestError::BadSignature(e.to_string())),
     }
+}
+
+/// `xs:NCName`, as SAML IDs must be: it is echoed as `InResponseTo`, which SPs check against the
+/// schema (a letter or `_` first, then letters, digits, `.`, `-`, `_`; no `:`).
+pub fn is_ncname(id: &str) -> bool {
+    let mut chars = id.chars();
+    match chars.next() {
+        Some(c) if c.is_alphabetic() || c == '_' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '\u{b7}'))
 }

@@ -171,9 +171,7 @@ pub fn verify_enveloped(
     if refs.next().is_some() {
         return Err(malformed("more than one Reference"));
     }
-    let id = element
-        .attribute("ID")
-        .ok_or(VerifyError::Missing("the signed element's ID"))?;
+    let id = attr(element, "ID").ok_or(VerifyError::Missing("the signed element's ID"))?;
     let uri = attr(reference, "URI").unwrap_or("");
     if uri.strip_prefix('#') != Some(id) {
         return Err(VerifyError::Mismatch {
@@ -432,6 +430,15 @@ pub fn verify_response(
                 return Err(VerifyError::Time(format!(
                     "the subject confirmation expired at {noa}"
                 )));
+            }
+            // SAML profiles 4.1.4.2 lets a bearer confirmation carry NotBefore; when it does, the
+            // subject cannot be confirmed before it (python3-saml and node-saml refuse it too).
+            if let Some(nb) = attr(data, "NotBefore") {
+                if parse_time("SubjectConfirmationData NotBefore", nb)? - exp.skew > exp.now {
+                    return Err(VerifyError::Time(format!(
+                        "the subject cannot be confirmed before {nb}"
+                    )));
+                }
             }
             match (exp.in_response_to, attr(data, "InResponseTo")) {
                 (Some(e), f) => expect_eq("the SubjectConfirmationData InResponseTo", f, e)?,
