@@ -171,7 +171,7 @@ pub async fn run(cfg: &Config) -> Report {
                     if let Some(algs) = &meta.id_token_signing_alg_values_supported {
                         let allowed: Vec<String> = crate::oidc::id_token::ALLOWED_ALGS
                             .iter()
-                            .map(|a| format!("{a:?}"))
+                            .map(|a| a.to_string())
                             .collect();
                         if !algs.iter().any(|a| allowed.contains(a)) {
                             findings.push(finding("fail", "ID token algorithm", format!("the upstream signs ID tokens with {} only; flexgate accepts {}", algs.join(", "), allowed.join(", "))));

@@ -376,11 +376,14 @@ impl Upstream {
             .bytes()
             .await
             .map_err(|e| OidcError::from_reqwest(url, e, self.cfg.timeout))?;
-        let set: jsonwebtoken::jwk::JwkSet =
-            serde_json::from_slice(&body).map_err(|e| OidcError::Garbage {
-                url: url.to_string(),
-                reason: format!("not a JWK set: {e}"),
-            })?;
+        let doc: Value = serde_json::from_slice(&body).map_err(|e| OidcError::Garbage {
+            url: url.to_string(),
+            reason: format!("not JSON: {e}"),
+        })?;
+        let set = id_token::parse_jwks(&doc).map_err(|reason| OidcError::Garbage {
+            url: url.to_string(),
+            reason: format!("not a JWK set: {reason}"),
+        })?;
         self.jwks.write().replace(set, Instant::now());
         Ok(())
     }
@@ -393,7 +396,8 @@ impl Upstream {
         nonce: &str,
     ) -> Result<Map<String, Value>, OidcError> {
         let meta = self.metadata().await?;
-        let (alg, kid) = id_token::header(token)?;
+        let jws = id_token::parse(token)?;
+        let kid = jws.kid.clone();
         let mut jwk = self.jwks.read().find(kid.as_deref()).cloned();
         if jwk.is_none() {
             let _guard = self.jwks_lock.lock().await;
@@ -405,9 +409,8 @@ impl Upstream {
         }
         let jwk = jwk.ok_or_else(|| IdTokenError::UnknownKey(kid.clone().unwrap_or_default()))?;
         let now = chrono::Utc::now().timestamp();
-        id_token::verify(
-            token,
-            alg,
+        Ok(id_token::verify(
+            &jws,
             &jwk,
             &Expected {
                 issuer: &self.cfg.issuer,
@@ -416,7 +419,7 @@ impl Upstream {
                 now,
                 leeway: 60,
             },
-        )
+        )?)
     }
 
     /// Fetches discovery and the JWKS now (used by `check` and at start-up).
