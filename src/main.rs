@@ -108,15 +108,20 @@ fn load_config(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
     Config::load(&Config::locate(path))
 }
 
-fn init_tracing(json: bool, level: &str) {
+/// Logs go to stderr through a background writer, so request threads never wait on the
+/// terminal or the journal; the guard flushes them at exit.
+fn init_tracing(json: bool, level: &str) -> tracing_appender::non_blocking::WorkerGuard {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLEXGATE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if json {
         builder
             .json()
@@ -126,6 +131,7 @@ fn init_tracing(json: bool, level: &str) {
     } else {
         builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
+    guard
 }
 
 /// Exit code 2 for bad usage or configuration, 1 for a failed check.
@@ -158,14 +164,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Demo { port } => {
-            init_tracing(false, "info");
+            let _log = init_tracing(false, "info");
             let rt = runtime()?;
             rt.block_on(flexgate::demo::run(port))
                 .map_err(|e| usage(anyhow::anyhow!(e)))
         }
         Command::Serve { config } => {
             let cfg = load_config(config.as_deref()).map_err(usage)?;
-            init_tracing(cfg.log.json, &cfg.log.level);
+            let _log = init_tracing(cfg.log.json, &cfg.log.level);
             let rt = runtime()?;
             rt.block_on(flexgate::serve::run(cfg)).map_err(|e| match e {
                 flexgate::serve::ServeError::Config(c) => usage(c),
