@@ -27,13 +27,20 @@ impl Drop for Proc {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_port(port: u16) {
     let t = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(20), "port {port} never opened");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "port {port} never opened"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -57,7 +64,15 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn instance(bin: &Path, dir: &Path, name: &str, port: u16, public: u16, issuer: &str, redis: &str) -> Proc {
+fn instance(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    port: u16,
+    public: u16,
+    issuer: &str,
+    redis: &str,
+) -> Proc {
     let cfg = format!(
         r#"[server]
 listen = "127.0.0.1:{port}"
@@ -86,7 +101,13 @@ level = "warn"
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, cfg).unwrap();
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    let child = Command::new(bin).args(["serve", "--config"]).arg(&path).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+    let child = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
     wait_port(port);
     Proc(child)
 }
@@ -97,7 +118,10 @@ struct Target {
     public: String,
 }
 
-async fn one_login(t: &Target, key: &openssl::pkey::PKey<openssl::pkey::Public>) -> Result<(), String> {
+async fn one_login(
+    t: &Target,
+    key: &openssl::pkey::PKey<openssl::pkey::Public>,
+) -> Result<(), String> {
     let c = reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -111,19 +135,33 @@ async fn one_login(t: &Target, key: &openssl::pkey::PKey<openssl::pkey::Public>)
     );
     let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(xml.as_bytes()).map_err(|e| e.to_string())?;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(e.finish().map_err(|e| e.to_string())?);
+    let b64 =
+        base64::engine::general_purpose::STANDARD.encode(e.finish().map_err(|e| e.to_string())?);
     let q: String = url::form_urlencoded::byte_serialize(b64.as_bytes()).collect();
-    let mut resp = c.get(format!("{}/saml/sso?SAMLRequest={q}", t.sso_on)).send().await.map_err(|e| e.to_string())?;
+    let mut resp = c
+        .get(format!("{}/saml/sso?SAMLRequest={q}", t.sso_on))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
     let mut interactions = 0;
     for _ in 0..20 {
         if !resp.status().is_redirection() {
             break;
         }
-        let loc = resp.headers().get("location").and_then(|v| v.to_str().ok()).ok_or("no Location")?.to_string();
+        let loc = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or("no Location")?
+            .to_string();
         let mut url = resp.url().join(&loc).map_err(|e| e.to_string())?;
-        if url.as_str().starts_with(&format!("{}/oidc/callback", t.public)) {
+        if url
+            .as_str()
+            .starts_with(&format!("{}/oidc/callback", t.public))
+        {
             // The load balancer sends the callback to the other instance.
-            url = url::Url::parse(&url.as_str().replacen(&t.public, &t.finish_on, 1)).map_err(|e| e.to_string())?;
+            url = url::Url::parse(&url.as_str().replacen(&t.public, &t.finish_on, 1))
+                .map_err(|e| e.to_string())?;
         }
         resp = if url.path().starts_with("/interaction/") {
             let form: Vec<(&str, &str)> = if interactions == 0 {
@@ -132,7 +170,11 @@ async fn one_login(t: &Target, key: &openssl::pkey::PKey<openssl::pkey::Public>)
                 vec![("prompt", "consent")]
             };
             interactions += 1;
-            c.post(url).form(&form).send().await.map_err(|e| e.to_string())?
+            c.post(url)
+                .form(&form)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
         } else {
             c.get(url).send().await.map_err(|e| e.to_string())?
         };
@@ -141,10 +183,17 @@ async fn one_login(t: &Target, key: &openssl::pkey::PKey<openssl::pkey::Public>)
         return Err(format!("final status {}", resp.status()));
     }
     let body = resp.text().await.map_err(|e| e.to_string())?;
-    let start = body.find("name=\"SAMLResponse\" value=\"").ok_or("no SAMLResponse")? + 27;
+    let start = body
+        .find("name=\"SAMLResponse\" value=\"")
+        .ok_or("no SAMLResponse")?
+        + 27;
     let end = body[start..].find('"').ok_or("bad form")? + start;
-    let xml = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(&body[start..end]).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    let xml = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(&body[start..end])
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
     let exp = flexgate::saml::verify::Expectations {
         audience: &format!("urn:flex:{JQ}"),
         recipient: &format!("https://login.flex.us1.twilio.com/login/callback?connection={JQ}"),
@@ -156,7 +205,8 @@ async fn one_login(t: &Target, key: &openssl::pkey::PKey<openssl::pkey::Public>)
         require_assertion_signature: false,
         policy: Default::default(),
     };
-    flexgate::saml::verify::verify_response(&xml, std::slice::from_ref(key), &exp).map_err(|e| e.to_string())?;
+    flexgate::saml::verify::verify_response(&xml, std::slice::from_ref(key), &exp)
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -168,15 +218,32 @@ async fn main() {
     let bin = repo.join("target/release/flexgate");
     assert!(bin.exists(), "build it first: cargo build --release");
     let dir = tempfile::tempdir().unwrap();
-    let ok = Command::new(&bin).args(["keygen", "--out"]).arg(dir.path()).stdout(Stdio::null()).status().unwrap();
+    let ok = Command::new(&bin)
+        .args(["keygen", "--out"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     assert!(ok.success());
     let cert = std::fs::read(dir.path().join("idp-cert.pem")).unwrap();
-    let key = openssl::x509::X509::from_pem(&cert).unwrap().public_key().unwrap();
+    let key = openssl::x509::X509::from_pem(&cert)
+        .unwrap()
+        .public_key()
+        .unwrap();
 
     let rport = free_port();
     let _redis = Proc(
         Command::new("/usr/bin/redis-server")
-            .args(["--port", &rport.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &rport.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server (run scripts/install-test-deps)"),
@@ -217,8 +284,16 @@ async fn main() {
 
     let public = format!("http://127.0.0.1:{pa}");
     let targets = Arc::new([
-        Target { sso_on: format!("http://127.0.0.1:{pa}"), finish_on: format!("http://127.0.0.1:{pb}"), public: public.clone() },
-        Target { sso_on: format!("http://127.0.0.1:{pb}"), finish_on: format!("http://127.0.0.1:{pa}"), public: public.clone() },
+        Target {
+            sso_on: format!("http://127.0.0.1:{pa}"),
+            finish_on: format!("http://127.0.0.1:{pb}"),
+            public: public.clone(),
+        },
+        Target {
+            sso_on: format!("http://127.0.0.1:{pb}"),
+            finish_on: format!("http://127.0.0.1:{pa}"),
+            public: public.clone(),
+        },
     ]);
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
@@ -227,7 +302,8 @@ async fn main() {
     let deadline = started + Duration::from_secs(600);
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (targets, next, errors, key) = (targets.clone(), next.clone(), errors.clone(), key.clone());
+        let (targets, next, errors, key) =
+            (targets.clone(), next.clone(), errors.clone(), key.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -254,12 +330,25 @@ async fn main() {
     }
     let elapsed = started.elapsed();
     lat.sort();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     let errors = errors.load(Ordering::Relaxed);
     let op_rss = rss_kib(op_pid, "VmHWM:");
     println!("loadtest: {} logins ({} ok, {errors} errors), concurrency {concurrency}, 2 instances + Redis", lat.len() + errors, lat.len());
-    println!("  throughput     {:.1} logins/s over {:.1} s", lat.len() as f64 / elapsed.as_secs_f64(), elapsed.as_secs_f64());
-    println!("  login latency  p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (whole flow, upstream included)", pct(0.5).as_secs_f64() * 1e3, pct(0.99).as_secs_f64() * 1e3, lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3);
+    println!(
+        "  throughput     {:.1} logins/s over {:.1} s",
+        lat.len() as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  login latency  p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (whole flow, upstream included)",
+        pct(0.5).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
     println!(
         "  peak RSS       instance A {:.1} MiB (start {:.1}), instance B {:.1} MiB (start {:.1}); oidc-provider {:.1} MiB",
         rss_kib(pid_a, "VmHWM:") as f64 / 1024.0,
