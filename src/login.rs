@@ -52,20 +52,22 @@ pub enum LoginError {
     MissingCode,
     #[error("the login was started in another browser (the binding cookie does not match)")]
     BrowserMismatch,
-    #[error("the upstream refused the login: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    // Both come from the callback's query string, which anyone can write: Debug-quoted, so a
+    // newline in them cannot start a forged log line.
+    #[error("the upstream refused the login: {error:?}{}", description.as_deref().map(|d| format!(" ({d:?})")).unwrap_or_default())]
     UpstreamDenied {
         error: String,
         description: Option<String>,
     },
     #[error("{0}")]
     Upstream(#[from] OidcError),
-    #[error("user {subject}: {source}")]
+    #[error("user {subject:?}: {source}")]
     Management {
         subject: String,
         #[source]
         source: crate::oidc::management::ManagementError,
     },
-    #[error("user {subject}: {source}")]
+    #[error("user {subject:?}: {source}")]
     Mapping {
         subject: String,
         email: Option<String>,
@@ -74,13 +76,13 @@ pub enum LoginError {
     },
     #[error("{0}")]
     Store(#[from] StoreError),
-    #[error("user {subject}: the ID token does not show a second factor (amr {amr:?}, acr {acr:?}), and this service provider requires one")]
+    #[error("user {subject:?}: the ID token does not show a second factor (amr {amr:?}, acr {acr:?}), and this service provider requires one")]
     MfaMissing {
         subject: String,
         amr: Vec<String>,
         acr: Option<String>,
     },
-    #[error("user {subject}: ForceAuthn asked for a fresh sign-in, but the upstream reports auth_time {auth_time}, before the request ({started_at})")]
+    #[error("user {subject:?}: ForceAuthn asked for a fresh sign-in, but the upstream reports auth_time {auth_time}, before the request ({started_at})")]
     NotReauthenticated {
         subject: String,
         auth_time: i64,

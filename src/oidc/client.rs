@@ -56,6 +56,40 @@ struct State {
     last_attempt: Option<Instant>,
 }
 
+/// A failed JWKS fetch, kept so that calls that waited for it get the same answer.
+#[derive(Debug, Clone)]
+struct JwksFailure {
+    url: String,
+    timeout_secs: Option<u64>,
+    reason: String,
+}
+
+impl JwksFailure {
+    fn of(url: &str, e: &OidcError) -> Self {
+        JwksFailure {
+            url: url.to_string(),
+            timeout_secs: match e {
+                OidcError::Timeout { secs, .. } => Some(*secs),
+                _ => None,
+            },
+            reason: e.to_string(),
+        }
+    }
+
+    fn to_error(&self) -> OidcError {
+        match self.timeout_secs {
+            Some(secs) => OidcError::Timeout {
+                url: self.url.clone(),
+                secs,
+            },
+            None => OidcError::Unreachable {
+                url: self.url.clone(),
+                reason: self.reason.clone(),
+            },
+        }
+    }
+}
+
 /// The upstream OpenID provider.
 pub struct Upstream {
     cfg: UpstreamConfig,
@@ -65,6 +99,8 @@ pub struct Upstream {
     discovery_lock: tokio::sync::Mutex<()>,
     jwks: RwLock<JwksCache>,
     jwks_lock: tokio::sync::Mutex<()>,
+    /// When the last JWKS fetch ended, and why it failed (if it did).
+    jwks_last_fetch: RwLock<Option<(Instant, Option<JwksFailure>)>>,
     /// The least time between two discovery attempts after a failure.
     pub retry_after: Duration,
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
@@ -98,6 +134,7 @@ impl Upstream {
             discovery_lock: tokio::sync::Mutex::new(()),
             jwks: RwLock::new(JwksCache::new(Duration::from_secs(60))),
             jwks_lock: tokio::sync::Mutex::new(()),
+            jwks_last_fetch: RwLock::new(None),
             retry_after: Duration::from_secs(2),
             metrics: std::sync::OnceLock::new(),
         })
@@ -270,10 +307,7 @@ impl Upstream {
         self.observe("token", t0);
         let resp = resp?;
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| OidcError::from_reqwest(url, e, self.cfg.timeout))?;
+        let body = super::read_capped(resp, url, self.cfg.timeout).await?;
         if !status.is_success() {
             if let Ok(err) = serde_json::from_slice::<OAuthError>(&body) {
                 return Err(OidcError::Token {
@@ -350,9 +384,11 @@ impl Upstream {
                 reason: format!("userinfo answered {ct:?}; flexgate reads JSON userinfo only"),
             });
         }
-        resp.json()
-            .await
-            .map_err(|e| OidcError::from_reqwest(url, e, self.cfg.timeout))
+        let body = super::read_capped(resp, url, self.cfg.timeout).await?;
+        serde_json::from_slice(&body).map_err(|e| OidcError::Garbage {
+            url: url.to_string(),
+            reason: format!("userinfo is not a JSON object: {e}"),
+        })
     }
 
     async fn fetch_jwks(&self, meta: &ProviderMetadata) -> Result<(), OidcError> {
@@ -372,10 +408,7 @@ impl Upstream {
                 status: resp.status().as_u16(),
             });
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| OidcError::from_reqwest(url, e, self.cfg.timeout))?;
+        let body = super::read_capped(resp, url, self.cfg.timeout).await?;
         let doc: Value = serde_json::from_slice(&body).map_err(|e| OidcError::Garbage {
             url: url.to_string(),
             reason: format!("not JSON: {e}"),
@@ -400,11 +433,31 @@ impl Upstream {
         let kid = jws.kid.clone();
         let mut jwk = self.jwks.read().find(kid.as_deref()).cloned();
         if jwk.is_none() {
+            let waiting_since = Instant::now();
             let _guard = self.jwks_lock.lock().await;
             jwk = self.jwks.read().find(kid.as_deref()).cloned();
-            if jwk.is_none() && self.jwks.read().may_refetch(Instant::now()) {
-                self.fetch_jwks(&meta).await?;
-                jwk = self.jwks.read().find(kid.as_deref()).cloned();
+            // A fetch that ended while this call waited for the lock answers for it too: without
+            // this, N logins behind a hanging JWKS endpoint would wait N timeouts in turn.
+            let fetched_meanwhile = self
+                .jwks_last_fetch
+                .read()
+                .as_ref()
+                .filter(|(at, _)| *at >= waiting_since)
+                .map(|(_, failure)| failure.clone());
+            match fetched_meanwhile {
+                Some(Some(failure)) if jwk.is_none() => return Err(failure.to_error()),
+                Some(_) => {}
+                None => {
+                    if jwk.is_none() && self.jwks.read().may_refetch(Instant::now()) {
+                        let r = self.fetch_jwks(&meta).await;
+                        *self.jwks_last_fetch.write() = Some((
+                            Instant::now(),
+                            r.as_ref().err().map(|e| JwksFailure::of(&meta.jwks_uri, e)),
+                        ));
+                        r?;
+                        jwk = self.jwks.read().find(kid.as_deref()).cloned();
+                    }
+                }
             }
         }
         let jwk = jwk.ok_or_else(|| IdTokenError::UnknownKey(kid.clone().unwrap_or_default()))?;

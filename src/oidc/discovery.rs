@@ -78,10 +78,11 @@ pub async fn fetch(
             status: resp.status().as_u16(),
         });
     }
-    let meta: ProviderMetadata = resp
-        .json()
-        .await
-        .map_err(|e| OidcError::from_reqwest(&url, e, timeout))?;
+    let body = super::read_capped(resp, &url, timeout).await?;
+    let meta: ProviderMetadata = serde_json::from_slice(&body).map_err(|e| OidcError::Garbage {
+        url: url.clone(),
+        reason: format!("not a discovery document: {e}"),
+    })?;
     check(&meta, issuer)?;
     Ok(meta)
 }

@@ -71,3 +71,36 @@ impl OidcError {
         }
     }
 }
+
+/// The most flexgate reads of any upstream response body: discovery documents, JWKS, token and
+/// userinfo responses are a few KiB; a hostile or broken upstream cannot make flexgate buffer more.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Reads a response body, refusing more than [`MAX_BODY`] bytes.
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+    url: &str,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, OidcError> {
+    if resp.content_length().is_some_and(|n| n as usize > MAX_BODY) {
+        return Err(OidcError::Garbage {
+            url: url.to_string(),
+            reason: format!("the response is over {MAX_BODY} bytes"),
+        });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| OidcError::from_reqwest(url, e, timeout))?
+    {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(OidcError::Garbage {
+                url: url.to_string(),
+                reason: format!("the response is over {MAX_BODY} bytes"),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

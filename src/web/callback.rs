@@ -53,8 +53,8 @@ pub async fn get(
             }
             tracing::info!(
                 sp = %issued.sp,
-                subject = %issued.subject,
-                name_id = %issued.name_id,
+                subject = %super::log_safe(&issued.subject),
+                name_id = %super::log_safe(&issued.name_id),
                 roles = ?issued.roles,
                 outcome = "completed",
                 duration_ms = started.elapsed().as_millis() as u64,

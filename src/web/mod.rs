@@ -75,3 +75,13 @@ pub(crate) fn single<'a>(
     }
     Ok(first)
 }
+
+/// Text from outside (the upstream, the browser) made safe for one log line: control characters
+/// are escaped, so a newline cannot start a forged line in the text log format.
+pub(crate) fn log_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        std::borrow::Cow::Owned(s.chars().flat_map(char::escape_default).collect())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
