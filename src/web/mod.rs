@@ -85,3 +85,41 @@ pub(crate) fn log_safe(s: &str) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Borrowed(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binding_cookie_flags() {
+        let r = redirect_with_cookie("https://op/authorize", "abc", true, 600);
+        let c = r.headers()[header::SET_COOKIE].to_str().unwrap();
+        assert_eq!(
+            c,
+            "flexgate_browser=abc; Path=/; Max-Age=600; HttpOnly; SameSite=Lax; Secure"
+        );
+        assert_eq!(r.status(), StatusCode::FOUND);
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+        let r = redirect_with_cookie("http://127.0.0.1/authorize", "abc", false, 600);
+        assert!(!r.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Secure"));
+    }
+
+    #[test]
+    fn log_safe_escapes_control_characters() {
+        assert_eq!(log_safe("agent1"), "agent1");
+        assert_eq!(log_safe("a\nINFO forged"), "a\\nINFO forged");
+    }
+
+    #[test]
+    fn reads_the_binding_cookie_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; flexgate_browser=xyz; b=2"),
+        );
+        assert_eq!(browser_cookie(&h).as_deref(), Some("xyz"));
+    }
+}
