@@ -145,7 +145,7 @@ async fn enhanced_post_binding_supervisor_with_connection_hint() {
         vec!["supervisor".to_string(), "wfo.team_leader".to_string()]
     );
     assert!(
-        env.fg.log_text().contains("owner"),
+        env.fg.wait_log("owner").contains("owner"),
         "the dropped role is logged"
     );
 }
@@ -272,7 +272,7 @@ async fn user_without_roles_gets_an_explanation_and_no_assertion() {
         "the page names the claim to set"
     );
     assert!(!out.body.contains("SAMLResponse"));
-    let log = env.fg.log_text();
+    let log = env.fg.wait_log("no_role");
     assert!(
         log.contains("reason=\"no_role\"") || log.contains("reason=no_role"),
         "{log}"
@@ -614,7 +614,7 @@ async fn management_api_failures_stop_the_login() {
     assert_eq!(out.status, 502, "{}", out.body);
     assert!(out.body.contains("roles could not be read"));
     assert!(!out.body.contains("SAMLResponse"));
-    assert!(env.fg.log_text().contains("rate limit"));
+    assert!(env.fg.wait_log("rate limit").contains("rate limit"));
 
     // Wrong credentials, and a user the directory does not know.
     let (env, _m) = mgmt_env(
@@ -625,7 +625,7 @@ async fn management_api_failures_stop_the_login() {
     assert_eq!(out.status, 502, "{}", out.body);
     assert!(env
         .fg
-        .log_text()
+        .wait_log("refused flexgate's client credentials")
         .contains("refused flexgate's client credentials"));
     let (env, _m) = mgmt_env(
         serde_json::json!({"client_id": "mgmt", "client_secret": "mgmt-secret", "users": {}}),

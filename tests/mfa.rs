@@ -163,7 +163,7 @@ async fn mfa_always() {
     assert_eq!(out.status, 403, "{}", out.body);
     assert!(out.body.contains("second factor"));
     assert!(!out.body.contains("SAMLResponse"));
-    assert!(env.fg.log_text().contains("mfa_missing"));
+    assert!(env.fg.wait_log("mfa_missing").contains("mfa_missing"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

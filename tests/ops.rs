@@ -363,6 +363,7 @@ async fn metrics_json_logs_reload_and_shutdown() {
     }
 
     // JSON logs: every line is JSON; one event per login outcome with SP, subject, outcome, duration.
+    wait_for(|| i.log_text().contains("login failed"));
     let logs = i.log_text();
     let events: Vec<serde_json::Value> = logs
         .lines()

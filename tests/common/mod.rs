@@ -344,6 +344,19 @@ client_secret = "${{TEST_CLIENT_SECRET}}"
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once it contains `needle` (or after 5 s): flexgate's log writer is non-blocking,
+    /// so a line may land just after the response that caused it.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log_text();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn sso_url(&self) -> String {
         format!("{}/saml/sso", self.base)
     }
