@@ -505,3 +505,167 @@ async fn tls_without_a_reverse_proxy() {
     assert!(ok, "https /healthz: {log_text}");
     // The cookie carries Secure when public_url is https (checked on the redirect).
 }
+
+fn spawn_quiet(cmd: &mut Command) -> Child {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis (run scripts/install-test-deps)")
+}
+
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_tcp(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} did not open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Two instances on one store URL: a login begun on A finishes on B; an ID used on A is refused on B.
+async fn shared_store_works(dir: &Path, store_url: &str) {
+    keys(dir);
+    let (pa, pb) = (free_port(), free_port());
+    let op = Op::start(
+        &format!("http://127.0.0.1:{pa}/oidc/callback"),
+        "flexgate",
+        "test-secret-5f1d2c",
+        json!({}),
+    );
+    let a = start_with_store(dir, "a", pa, pa, &op.issuer, store_url);
+    let b = start_with_store(dir, "b", pb, pa, &op.issuer, store_url);
+    let mut ready = false;
+    for _ in 0..100 {
+        if readyz(&a).await.0 == 200 && readyz(&b).await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "{:?} / {:?}", readyz(&a).await, readyz(&b).await);
+    let br = Browser::new();
+    let cb = br
+        .login_until(
+            br.client.get(sso(pa, &a, &unique_id("_"))),
+            "agent1",
+            &format!("http://127.0.0.1:{pa}/oidc/callback"),
+        )
+        .await;
+    let r = br
+        .client
+        .get(on_instance(&cb, pa, &b))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", b.log_text());
+    assert!(parse_post_form(&r.text().await.unwrap()).is_some());
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let id = unique_id("_");
+    assert_eq!(c.get(sso(pa, &a, &id)).send().await.unwrap().status(), 302);
+    assert_eq!(c.get(sso(pa, &b, &id)).send().await.unwrap().status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, sentinel) = (free_port(), free_port());
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!("port {sentinel}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {master} 1\nsentinel down-after-milliseconds mymaster 2000\n", dir.path().display()),
+    )
+    .unwrap();
+    let _procs = Procs(vec![
+        spawn_quiet(Command::new("/usr/bin/redis-server").args([
+            "--port",
+            &master.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])),
+        spawn_quiet(
+            Command::new("/usr/bin/redis-server")
+                .arg(&conf)
+                .arg("--sentinel"),
+        ),
+    ]);
+    wait_tcp(master);
+    wait_tcp(sentinel);
+    shared_store_works(
+        dir.path(),
+        &format!("redis+sentinel://127.0.0.1:{sentinel}/mymaster"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let mut procs = Vec::new();
+    for p in ports {
+        procs.push(spawn_quiet(
+            Command::new("/usr/bin/redis-server")
+                .current_dir(dir.path())
+                .args([
+                    "--port",
+                    &p.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &format!("nodes-{p}.conf"),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ]),
+        ));
+    }
+    let _procs = Procs(procs);
+    for p in ports {
+        wait_tcp(p);
+    }
+    let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&nodes)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli (run scripts/install-test-deps)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = Command::new("redis-cli")
+            .args(["-p", &ports[0].to_string(), "cluster", "info"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cluster did not form");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    shared_store_works(dir.path(), &format!("redis+cluster://{}", nodes.join(","))).await;
+}

@@ -603,15 +603,24 @@ fn validate(raw: RawConfig, ctx: &Ctx, base: &Path) -> Result<Config, ConfigErro
             prefix,
             timeout_ms,
         }) => {
-            let parsed = Url::parse(&url).map_err(|e| {
-                ctx.invalid(
-                    "store.url",
-                    format!("is not a URL ({e})"),
-                    "write redis://host:6379 or rediss://host:6380 (TLS)",
-                )
-            })?;
-            if !matches!(parsed.scheme(), "redis" | "rediss") {
-                return Err(ctx.invalid("store.url", format!("uses the scheme {:?}", parsed.scheme()), "write redis://host:6379, or rediss:// for TLS; leave [store] out for the in-memory store"));
+            let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+            let fix = "write redis://host:6379, rediss:// for TLS, redis+sentinel://host:26379/SERVICE or redis+cluster://node1:6379,node2:6379; leave [store] out for the in-memory store";
+            match scheme {
+                "redis" | "rediss" => {
+                    Url::parse(&url).map_err(|e| {
+                        ctx.invalid("store.url", format!("is not a URL ({e})"), fix)
+                    })?;
+                }
+                "redis+sentinel" | "redis+cluster" => {
+                    if crate::store::redis::RedisStore::new(&url, "x", Duration::from_secs(1))
+                        .is_err()
+                    {
+                        return Err(ctx.invalid("store.url", "cannot be used (hosts or the Sentinel service name are missing or malformed)", fix));
+                    }
+                }
+                other => {
+                    return Err(ctx.invalid("store.url", format!("uses the scheme {other:?}"), fix))
+                }
             }
             let timeout_ms = timeout_ms.unwrap_or(2000);
             if !(50..=30_000).contains(&timeout_ms) {

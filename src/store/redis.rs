@@ -2,16 +2,36 @@
 //! `GETDEL` (atomic single use), `first_use` is `SET NX PX`. The connection is made lazily and
 //! re-made after failures (redis's `ConnectionManager` reconnects by itself once it exists), so
 //! flexgate starts — and `/readyz` says why it is not ready — while Redis is away.
+//!
+//! Three deployments, by URL:
+//! - `redis://[:password@]host:port[/db]`, `rediss://…` (TLS): one server (or a managed endpoint);
+//! - `redis+sentinel://[:password@]sentinel1:26379,sentinel2:26379/SERVICE[/db]`: Sentinel finds the
+//!   master; after a failure the next command asks Sentinel again (failover is followed);
+//! - `redis+cluster://[:password@]node1:6379,node2:6379,…`: Redis Cluster (each entry is one key,
+//!   so every command goes to one slot).
 
 use super::{Space, Store, StoreError};
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use std::time::Duration;
 
+enum Backend {
+    Single(redis::Client),
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Sentinel(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
 /// A Redis-backed [`Store`].
 pub struct RedisStore {
-    client: redis::Client,
-    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    backend: Backend,
+    conn: tokio::sync::Mutex<Option<Conn>>,
     timeout: Duration,
     prefix: String,
 }
@@ -29,12 +49,74 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("Redis: {e}"))
 }
 
+/// `[:password@]h1:p1,h2:p2[/path]` → (password, hosts, path)
+fn split_multi(rest: &str) -> Result<(Option<String>, Vec<String>, String), StoreError> {
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((a, r)) => (Some(a), r),
+        None => (None, rest),
+    };
+    let password = auth
+        .map(|a| a.split_once(':').map(|(_, p)| p).unwrap_or(a))
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            url::form_urlencoded::parse(format!("p={p}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        });
+    let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let hosts: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .collect();
+    if hosts.is_empty() {
+        return Err(unavailable("the URL names no host"));
+    }
+    Ok((password, hosts, path.to_string()))
+}
+
 impl RedisStore {
-    /// `url`: `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS).
+    /// `url`: see the module documentation.
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
+        let backend = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+            let (password, hosts, path) = split_multi(rest)?;
+            let mut parts = path.split('/').filter(|p| !p.is_empty());
+            let service = parts
+                .next()
+                .ok_or_else(|| unavailable("a Sentinel URL needs the service name: redis+sentinel://host:26379/mymaster"))?
+                .to_string();
+            let db: i64 = parts.next().map(|d| d.parse().unwrap_or(0)).unwrap_or(0);
+            let sentinels: Vec<String> = hosts.iter().map(|h| format!("redis://{h}")).collect();
+            let mut info = redis::RedisConnectionInfo::default().set_db(db);
+            if let Some(p) = password {
+                info = info.set_password(p);
+            }
+            let node = redis::sentinel::SentinelNodeConnectionInfo::default()
+                .set_redis_connection_info(info);
+            let client = redis::sentinel::SentinelClient::build(
+                sentinels,
+                service,
+                Some(node),
+                redis::sentinel::SentinelServerType::Master,
+            )
+            .map_err(unavailable)?;
+            Backend::Sentinel(tokio::sync::Mutex::new(client))
+        } else if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let (password, hosts, _) = split_multi(rest)?;
+            let nodes: Vec<String> = hosts.iter().map(|h| format!("redis://{h}")).collect();
+            let mut b = redis::cluster::ClusterClient::builder(nodes)
+                .connection_timeout(timeout)
+                .response_timeout(timeout);
+            if let Some(p) = password {
+                b = b.password(p);
+            }
+            Backend::Cluster(b.build().map_err(unavailable)?)
+        } else {
+            Backend::Single(redis::Client::open(url).map_err(unavailable)?)
+        };
         Ok(RedisStore {
-            client,
+            backend,
             conn: tokio::sync::Mutex::new(None),
             timeout,
             prefix: prefix.to_string(),
@@ -45,33 +127,66 @@ impl RedisStore {
         format!("{}:{}:{}", self.prefix, space.prefix(), key)
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+    async fn connect(&self) -> Result<Conn, StoreError> {
+        match &self.backend {
+            Backend::Single(client) => {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout))
+                    .set_number_of_retries(1);
+                Ok(Conn::Single(
+                    ConnectionManager::new_with_config(client.clone(), config)
+                        .await
+                        .map_err(unavailable)?,
+                ))
+            }
+            Backend::Sentinel(client) => {
+                let mut client = client.lock().await;
+                Ok(Conn::Sentinel(
+                    client.get_async_connection().await.map_err(unavailable)?,
+                ))
+            }
+            Backend::Cluster(client) => Ok(Conn::Cluster(
+                client.get_async_connection().await.map_err(unavailable)?,
+            )),
+        }
+    }
+
+    async fn connection(&self) -> Result<Conn, StoreError> {
         let mut guard = self.conn.lock().await;
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
-        let c = tokio::time::timeout(
-            self.timeout * 2,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await
-        .map_err(|_| unavailable("connecting timed out"))?
-        .map_err(unavailable)?;
+        let c = tokio::time::timeout(self.timeout * 2, self.connect())
+            .await
+            .map_err(|_| unavailable("connecting timed out"))??;
         *guard = Some(c.clone());
         Ok(c)
     }
 
-    async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
-        let mut c = self.connection().await?;
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut c)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(unavailable("the command timed out")),
+    /// Forgets the connection, so the next command connects (and asks Sentinel) again.
+    async fn reset(&self) {
+        if !matches!(self.backend, Backend::Single(_)) {
+            *self.conn.lock().await = None;
         }
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
+        let c = self.connection().await?;
+        let fut = async {
+            match c {
+                Conn::Single(mut c) => cmd.query_async::<T>(&mut c).await,
+                Conn::Sentinel(mut c) => cmd.query_async::<T>(&mut c).await,
+                Conn::Cluster(mut c) => cmd.query_async::<T>(&mut c).await,
+            }
+        };
+        let result = match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => unavailable(e),
+            Err(_) => unavailable("the command timed out"),
+        };
+        self.reset().await;
+        Err(result)
     }
 }
 
