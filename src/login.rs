@@ -562,9 +562,10 @@ async fn finish_inner(
         .filter(|c| !c.is_empty())
         .ok_or(LoginError::MissingCode)?;
 
+    let needed: Vec<&str> = sp.attributes.iter().map(|a| a.claim.as_str()).collect();
     let mut auth = idp
         .upstream
-        .authenticate(code, &pending.pkce_verifier, &pending.nonce)
+        .authenticate_for(code, &pending.pkce_verifier, &pending.nonce, Some(&needed))
         .await?;
     let subject = auth
         .claims

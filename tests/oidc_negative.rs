@@ -1272,3 +1272,29 @@ async fn login_required_from_the_upstream_is_explained() {
     let r = b.client.get(&cb).send().await.unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test]
+async fn userinfo_is_fetched_only_when_a_mapped_claim_is_missing() {
+    let op = Hostile::start().await;
+    // A userinfo that would be refused (another subject) proves it is not called when the ID
+    // token already has every mapped claim.
+    *op.st.userinfo.lock() = json!({"sub": "someone-else", "dept": "sales"});
+    let up = op.upstream();
+    let auth = up
+        .authenticate_for("code", "verifier", NONCE, Some(&["sub"]))
+        .await
+        .expect("no userinfo call, so no subject mismatch");
+    assert_eq!(auth.claims["sub"], "agent1");
+    // A mapped claim only userinfo has: it is fetched (and checked) and merged.
+    let e = up
+        .authenticate_for("code", "verifier", NONCE, Some(&["sub", "dept"]))
+        .await
+        .expect_err("userinfo is called and its subject checked");
+    assert!(matches!(e, OidcError::UserinfoSubject { .. }), "{e:?}");
+    *op.st.userinfo.lock() = json!({"sub": "agent1", "dept": "sales"});
+    let auth = up
+        .authenticate_for("code", "verifier", NONCE, Some(&["sub", "dept"]))
+        .await
+        .expect("merged");
+    assert_eq!(auth.claims["dept"], "sales");
+}

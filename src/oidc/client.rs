@@ -265,6 +265,21 @@ impl Upstream {
         verifier: &str,
         nonce: &str,
     ) -> Result<Authenticated, OidcError> {
+        self.authenticate_for(code, verifier, nonce, None).await
+    }
+
+    /// Like [`Upstream::authenticate`], but userinfo is fetched only when one of `needed` (claim
+    /// names or dotted paths) is missing from the ID token: userinfo only adds claims (the ID
+    /// token wins on conflicts), so when the ID token already has all of them — as Auth0's does
+    /// with a post-login Action — the result is the same, one round trip (and one rate-limited
+    /// Auth0 call) sooner. `None` fetches it whenever the provider has the endpoint.
+    pub async fn authenticate_for(
+        &self,
+        code: &str,
+        verifier: &str,
+        nonce: &str,
+        needed: Option<&[&str]>,
+    ) -> Result<Authenticated, OidcError> {
         let meta = self.metadata().await?;
         let url = meta.token_endpoint.as_str();
         let mut form = vec![
@@ -330,7 +345,9 @@ impl Upstream {
             reason: "the token response has no id_token (is \"openid\" in upstream.scopes?)".into(),
         })?;
         let mut claims = self.verify_id_token(&id_token, nonce).await?;
-        if self.cfg.userinfo {
+        let complete =
+            needed.is_some_and(|n| n.iter().all(|c| crate::flex::lookup(&claims, c).is_some()));
+        if self.cfg.userinfo && !complete {
             if let (Some(ui), Some(at)) = (&meta.userinfo_endpoint, tokens.access_token.as_deref())
             {
                 let info = self.userinfo(ui, at).await?;
