@@ -361,6 +361,12 @@ async fn metrics_json_logs_reload_and_shutdown() {
     ] {
         assert!(m.contains(needle), "missing {needle} in\n{m}");
     }
+    // agent1's ID token carries every mapped claim, so userinfo is not called for it; norole's
+    // lacks the roles claim, so it is (once).
+    assert!(
+        m.contains("flexgate_upstream_request_duration_seconds_count{call=\"userinfo\"} 1"),
+        "{m}"
+    );
 
     // JSON logs: every line is JSON; one event per login outcome with SP, subject, outcome, duration.
     wait_for(|| i.log_text().contains("login failed"));
