@@ -359,6 +359,21 @@ async fn main() {
     );
     drop((a, b));
     if errors > 0 {
+        for name in ["a", "b"] {
+            let log =
+                std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap_or_default();
+            for line in log
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .take(10)
+            {
+                eprintln!("instance {name}: {line}");
+            }
+        }
+    }
+    // Everything started here stops before the exit code is set.
+    drop((_op, _redis, dir));
+    if errors > 0 {
         std::process::exit(1);
     }
 }

@@ -119,6 +119,9 @@ impl Upstream {
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
+            // Drop idle connections before common server keep-alive limits (node: 5 s), so a
+            // request never races the server closing the connection it was about to reuse.
+            .pool_idle_timeout(Duration::from_secs(4))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("flexgate/", env!("CARGO_PKG_VERSION")))
             .build()

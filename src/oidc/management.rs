@@ -75,6 +75,9 @@ impl Management {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
+            // Drop idle connections before common server keep-alive limits (node: 5 s), so a
+            // request never races the server closing the connection it was about to reuse.
+            .pool_idle_timeout(Duration::from_secs(4))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("flexgate/", env!("CARGO_PKG_VERSION")))
             .build()
