@@ -64,6 +64,16 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 of /proc/PID/stat (utime, stime) are 12 and 13 after the command name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn instance(
     bin: &Path,
     dir: &Path,
@@ -281,6 +291,7 @@ async fn main() {
     let b = instance(&bin, dir.path(), "b", pb, pa, &issuer, &redis_url);
     let (pid_a, pid_b) = (a.0.id(), b.0.id());
     let rss_before = (rss_kib(pid_a, "VmRSS:"), rss_kib(pid_b, "VmRSS:"));
+    let cpu_before = cpu_secs(pid_a) + cpu_secs(pid_b);
 
     let public = format!("http://127.0.0.1:{pa}");
     let targets = Arc::new([
@@ -329,6 +340,7 @@ async fn main() {
         lat.extend(t.await.unwrap());
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_secs(pid_a) + cpu_secs(pid_b) - cpu_before;
     lat.sort();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -348,6 +360,10 @@ async fn main() {
         pct(0.5).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3,
         lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    println!(
+        "  flexgate CPU   {:.2} ms per login (both instances, user + system)",
+        cpu * 1e3 / lat.len().max(1) as f64
     );
     println!(
         "  peak RSS       instance A {:.1} MiB (start {:.1}), instance B {:.1} MiB (start {:.1}); oidc-provider {:.1} MiB",
