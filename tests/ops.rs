@@ -675,3 +675,32 @@ async fn redis_cluster() {
     }
     shared_store_works(dir.path(), &format!("redis+cluster://{}", nodes.join(","))).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_request_has_a_deadline_and_a_page() {
+    // upstream.timeout_secs is 10 (the default), the token endpoint takes 8 s, and the request
+    // deadline is 5 s: the person gets a page at 5 s, not a hung tab or a bare 504.
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let p = free_port();
+    let op = Op::start(
+        &format!("http://127.0.0.1:{p}/oidc/callback"),
+        "flexgate",
+        "test-secret-5f1d2c",
+        json!({"token_delay_ms": 8000}),
+    );
+    let i = Instance::start_text(
+        dir.path(),
+        "d",
+        p,
+        config_text(p, p, &op.issuer, "request_timeout_secs = 5"),
+    );
+    let b = Browser::new();
+    let started = Instant::now();
+    let out = b
+        .login(b.client.get(sso(p, &i, &unique_id("_"))), "agent1")
+        .await;
+    assert_eq!(out.status, 504, "{}", out.body);
+    assert!(out.body.contains("took too long"), "{}", out.body);
+    assert!(started.elapsed() < Duration::from_secs(8));
+}

@@ -102,6 +102,7 @@ pub fn router(state: AppState) -> Router {
 
 /// axum's own rejections (an oversize body, a wrong method) are plain text; a person gets a page.
 async fn friendly_rejections(resp: axum::response::Response) -> axum::response::Response {
+    use axum::http::StatusCode as S;
     let is_html = resp
         .headers()
         .get(header::CONTENT_TYPE)
@@ -109,8 +110,10 @@ async fn friendly_rejections(resp: axum::response::Response) -> axum::response::
         .is_some_and(|v| v.starts_with("text/html"));
     let status = resp.status();
     if is_html
-        || !(status == axum::http::StatusCode::PAYLOAD_TOO_LARGE
-            || status == axum::http::StatusCode::METHOD_NOT_ALLOWED)
+        || !matches!(
+            status,
+            S::PAYLOAD_TOO_LARGE | S::METHOD_NOT_ALLOWED | S::GATEWAY_TIMEOUT
+        )
     {
         return resp;
     }
@@ -118,18 +121,21 @@ async fn friendly_rejections(resp: axum::response::Response) -> axum::response::
     tracing::warn!(
         reference,
         status = status.as_u16(),
-        "request refused before reaching a handler"
+        "request refused or cut outside a handler"
     );
-    let (title, message) = if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        (
+    let (title, message) = match status {
+        S::PAYLOAD_TOO_LARGE => (
             "This sign-in request is too large",
             "The request carried more data than a SAML sign-in ever needs, so it was refused.",
-        )
-    } else {
-        (
+        ),
+        S::GATEWAY_TIMEOUT => (
+            "The sign-in took too long",
+            "flexgate gave up on this request (server.request_timeout_secs): a service it depends on is slow.",
+        ),
+        _ => (
             "This address does not accept that kind of request",
             "The request used an HTTP method this endpoint does not serve.",
-        )
+        ),
     };
     super::pages::error_page(&super::pages::ErrorPage {
         status,
