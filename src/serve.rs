@@ -11,7 +11,7 @@ use crate::oidc::{OidcError, Upstream};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::Store;
-use crate::web::{router, AppState};
+use crate::web::{router, server, AppState};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -168,6 +168,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let listen = config.server.listen;
     let grace = config.server.shutdown_grace;
     let tls = config.server.tls.clone();
+    let header_timeout = config.server.header_timeout;
     let path = config.source.clone();
     let metrics = Arc::new(Metrics::new().map_err(|e| ServeError::Metrics(e.to_string()))?);
     let store = make_store(&config)?;
@@ -187,55 +188,33 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let app = router(state);
     tracing::info!(listen = %listen, public_url = %idp.config.server.public_url, entity_id = %idp.config.idp.entity_id, sps = idp.config.sps.len(), tls = tls.is_some(), "flexgate listening");
 
-    if let Some(t) = tls {
-        let tls_err = |reason: String| ServeError::Tls {
-            cert: t.cert.display().to_string(),
-            key: t.key.display().to_string(),
-            reason,
-        };
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let rustls_config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert, &t.key)
-            .await
-            .map_err(|e| tls_err(e.to_string()))?;
-        let handle = axum_server::Handle::new();
-        let h = handle.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            h.graceful_shutdown(Some(grace));
-        });
-        let std_listener =
-            std::net::TcpListener::bind(listen).map_err(|source| ServeError::Bind {
-                addr: listen.to_string(),
-                source,
-            })?;
-        std_listener.set_nonblocking(true)?;
-        axum_server::from_tcp_rustls(std_listener, rustls_config)
-            .handle(handle)
-            .serve(app.into_make_service())
-            .await?;
-        return Ok(());
-    }
-
+    let tls = match tls {
+        Some(t) => Some(
+            server::tls_config(&t.cert, &t.key).map_err(|reason| ServeError::Tls {
+                cert: t.cert.display().to_string(),
+                key: t.key.display().to_string(),
+                reason,
+            })?,
+        ),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ServeError::Bind {
             addr: listen.to_string(),
             source,
         })?;
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = rx.changed().await;
-    });
-    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
-    tokio::select! {
-        r = &mut server => r?,
-        _ = shutdown_signal() => {
-            let _ = tx.send(true);
-            match tokio::time::timeout(grace, &mut server).await {
-                Ok(r) => r?,
-                Err(_) => tracing::warn!(grace_secs = grace.as_secs(), "requests still in flight after the grace period were cut"),
-            }
-        }
+    let opts = server::Listen {
+        header_timeout,
+        grace,
+        tls,
+    };
+    if server::serve(listener, app, opts, shutdown_signal()).await == server::Stopped::GraceExpired
+    {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "requests still in flight after the grace period were cut"
+        );
     }
     tracing::info!("flexgate stopped");
     Ok(())

@@ -347,6 +347,8 @@ fn out_of_range_durations() {
     refused(&text, "idp.assertion_lifetime_secs", "between 30 and 3600");
     let text = good().replace("[upstream]\n", "[upstream]\ntimeout_secs = 0\n");
     refused(&text, "upstream.timeout_secs", "between 1 and 120");
+    let text = good().replace("[server]\n", "[server]\nheader_timeout_secs = 0\n");
+    refused(&text, "server.header_timeout_secs", "between 1 and 300");
 }
 
 #[test]

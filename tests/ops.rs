@@ -137,6 +137,25 @@ impl Instance {
     }
 }
 
+/// The OP with the `flexgate` client whose callback is on 127.0.0.1:`p`.
+fn start_op(p: u16, extra: serde_json::Value) -> Op {
+    Op::start(
+        &format!("http://127.0.0.1:{p}/oidc/callback"),
+        "flexgate",
+        "test-secret-5f1d2c",
+        extra,
+    )
+}
+
+fn start_op_https(p: u16, extra: serde_json::Value) -> Op {
+    Op::start(
+        &format!("https://127.0.0.1:{p}/oidc/callback"),
+        "flexgate",
+        "test-secret-5f1d2c",
+        extra,
+    )
+}
+
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -292,12 +311,7 @@ async fn redis_absent_at_start() {
     let dir = tempfile::tempdir().unwrap();
     keys(dir.path());
     let p = free_port();
-    let op = Op::start(
-        &format!("http://127.0.0.1:{p}/oidc/callback"),
-        "flexgate",
-        "test-secret-5f1d2c",
-        json!({}),
-    );
+    let op = start_op(p, json!({}));
     let dead = format!("redis://127.0.0.1:{}", free_port());
     let i = start_with_store(dir.path(), "c", p, p, &op.issuer, &dead);
     let (status, v) = readyz(&i).await;
@@ -323,12 +337,7 @@ async fn metrics_json_logs_reload_and_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     keys(dir.path());
     let p = free_port();
-    let op = Op::start(
-        &format!("http://127.0.0.1:{p}/oidc/callback"),
-        "flexgate",
-        "test-secret-5f1d2c",
-        json!({}),
-    );
+    let op = start_op(p, json!({}));
     let config = dir.path().join("m.toml");
     let text = config_text(p, p, &op.issuer, "") + "\n[log]\nformat = \"json\"\n";
     let mut i = Instance::start_text(dir.path(), "m", p, text.clone());
@@ -468,19 +477,14 @@ async fn tls_without_a_reverse_proxy() {
     let tls = tempfile::tempdir().unwrap();
     keygen(tls.path());
     let p = free_port();
-    let op = Op::start(
-        &format!("https://127.0.0.1:{p}/oidc/callback"),
-        "flexgate",
-        "test-secret-5f1d2c",
-        json!({}),
-    );
+    let op = start_op_https(p, json!({}));
     let extra = format!(
         "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
         tls.path().join("idp-cert.pem").display(),
         tls.path().join("idp-key.pem").display()
     );
     let config = dir.path().join("t.toml");
-    let text = config_text(p, p, &op.issuer, "")
+    let text = config_text(p, p, &op.issuer, "header_timeout_secs = 1")
         .replace("public_url = \"http://", "public_url = \"https://");
     let text = text.replace("[idp]", &format!("{extra}\n[idp]"));
     std::fs::write(&config, text).unwrap();
@@ -506,10 +510,41 @@ async fn tls_without_a_reverse_proxy() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    if !ok {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("https /healthz: {log_text}");
+    }
+    // The browser-binding cookie carries Secure when public_url is https.
+    let url = format!(
+        "https://127.0.0.1:{p}/saml/sso?SAMLRequest={}",
+        urlencode(&deflate_b64(&enhanced_request(
+            &unique_id("_"),
+            JQ,
+            "us1",
+            &format!("https://127.0.0.1:{p}/saml/sso"),
+        )))
+    );
+    let r = c.get(url).send().await.unwrap();
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    // A TCP connection that never starts the TLS handshake is cut by the header timeout.
+    let mut silent = std::net::TcpStream::connect(format!("127.0.0.1:{p}")).unwrap();
+    let (_, after) = read_until_closed("silent TLS", &mut silent, Duration::from_secs(10));
     let _ = child.kill();
     let _ = child.wait();
-    assert!(ok, "https /healthz: {log_text}");
-    // The cookie carries Secure when public_url is https (checked on the redirect).
+    assert_eq!(r.status(), 302, "{cookie}");
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    assert!(
+        after >= Duration::from_millis(800),
+        "cut too early: {after:?}"
+    );
 }
 
 fn spawn_quiet(cmd: &mut Command) -> Child {
@@ -683,12 +718,7 @@ async fn the_whole_request_has_a_deadline_and_a_page() {
     let dir = tempfile::tempdir().unwrap();
     keys(dir.path());
     let p = free_port();
-    let op = Op::start(
-        &format!("http://127.0.0.1:{p}/oidc/callback"),
-        "flexgate",
-        "test-secret-5f1d2c",
-        json!({"token_delay_ms": 8000}),
-    );
+    let op = start_op(p, json!({"token_delay_ms": 8000}));
     let i = Instance::start_text(
         dir.path(),
         "d",
@@ -703,4 +733,132 @@ async fn the_whole_request_has_a_deadline_and_a_page() {
     assert_eq!(out.status, 504, "{}", out.body);
     assert!(out.body.contains("took too long"), "{}", out.body);
     assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+/// Reads until the server closes the connection; returns what it sent and when it closed.
+fn read_until_closed(
+    what: &str,
+    s: &mut std::net::TcpStream,
+    limit: Duration,
+) -> (Vec<u8>, Duration) {
+    use std::io::Read;
+    let started = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (got, started.elapsed()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (got, started.elapsed())
+            }
+            Err(e) => panic!(
+                "{what}: the connection was still open after {:?} ({e}); got {:?}",
+                started.elapsed(),
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_heads_and_idle_connections_are_cut() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let p = free_port();
+    let op = start_op(p, json!({}));
+    let i = Instance::start_text(
+        dir.path(),
+        "h",
+        p,
+        config_text(p, p, &op.issuer, "header_timeout_secs = 1"),
+    );
+    let addr = format!("127.0.0.1:{p}");
+
+    // A client trickling its request head (slowloris) is cut after the header timeout.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    // A connection that never sends a byte is cut too.
+    let mut silent = std::net::TcpStream::connect(&addr).unwrap();
+    let (got, after) = read_until_closed("slow head", &mut slow, Duration::from_secs(10));
+    assert!(
+        after >= Duration::from_millis(800),
+        "cut too early: {after:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&got).contains("200 OK"),
+        "a half-sent request was answered: {}",
+        String::from_utf8_lossy(&got)
+    );
+    let (_, _) = read_until_closed("silent", &mut silent, Duration::from_secs(10));
+
+    // A kept-alive connection is answered, then closed once it idles past the timeout.
+    let mut kept = std::net::TcpStream::connect(&addr).unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let (got, after) = read_until_closed("kept alive", &mut kept, Duration::from_secs(10));
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(
+        after >= Duration::from_millis(800),
+        "closed too early: {after:?}"
+    );
+
+    // Meanwhile the server serves everyone else, logins included.
+    let b = Browser::new();
+    let out = b
+        .login(b.client.get(sso(p, &i, &unique_id("_"))), "agent1")
+        .await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert!(out.form.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_login_in_flight_finish() {
+    // The token endpoint takes 3 s; SIGTERM arrives while the callback waits for it. The login
+    // still ends at the ACS form, new connections are refused, and the process exits 0.
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let p = free_port();
+    let op = start_op(p, json!({"token_delay_ms": 3000}));
+    let mut i = Instance::start_text(dir.path(), "t", p, config_text(p, p, &op.issuer, ""));
+    let first = sso(p, &i, &unique_id("_"));
+    let login = tokio::spawn(async move {
+        let b = Browser::new();
+        b.login(b.client.get(first), "agent1").await
+    });
+    // wait until the callback has reached flexgate (the OP logs the token request it delays)
+    let started = Instant::now();
+    loop {
+        if op.log_text().contains("delaying POST /token")
+            || started.elapsed() > Duration::from_secs(15)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    i.signal("-TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        std::net::TcpStream::connect(format!("127.0.0.1:{p}")).is_err(),
+        "still accepting connections after SIGTERM"
+    );
+    let out = login.await.unwrap();
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert!(out
+        .form
+        .unwrap()
+        .xml()
+        .contains("StatusCode Value=\"urn:oasis:names:tc:SAML:2.0:status:Success\""));
+    let status = loop {
+        if let Some(s) = i.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
 }

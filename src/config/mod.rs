@@ -113,6 +113,7 @@ struct RawServer {
     login_timeout_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
     request_timeout_secs: Option<u64>,
+    header_timeout_secs: Option<u64>,
     tls: Option<RawTls>,
 }
 
@@ -213,6 +214,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// The longest any request may take (upstream calls included).
     pub request_timeout: Duration,
+    /// How long a connection may take to send a request's head, and how long it may sit idle
+    /// between requests (slow-header clients are cut here, before any handler runs).
+    pub header_timeout: Duration,
     /// Serve HTTPS directly (for deployments without a reverse proxy).
     pub tls: Option<TlsConfig>,
 }
@@ -583,6 +587,13 @@ fn validate(raw: RawConfig, ctx: &Ctx, base: &Path) -> Result<Config, ConfigErro
         5..=300,
         ctx,
     )?;
+    let header_timeout = secs(
+        raw.server.header_timeout_secs,
+        15,
+        "server.header_timeout_secs",
+        1..=300,
+        ctx,
+    )?;
     let tls = raw.server.tls.as_ref().map(|t| TlsConfig {
         cert: if t.cert.is_absolute() {
             t.cert.clone()
@@ -897,6 +908,7 @@ fn validate(raw: RawConfig, ctx: &Ctx, base: &Path) -> Result<Config, ConfigErro
             login_timeout,
             shutdown_grace,
             request_timeout,
+            header_timeout,
             tls,
         },
         store,

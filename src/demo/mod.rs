@@ -140,8 +140,11 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
     let base = format!("http://127.0.0.1:{port}");
     let app = app(&base)?;
     println!("flexgate demo is running.\n\n  Open {base}/flex and press \"Log in with SSO\".\n\n  Users: Alice (agent), Sam (supervisor), Ada (admin), Nora (no Flex role), Zoë (markup in her name).\n  Proxy metadata: {base}/saml/metadata · dev issuer: {base}/dev-oidc/.well-known/openid-configuration\n  Press Ctrl-C to stop.");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(crate::serve::shutdown_signal())
-        .await?;
+    let opts = crate::web::server::Listen {
+        header_timeout: std::time::Duration::from_secs(15),
+        grace: std::time::Duration::from_secs(2),
+        tls: None,
+    };
+    crate::web::server::serve(listener, app, opts, crate::serve::shutdown_signal()).await;
     Ok(())
 }

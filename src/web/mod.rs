@@ -8,6 +8,7 @@ mod health;
 mod init;
 mod metadata;
 pub mod pages;
+pub mod server;
 mod sso;
 
 pub use app::{router, AppState};

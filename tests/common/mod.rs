@@ -90,6 +90,11 @@ impl Drop for Op {
 }
 
 impl Op {
+    /// What the OP wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("op.log")).unwrap_or_default()
+    }
+
     pub fn start(redirect_uri: &str, client_id: &str, secret: &str, extra: Value) -> Op {
         node_modules();
         let dir = tempfile::tempdir().expect("tempdir");

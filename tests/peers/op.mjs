@@ -209,6 +209,7 @@ server.on('request', async (req, res) => {
     const m = /^\/interaction\/([^/]+)(\/abort)?$/.exec(pathname);
     if (m) return await interaction(req, res, m[1], m[2] ? 'abort' : req.method);
     if (tokenDelay > 0 && req.method === 'POST' && pathname === '/token') {
+      process.stderr.write(`op.mjs: delaying POST /token by ${tokenDelay} ms\n`);
       await new Promise((ok) => setTimeout(ok, tokenDelay));
     }
     return callback(req, res);
