@@ -231,6 +231,30 @@ fn basic(id: &str, secret: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_login_at_trace_level_logs_no_secret() {
+    full_login_logs_no_secret("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_login_at_trace_level_logs_no_secret_in_json() {
+    // `[log] format = "json"` writes every field of every event (spans included) as JSON values.
+    let log = full_login_logs_no_secret("\n[log]\nformat = \"json\"\n").await;
+    let events: Vec<Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(events.len() >= 20, "{log}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "login completed" && e["outcome"] == "completed"),
+        "{log}"
+    );
+}
+
+/// Two logins (one with interaction, one on the OP's session) at trace level for every crate;
+/// returns the log after checking that none of the secrets they handled is in it.
+async fn full_login_logs_no_secret(config_extra: &str) -> String {
     let port = free_port();
     let op = Op::start(
         &format!("http://127.0.0.1:{port}/oidc/callback"),
@@ -238,7 +262,7 @@ async fn a_full_login_at_trace_level_logs_no_secret() {
         SECRET,
         json!({}),
     );
-    let fg = tokio::task::block_in_place(|| Traced::start(port, &op.issuer, SECRET, ""));
+    let fg = tokio::task::block_in_place(|| Traced::start(port, &op.issuer, SECRET, config_extra));
     let b = Browser::new();
     let xml = enhanced_request(&unique_id("_"), JQ, "us1", &fg.sso_url());
     let started = start_login(&b, &fg, &xml).await;
@@ -294,6 +318,7 @@ async fn a_full_login_at_trace_level_logs_no_secret() {
     }
     assert_absent(&log, &secrets);
     assert_no_jwt(&log);
+    log
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
