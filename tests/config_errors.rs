@@ -642,3 +642,25 @@ fn region_with_non_ascii_is_an_error_not_a_panic() {
     );
     refused(&text, "sp[0].region", "\"ie1\"");
 }
+
+#[test]
+fn store_urls() {
+    for url in [
+        "redis://127.0.0.1:6379/0",
+        "rediss://:pw@redis.internal:6380",
+        "redis+sentinel://s1:26379,s2:26379/mymaster",
+        "rediss+sentinel://:pw@s1:26379/mymaster/2",
+        "redis+cluster://n1:6379,n2:6379",
+        "rediss+cluster://:pw@n1:6379,n2:6379",
+    ] {
+        let text = format!("{}\n[store]\nurl = \"{url}\"\n", good());
+        assert!(load(&text).is_ok(), "{url}: {:?}", load(&text).err());
+    }
+    let text = format!("{}\n[store]\nurl = \"memcached://x:11211\"\n", good());
+    refused(&text, "store.url", "rediss+cluster://");
+    let text = format!(
+        "{}\n[store]\nurl = \"rediss+sentinel://s1:26379\"\n",
+        good()
+    );
+    refused(&text, "store.url", "redis+sentinel://host:26379/SERVICE");
+}

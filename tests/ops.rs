@@ -21,16 +21,7 @@ impl Redis {
             "redis-server is missing; run scripts/install-test-deps"
         );
         let child = Command::new(bin)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(plain_args(port))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -93,12 +84,22 @@ client_secret = "test-secret-5f1d2c"
 
 impl Instance {
     fn start_text(dir: &Path, name: &str, port: u16, text: String) -> Instance {
+        Instance::start_env(dir, name, port, text, &[])
+    }
+    fn start_env(
+        dir: &Path,
+        name: &str,
+        port: u16,
+        text: String,
+        env: &[(&str, &Path)],
+    ) -> Instance {
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, text).unwrap();
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(flexgate_bin())
             .args(["serve", "--config"])
             .arg(&config)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -297,12 +298,25 @@ fn start_with_store(
     issuer: &str,
     url: &str,
 ) -> Instance {
-    Instance::start_text(
+    start_with_store_env(dir, name, port, public, issuer, url, &[])
+}
+
+fn start_with_store_env(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    public: u16,
+    issuer: &str,
+    url: &str,
+    env: &[(&str, &Path)],
+) -> Instance {
+    Instance::start_env(
         dir,
         name,
         port,
         config_text(port, public, issuer, "")
             + &format!("\n[store]\nurl = \"{url}\"\ntimeout_ms = 500\n"),
+        env,
     )
 }
 
@@ -575,6 +589,10 @@ fn wait_tcp(port: u16) {
 
 /// Two instances on one store URL: a login begun on A finishes on B; an ID used on A is refused on B.
 async fn shared_store_works(dir: &Path, store_url: &str) {
+    shared_store_works_env(dir, store_url, &[]).await
+}
+
+async fn shared_store_works_env(dir: &Path, store_url: &str, env: &[(&str, &Path)]) {
     keys(dir);
     let (pa, pb) = (free_port(), free_port());
     let op = Op::start(
@@ -583,8 +601,8 @@ async fn shared_store_works(dir: &Path, store_url: &str) {
         "test-secret-5f1d2c",
         json!({}),
     );
-    let a = start_with_store(dir, "a", pa, pa, &op.issuer, store_url);
-    let b = start_with_store(dir, "b", pb, pa, &op.issuer, store_url);
+    let a = start_with_store_env(dir, "a", pa, pa, &op.issuer, store_url, env);
+    let b = start_with_store_env(dir, "b", pb, pa, &op.issuer, store_url, env);
     let mut ready = false;
     for _ in 0..100 {
         if readyz(&a).await.0 == 200 && readyz(&b).await.0 == 200 {
@@ -622,70 +640,127 @@ async fn shared_store_works(dir: &Path, store_url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_sentinel() {
     let dir = tempfile::tempdir().unwrap();
+    sentinel_store_works(dir.path(), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_files(dir.path());
+    sentinel_store_works(dir.path(), Some(&tls)).await;
+}
+
+/// redis-server options for a plain-TCP server on 127.0.0.1:`port`, nothing on disk.
+fn plain_args(port: u16) -> Vec<String> {
+    [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A master and one Sentinel watching it (TLS-only with `tls`, Sentinel to master too), then
+/// `shared_store_works` through the Sentinel.
+async fn sentinel_store_works(dir: &Path, tls: Option<&TlsFiles>) {
     let (master, sentinel) = (free_port(), free_port());
-    let conf = dir.path().join("sentinel.conf");
+    let conf = dir.join("sentinel.conf");
     std::fs::write(
         &conf,
-        format!("port {sentinel}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {master} 1\nsentinel down-after-milliseconds mymaster 2000\n", dir.path().display()),
+        format!("dir {}\nsentinel monitor mymaster 127.0.0.1 {master} 1\nsentinel down-after-milliseconds mymaster 2000\n", dir.display()),
     )
     .unwrap();
+    let (master_args, sentinel_args) = match tls {
+        // the Sentinel takes the listening and TLS options, not the persistence ones
+        Some(t) => (
+            t.server_args(master),
+            t.server_args(sentinel)[..14].to_vec(),
+        ),
+        None => (plain_args(master), plain_args(sentinel)[..4].to_vec()),
+    };
     let _procs = Procs(vec![
-        spawn_quiet(Command::new("/usr/bin/redis-server").args([
-            "--port",
-            &master.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])),
+        spawn_quiet(Command::new("/usr/bin/redis-server").args(&master_args)),
         spawn_quiet(
             Command::new("/usr/bin/redis-server")
                 .arg(&conf)
+                .args(&sentinel_args)
                 .arg("--sentinel"),
         ),
     ]);
     wait_tcp(master);
     wait_tcp(sentinel);
-    shared_store_works(
-        dir.path(),
-        &format!("redis+sentinel://127.0.0.1:{sentinel}/mymaster"),
-    )
-    .await;
+    match tls {
+        Some(t) => {
+            let url = format!("rediss+sentinel://127.0.0.1:{sentinel}/mymaster");
+            shared_store_works_env(dir, &url, &[("SSL_CERT_FILE", &t.ca)]).await
+        }
+        None => {
+            let url = format!("redis+sentinel://127.0.0.1:{sentinel}/mymaster");
+            shared_store_works(dir, &url).await
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster() {
     let dir = tempfile::tempdir().unwrap();
+    cluster_store_works(dir.path(), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_files(dir.path());
+    cluster_store_works(dir.path(), Some(&tls)).await;
+}
+
+/// A 3-node Redis Cluster (TLS-only with `tls`: clients and the cluster bus), then
+/// `shared_store_works` on it.
+async fn cluster_store_works(dir: &Path, tls: Option<&TlsFiles>) {
     let ports = [free_port(), free_port(), free_port()];
     let mut procs = Vec::new();
     for p in ports {
+        let mut args: Vec<String> = match tls {
+            Some(t) => {
+                let mut a = t.server_args(p);
+                a.extend(["--tls-cluster".into(), "yes".into()]);
+                a
+            }
+            None => plain_args(p),
+        };
+        args.extend([
+            "--cluster-enabled".into(),
+            "yes".into(),
+            "--cluster-config-file".into(),
+            format!("nodes-{p}.conf"),
+        ]);
         procs.push(spawn_quiet(
             Command::new("/usr/bin/redis-server")
-                .current_dir(dir.path())
-                .args([
-                    "--port",
-                    &p.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    &format!("nodes-{p}.conf"),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ]),
+                .current_dir(dir)
+                .args(&args),
         ));
     }
     let _procs = Procs(procs);
     for p in ports {
         wait_tcp(p);
     }
+    let cli_tls: Vec<String> = match tls {
+        Some(t) => vec![
+            "--tls".into(),
+            "--cacert".into(),
+            t.ca.display().to_string(),
+        ],
+        None => vec![],
+    };
     let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let out = Command::new("redis-cli")
+        .args(&cli_tls)
         .args(["--cluster", "create"])
         .args(&nodes)
         .args(["--cluster-replicas", "0", "--cluster-yes"])
@@ -693,12 +768,14 @@ async fn redis_cluster() {
         .expect("redis-cli (run scripts/install-test-deps)");
     assert!(
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let info = Command::new("redis-cli")
+            .args(&cli_tls)
             .args(["-p", &ports[0].to_string(), "cluster", "info"])
             .output()
             .unwrap();
@@ -708,7 +785,13 @@ async fn redis_cluster() {
         assert!(Instant::now() < deadline, "the cluster did not form");
         std::thread::sleep(Duration::from_millis(100));
     }
-    shared_store_works(dir.path(), &format!("redis+cluster://{}", nodes.join(","))).await;
+    match tls {
+        Some(t) => {
+            let url = format!("rediss+cluster://{}", nodes.join(","));
+            shared_store_works_env(dir, &url, &[("SSL_CERT_FILE", &t.ca)]).await
+        }
+        None => shared_store_works(dir, &format!("redis+cluster://{}", nodes.join(","))).await,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -861,4 +944,130 @@ async fn sigterm_lets_a_login_in_flight_finish() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");
+}
+
+/// A private CA and a server certificate for 127.0.0.1 (IP SAN), made with the openssl CLI.
+struct TlsFiles {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn tls_files(dir: &Path) -> TlsFiles {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl CLI");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=flexgate test CA",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "redis-key.pem",
+        "-out",
+        "redis.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "redis.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "redis-cert.pem",
+    ]);
+    TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("redis-cert.pem"),
+        key: dir.join("redis-key.pem"),
+    }
+}
+
+impl TlsFiles {
+    /// redis-server / sentinel options: TLS only (`port 0`), TLS to replicas and masters too.
+    fn server_args(&self, tls_port: u16) -> Vec<String> {
+        vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            self.cert.display().to_string(),
+            "--tls-key-file".into(),
+            self.key.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            self.ca.display().to_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--tls-replication".into(),
+            "yes".into(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+        ]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls() {
+    // rediss:// with a password: the server's certificate is checked (a private CA is trusted via
+    // SSL_CERT_FILE); without the CA, flexgate refuses the connection and /readyz says so.
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tls_files(dir.path());
+    let port = free_port();
+    let mut args = tls.server_args(port);
+    args.extend(["--requirepass".into(), "s3cret-redis".into()]);
+    let _procs = Procs(vec![spawn_quiet(
+        Command::new("/usr/bin/redis-server").args(&args),
+    )]);
+    wait_tcp(port);
+    let url = format!("rediss://:s3cret-redis@127.0.0.1:{port}/0");
+    shared_store_works_env(dir.path(), &url, &[("SSL_CERT_FILE", &tls.ca)]).await;
+
+    let p = free_port();
+    let op = start_op(p, json!({}));
+    let untrusting = start_with_store_env(dir.path(), "u", p, p, &op.issuer, &url, &[]);
+    let (status, body) = readyz(&untrusting).await;
+    assert_eq!(status, 503, "{body}");
+    let why = body.to_string().to_lowercase();
+    assert!(why.contains("certificate") || why.contains("tls"), "{body}");
+    assert!(why.contains("ssl_cert_file"), "the fix is named: {body}");
 }

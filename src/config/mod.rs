@@ -615,14 +615,14 @@ fn validate(raw: RawConfig, ctx: &Ctx, base: &Path) -> Result<Config, ConfigErro
             timeout_ms,
         }) => {
             let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
-            let fix = "write redis://host:6379, rediss:// for TLS, redis+sentinel://host:26379/SERVICE or redis+cluster://node1:6379,node2:6379; leave [store] out for the in-memory store";
+            let fix = "write redis://host:6379, redis+sentinel://host:26379/SERVICE or redis+cluster://node1:6379,node2:6379 (rediss://, rediss+sentinel://, rediss+cluster:// for TLS); leave [store] out for the in-memory store";
             match scheme {
                 "redis" | "rediss" => {
                     Url::parse(&url).map_err(|e| {
                         ctx.invalid("store.url", format!("is not a URL ({e})"), fix)
                     })?;
                 }
-                "redis+sentinel" | "redis+cluster" => {
+                "redis+sentinel" | "redis+cluster" | "rediss+sentinel" | "rediss+cluster" => {
                     if crate::store::redis::RedisStore::new(&url, "x", Duration::from_secs(1))
                         .is_err()
                     {

@@ -8,7 +8,12 @@
 //! - `redis+sentinel://[:password@]sentinel1:26379,sentinel2:26379/SERVICE[/db]`: Sentinel finds the
 //!   master; after a failure the next command asks Sentinel again (failover is followed);
 //! - `redis+cluster://[:password@]node1:6379,node2:6379,…`: Redis Cluster (each entry is one key,
-//!   so every command goes to one slot).
+//!   so every command goes to one slot);
+//! - `rediss+sentinel://…`, `rediss+cluster://…`: the same over TLS to every node and Sentinel.
+//!
+//! TLS certificates are verified against the system trust store; `SSL_CERT_FILE` adds a private
+//! CA (OpenSSL reads it), and the redis crate's `#insecure` URL suffix turns verification off
+//! for single-server URLs (do not, outside a lab).
 
 use super::{Space, Store, StoreError};
 use async_trait::async_trait;
@@ -46,7 +51,13 @@ impl std::fmt::Debug for RedisStore {
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("Redis: {e}"))
+    let e = e.to_string();
+    let hint = if e.contains("certificate verify failed") {
+        " (fix: the Redis server's certificate must chain to a trusted CA and name the host in the URL; for a private CA start flexgate with SSL_CERT_FILE=/path/to/ca.pem)"
+    } else {
+        ""
+    };
+    StoreError::Unavailable(format!("Redis: {e}{hint}"))
 }
 
 /// `[:password@]h1:p1,h2:p2[/path]` → (password, hosts, path)
@@ -79,7 +90,14 @@ fn split_multi(rest: &str) -> Result<(Option<String>, Vec<String>, String), Stor
 impl RedisStore {
     /// `url`: see the module documentation.
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let backend = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+        // `rediss+…`: TLS to every node (and to the Sentinels), verified against the system
+        // trust store (`SSL_CERT_FILE` / `SSL_CERT_DIR` add a private CA).
+        let (tls, url_rest) = match url.strip_prefix("rediss+") {
+            Some(r) => (true, format!("redis+{r}")),
+            None => (false, url.to_string()),
+        };
+        let scheme = if tls { "rediss" } else { "redis" };
+        let backend = if let Some(rest) = url_rest.strip_prefix("redis+sentinel://") {
             let (password, hosts, path) = split_multi(rest)?;
             let mut parts = path.split('/').filter(|p| !p.is_empty());
             let service = parts
@@ -87,13 +105,16 @@ impl RedisStore {
                 .ok_or_else(|| unavailable("a Sentinel URL needs the service name: redis+sentinel://host:26379/mymaster"))?
                 .to_string();
             let db: i64 = parts.next().map(|d| d.parse().unwrap_or(0)).unwrap_or(0);
-            let sentinels: Vec<String> = hosts.iter().map(|h| format!("redis://{h}")).collect();
+            let sentinels: Vec<String> = hosts.iter().map(|h| format!("{scheme}://{h}")).collect();
             let mut info = redis::RedisConnectionInfo::default().set_db(db);
             if let Some(p) = password {
                 info = info.set_password(p);
             }
-            let node = redis::sentinel::SentinelNodeConnectionInfo::default()
+            let mut node = redis::sentinel::SentinelNodeConnectionInfo::default()
                 .set_redis_connection_info(info);
+            if tls {
+                node = node.set_tls_mode(redis::TlsMode::Secure);
+            }
             let client = redis::sentinel::SentinelClient::build(
                 sentinels,
                 service,
@@ -102,9 +123,9 @@ impl RedisStore {
             )
             .map_err(unavailable)?;
             Backend::Sentinel(tokio::sync::Mutex::new(client))
-        } else if let Some(rest) = url.strip_prefix("redis+cluster://") {
+        } else if let Some(rest) = url_rest.strip_prefix("redis+cluster://") {
             let (password, hosts, _) = split_multi(rest)?;
-            let nodes: Vec<String> = hosts.iter().map(|h| format!("redis://{h}")).collect();
+            let nodes: Vec<String> = hosts.iter().map(|h| format!("{scheme}://{h}")).collect();
             let mut b = redis::cluster::ClusterClient::builder(nodes)
                 .connection_timeout(timeout)
                 .response_timeout(timeout);
