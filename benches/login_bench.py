@@ -51,7 +51,8 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benches"
 RESULTS = BENCH / "results"
-FLEXGATE = REPO / "target" / "release" / "flexgate"
+# FLEXGATE_BIN: another build to measure (A/B against an older commit built elsewhere)
+FLEXGATE = Path(os.environ.get("FLEXGATE_BIN") or REPO / "target" / "release" / "flexgate")
 OP_MJS = REPO / "tests" / "peers" / "op.mjs"
 VENV_BIN = Path(sys.executable).parent
 
