@@ -650,20 +650,23 @@ async fn redis_sentinel_over_tls() {
     sentinel_store_works(dir.path(), Some(&tls)).await;
 }
 
+/// Listening options for a plain-TCP server on 127.0.0.1:`port`.
+fn plain_listen_args(port: u16) -> Vec<String> {
+    ["--port", &port.to_string(), "--bind", "127.0.0.1"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// No RDB snapshots, no AOF.
+fn no_disk() -> Vec<String> {
+    ["--save", "", "--appendonly", "no"]
+        .map(String::from)
+        .to_vec()
+}
+
 /// redis-server options for a plain-TCP server on 127.0.0.1:`port`, nothing on disk.
 fn plain_args(port: u16) -> Vec<String> {
-    [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    .map(String::from)
-    .to_vec()
+    [plain_listen_args(port), no_disk()].concat()
 }
 
 /// A master and one Sentinel watching it (TLS-only with `tls`, Sentinel to master too), then
@@ -678,11 +681,8 @@ async fn sentinel_store_works(dir: &Path, tls: Option<&TlsFiles>) {
     .unwrap();
     let (master_args, sentinel_args) = match tls {
         // the Sentinel takes the listening and TLS options, not the persistence ones
-        Some(t) => (
-            t.server_args(master),
-            t.server_args(sentinel)[..14].to_vec(),
-        ),
-        None => (plain_args(master), plain_args(sentinel)[..4].to_vec()),
+        Some(t) => (t.server_args(master), t.listen_args(sentinel)),
+        None => (plain_args(master), plain_listen_args(sentinel)),
     };
     let _procs = Procs(vec![
         spawn_quiet(Command::new("/usr/bin/redis-server").args(&master_args)),
@@ -1020,29 +1020,33 @@ fn tls_files(dir: &Path) -> TlsFiles {
 
 impl TlsFiles {
     /// redis-server / sentinel options: TLS only (`port 0`), TLS to replicas and masters too.
-    fn server_args(&self, tls_port: u16) -> Vec<String> {
-        vec![
-            "--port".into(),
-            "0".into(),
-            "--tls-port".into(),
-            tls_port.to_string(),
-            "--tls-cert-file".into(),
-            self.cert.display().to_string(),
-            "--tls-key-file".into(),
-            self.key.display().to_string(),
-            "--tls-ca-cert-file".into(),
-            self.ca.display().to_string(),
-            "--tls-auth-clients".into(),
-            "no".into(),
-            "--tls-replication".into(),
-            "yes".into(),
-            "--bind".into(),
-            "127.0.0.1".into(),
-            "--save".into(),
-            String::new(),
-            "--appendonly".into(),
-            "no".into(),
+    /// Listening options: TLS only on 127.0.0.1 (`port 0`), TLS to masters and replicas too.
+    fn listen_args(&self, tls_port: u16) -> Vec<String> {
+        [
+            "--port",
+            "0",
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &self.cert.display().to_string(),
+            "--tls-key-file",
+            &self.key.display().to_string(),
+            "--tls-ca-cert-file",
+            &self.ca.display().to_string(),
+            "--tls-auth-clients",
+            "no",
+            "--tls-replication",
+            "yes",
+            "--bind",
+            "127.0.0.1",
         ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// redis-server options: `listen_args` and nothing on disk.
+    fn server_args(&self, tls_port: u16) -> Vec<String> {
+        [self.listen_args(tls_port), no_disk()].concat()
     }
 }
 

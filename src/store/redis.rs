@@ -90,14 +90,12 @@ fn split_multi(rest: &str) -> Result<(Option<String>, Vec<String>, String), Stor
 impl RedisStore {
     /// `url`: see the module documentation.
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let (url_scheme, rest) = url.split_once("://").unwrap_or((url, ""));
         // `rediss+…`: TLS to every node (and to the Sentinels), verified against the system
         // trust store (`SSL_CERT_FILE` / `SSL_CERT_DIR` add a private CA).
-        let (tls, url_rest) = match url.strip_prefix("rediss+") {
-            Some(r) => (true, format!("redis+{r}")),
-            None => (false, url.to_string()),
-        };
+        let tls = url_scheme.starts_with("rediss+");
         let scheme = if tls { "rediss" } else { "redis" };
-        let backend = if let Some(rest) = url_rest.strip_prefix("redis+sentinel://") {
+        let backend = if matches!(url_scheme, "redis+sentinel" | "rediss+sentinel") {
             let (password, hosts, path) = split_multi(rest)?;
             let mut parts = path.split('/').filter(|p| !p.is_empty());
             let service = parts
@@ -123,7 +121,7 @@ impl RedisStore {
             )
             .map_err(unavailable)?;
             Backend::Sentinel(tokio::sync::Mutex::new(client))
-        } else if let Some(rest) = url_rest.strip_prefix("redis+cluster://") {
+        } else if matches!(url_scheme, "redis+cluster" | "rediss+cluster") {
             let (password, hosts, _) = split_multi(rest)?;
             let nodes: Vec<String> = hosts.iter().map(|h| format!("{scheme}://{h}")).collect();
             let mut b = redis::cluster::ClusterClient::builder(nodes)
