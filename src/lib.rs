@@ -5,6 +5,7 @@
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod constant_time;
 pub mod demo;
 pub mod flex;
 pub mod keygen;

@@ -3,14 +3,18 @@
 //! ```text
 //! begin_sp_initiated: decode → parse → find SP → validate → single-use ID → PendingLogin → authorize URL
 //! begin_idp_initiated:                  find SP ───────────────────────────→ PendingLogin → authorize URL
-//! finish: take PendingLogin (state) → same browser? → code exchange + ID token → map → build → sign
+//! finish: take PendingLogin (state) → same browser? → upstream error? → code exchange + ID token
+//!         → ForceAuthn → MFA → roles → map → build → sign
 //! ```
 
 use crate::clock::{random_token, Clock, IdGen};
 use crate::config::keys::KeyMaterial;
 use crate::config::{Config, SpConfig};
-use crate::flex::{self, MapError};
+use crate::constant_time;
+use crate::flex::{self, MapError, MappedUser};
+use crate::mfa::{MfaPolicy, Plan};
 use crate::oidc::client::AuthorizeParams;
+use crate::oidc::management::Management;
 use crate::oidc::{OidcError, Upstream};
 use crate::saml::request::{self, AuthnRequest, RequestError};
 use crate::saml::response::{self, ResponseParams};
@@ -19,6 +23,7 @@ use crate::store::{Space, Store, StoreError};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +33,7 @@ pub struct Idp {
     pub keys: Arc<KeyMaterial>,
     pub upstream: Arc<Upstream>,
     /// Auth0 Management API client, when roles are read from there.
-    pub management: Option<Arc<crate::oidc::management::Management>>,
+    pub management: Option<Arc<Management>>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub clock: Arc<dyn Clock>,
@@ -207,12 +212,35 @@ pub struct Callback {
     pub error_description: Option<String>,
 }
 
+/// Random bytes in each state, nonce, PKCE verifier and browser-binding cookie.
+const TOKEN_BYTES: usize = 32;
+
+/// Length of a [`random_token`] of [`TOKEN_BYTES`] (unpadded base64url).
+const TOKEN_LEN: usize = (TOKEN_BYTES * 4).div_ceil(3);
+
+/// A second-level SAML status and the message sent with it.
+struct StatusAnswer {
+    status: &'static str,
+    message: &'static str,
+}
+
+const NO_PASSIVE: StatusAnswer = StatusAnswer {
+    status: "NoPassive",
+    message: "the person is not signed in and the request does not allow interaction",
+};
+
+const NO_MFA: StatusAnswer = StatusAnswer {
+    status: "NoAuthnContext",
+    message: "the requested authentication context (multi-factor) was not satisfied",
+};
+
+/// SHA-256 (hex) of the browser-binding cookie, as a [`PendingLogin`] keeps it.
 pub fn browser_hash(cookie: &str) -> String {
     hex::encode(openssl::sha::sha256(cookie.as_bytes()))
 }
 
 fn valid_browser_cookie(c: &str) -> bool {
-    c.len() == 43
+    c.len() == TOKEN_LEN
         && c.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
@@ -220,6 +248,9 @@ fn valid_browser_cookie(c: &str) -> bool {
 fn chrono_dur(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero())
 }
+
+/// How much longer than a request can be valid its ID is remembered as used.
+const REQUEST_ID_TTL_MARGIN: Duration = Duration::from_secs(60);
 
 /// Decodes, parses and validates an AuthnRequest, and marks its ID used.
 /// A request refused here never reaches the upstream.
@@ -265,7 +296,7 @@ pub async fn accept_request<'i>(
         skew: chrono_dur(cfg.idp.clock_skew),
     };
     request::validate(&req, &sp.acs_url, &policy)?;
-    let ttl = cfg.idp.request_max_age + cfg.idp.clock_skew * 2 + Duration::from_secs(60);
+    let ttl = cfg.idp.request_max_age + cfg.idp.clock_skew * 2 + REQUEST_ID_TTL_MARGIN;
     let key = format!("{}|{}", req.issuer, req.id);
     if !idp.store.first_use(Space::RequestId, &key, ttl).await? {
         return Err(RequestError::Replay(req.id.clone()).into());
@@ -398,7 +429,7 @@ pub async fn respond_status(
         keys.signer.sign_status_response(&unsigned)
     })
     .await
-    .map_err(|e| LoginError::Internal(format!("signing task failed: {e}")))??;
+    .map_err(signing_task_failed)??;
     Ok(Issued {
         sp: sp.name.clone(),
         acs_url: sp.acs_url.clone(),
@@ -410,6 +441,28 @@ pub async fn respond_status(
         status: Some(second_status.to_string()),
         started_at: None,
     })
+}
+
+fn signing_task_failed(e: tokio::task::JoinError) -> LoginError {
+    LoginError::Internal(format!("signing task failed: {e}"))
+}
+
+/// [`respond_status`] to the request a pending login was for.
+async fn respond_to_pending(
+    idp: &Idp,
+    sp: &SpConfig,
+    pending: PendingLogin,
+    answer: StatusAnswer,
+) -> Result<Issued, LoginError> {
+    respond_status(
+        idp,
+        sp,
+        pending.request_id,
+        pending.relay_state,
+        answer.status,
+        answer.message,
+    )
+    .await
 }
 
 struct StartRequest<'a> {
@@ -427,15 +480,15 @@ async fn start(idp: &Idp, r: StartRequest<'_>) -> Result<Started, LoginError> {
     let meta = idp.upstream.metadata().await?;
     let browser_cookie = match r.browser {
         Some(b) if valid_browser_cookie(b) => b.to_string(),
-        _ => random_token(32),
+        _ => random_token(TOKEN_BYTES),
     };
-    let state = random_token(32);
+    let state = random_token(TOKEN_BYTES);
     let pending = PendingLogin {
         sp: r.sp.to_string(),
         request_id: r.request_id,
         relay_state: r.relay_state,
-        pkce_verifier: random_token(32),
-        nonce: random_token(32),
+        pkce_verifier: random_token(TOKEN_BYTES),
+        nonce: random_token(TOKEN_BYTES),
         browser: browser_hash(&browser_cookie),
         started_at: idp.clock.now().timestamp(),
         force_authn: r.force_authn,
@@ -490,169 +543,251 @@ pub struct Failed {
 }
 
 /// The callback from the upstream: finish the login and produce the signed Response.
+///
+/// ```text
+/// take_pending → same_browser → upstream_answer → authenticate → fresh_sign_in
+///              → mfa_outcome → add_roles → map_person → sign_assertion
+/// ```
+/// `NoPassive` (from `upstream_answer`) and `NoAuthnContext` (from `mfa_outcome`) end the
+/// login early with a signed status Response.
 pub async fn finish(idp: &Idp, cb: Callback, browser: Option<&str>) -> Result<Issued, Failed> {
-    let mut sp = None;
-    match finish_inner(idp, cb, browser, &mut sp).await {
-        Ok(issued) => Ok(issued),
-        Err(error) => Err(Failed { sp, error }),
-    }
+    let pending = take_pending(idp.store.as_ref(), cb.state.as_deref())
+        .await
+        .map_err(|error| Failed { sp: None, error })?;
+    let sp = pending.sp.clone();
+    finish_pending(idp, pending, cb, browser)
+        .await
+        .map_err(|error| Failed {
+            sp: Some(sp),
+            error,
+        })
 }
 
-async fn finish_inner(
+async fn finish_pending(
     idp: &Idp,
+    pending: PendingLogin,
     cb: Callback,
     browser: Option<&str>,
-    sp_seen: &mut Option<String>,
 ) -> Result<Issued, LoginError> {
-    let state = cb
-        .state
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .ok_or(LoginError::MissingState)?;
-    let bytes = idp
-        .store
-        .take(Space::Pending, state)
-        .await?
-        .ok_or(LoginError::StateUnknown)?;
-    let pending: PendingLogin =
-        serde_json::from_slice(&bytes).map_err(|_| LoginError::StateUnknown)?;
-    *sp_seen = Some(pending.sp.clone());
-    let same_browser = browser
-        .map(|b| {
-            openssl::memcmp::eq(browser_hash(b).as_bytes(), pending.browser.as_bytes())
-                && browser_hash(b).len() == pending.browser.len()
-        })
-        .unwrap_or(false);
-    if !same_browser {
-        return Err(LoginError::BrowserMismatch);
-    }
+    same_browser(browser, &pending.browser)?;
     let sp = idp
         .config
         .sp_by_name(&pending.sp)
-        .ok_or_else(|| LoginError::UnknownSp(pending.sp.clone()))?
-        .clone();
+        .ok_or_else(|| LoginError::UnknownSp(pending.sp.clone()))?;
+    let code = match upstream_answer(cb, pending.is_passive)? {
+        Answer::Code(code) => code,
+        Answer::NoPassive => return respond_to_pending(idp, sp, pending, NO_PASSIVE).await,
+    };
+    let person = authenticate(idp, sp, &pending, &code).await?;
+    fresh_sign_in(&pending, &person, idp.config.idp.clock_skew)?;
+    let class = match mfa_outcome(&idp.config.mfa, &pending.plan, &person)? {
+        Mfa::Class(class) => class,
+        Mfa::NotSatisfied => {
+            tracing::warn!(sp = %sp.name, subject = %person.subject, "the SP asked for MFA and the upstream did not show it; answering NoAuthnContext");
+            return respond_to_pending(idp, sp, pending, NO_MFA).await;
+        }
+    };
+    let person = add_roles(idp.management.as_deref(), person).await?;
+    let mapped = map_person(&person, sp)?;
+    sign_assertion(idp, sp, pending, person, mapped, class).await
+}
+
+/// Takes the pending login stored under the callback's `state` (each `state` works once).
+async fn take_pending(store: &dyn Store, state: Option<&str>) -> Result<PendingLogin, LoginError> {
+    let state = state
+        .filter(|s| !s.is_empty())
+        .ok_or(LoginError::MissingState)?;
+    let bytes = store
+        .take(Space::Pending, state)
+        .await?
+        .ok_or(LoginError::StateUnknown)?;
+    serde_json::from_slice(&bytes).map_err(|_| LoginError::StateUnknown)
+}
+
+/// The callback must come from the browser that started the login (its cookie hashes to the
+/// stored hash).
+fn same_browser(cookie: Option<&str>, stored_hash: &str) -> Result<(), LoginError> {
+    match cookie {
+        Some(c) if constant_time::eq(browser_hash(c).as_bytes(), stored_hash.as_bytes()) => Ok(()),
+        _ => Err(LoginError::BrowserMismatch),
+    }
+}
+
+/// What the upstream said at the callback.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// An authorization code to exchange.
+    Code(String),
+    /// The person must interact, and the SP asked for a passive login.
+    NoPassive,
+}
+
+/// Upstream errors that mean "the person would have to interact" (OpenID Connect Core 3.1.2.6).
+const NEEDS_INTERACTION: [&str; 4] = [
+    "login_required",
+    "interaction_required",
+    "consent_required",
+    "account_selection_required",
+];
+
+fn upstream_answer(cb: Callback, is_passive: bool) -> Result<Answer, LoginError> {
     if let Some(error) = cb.error {
-        let needs_interaction = matches!(
-            error.as_str(),
-            "login_required"
-                | "interaction_required"
-                | "consent_required"
-                | "account_selection_required"
-        );
-        if pending.is_passive && needs_interaction {
-            // IsPassive: SAML's answer is a Responder/NoPassive Response, not a page.
-            return respond_status(
-                idp,
-                &sp,
-                pending.request_id,
-                pending.relay_state,
-                "NoPassive",
-                "the person is not signed in and the request does not allow interaction",
-            )
-            .await;
+        // IsPassive: SAML's answer is a Responder/NoPassive Response, not a page.
+        if is_passive && NEEDS_INTERACTION.contains(&error.as_str()) {
+            return Ok(Answer::NoPassive);
         }
         return Err(LoginError::UpstreamDenied {
             error,
             description: cb.error_description,
         });
     }
-    let code = cb
-        .code
-        .as_deref()
+    cb.code
         .filter(|c| !c.is_empty())
-        .ok_or(LoginError::MissingCode)?;
+        .map(Answer::Code)
+        .ok_or(LoginError::MissingCode)
+}
 
+/// The signed-in person: the upstream's claims, and what the stages read from them (once).
+#[derive(Debug, Clone, Default)]
+struct Person {
+    claims: Map<String, Value>,
+    subject: String,
+    /// `auth_time` (unix seconds), when the upstream sent it.
+    auth_time: Option<i64>,
+}
+
+impl Person {
+    fn new(claims: Map<String, Value>) -> Person {
+        let subject = claim_str(&claims, "sub").unwrap_or_default();
+        let auth_time = claims.get("auth_time").and_then(Value::as_i64);
+        Person {
+            claims,
+            subject,
+            auth_time,
+        }
+    }
+}
+
+fn claim_str(claims: &Map<String, Value>, name: &str) -> Option<String> {
+    claims.get(name).and_then(Value::as_str).map(str::to_string)
+}
+
+/// Exchanges the code for the ID token (and userinfo for the claims the SP's mapping needs).
+async fn authenticate(
+    idp: &Idp,
+    sp: &SpConfig,
+    pending: &PendingLogin,
+    code: &str,
+) -> Result<Person, LoginError> {
     let needed: Vec<&str> = sp.attributes.iter().map(|a| a.claim.as_str()).collect();
-    let mut auth = idp
+    let auth = idp
         .upstream
         .authenticate_for(code, &pending.pkce_verifier, &pending.nonce, Some(&needed))
         .await?;
-    let subject = auth
+    Ok(Person::new(auth.claims))
+}
+
+/// ForceAuthn: the upstream's `auth_time` must not be before the login started (within the skew).
+fn fresh_sign_in(
+    pending: &PendingLogin,
+    person: &Person,
+    skew: Duration,
+) -> Result<(), LoginError> {
+    if !pending.force_authn {
+        return Ok(());
+    }
+    let skew = i64::try_from(skew.as_secs()).unwrap_or(i64::MAX);
+    match person.auth_time {
+        Some(t) if t.saturating_add(skew) >= pending.started_at => Ok(()),
+        other => Err(LoginError::NotReauthenticated {
+            subject: person.subject.clone(),
+            auth_time: other.unwrap_or(0),
+            started_at: pending.started_at,
+        }),
+    }
+}
+
+/// What the MFA stage decided.
+#[derive(Debug, PartialEq, Eq)]
+enum Mfa {
+    /// Go on, stating this AuthnContextClassRef (empty: the IdP's default).
+    Class(String),
+    /// The SP asked for MFA and did not get it: answer NoAuthnContext.
+    NotSatisfied,
+}
+
+fn mfa_outcome(policy: &MfaPolicy, plan: &Plan, person: &Person) -> Result<Mfa, LoginError> {
+    let proven = policy.proven(&person.claims);
+    if proven {
+        return Ok(Mfa::Class(plan.class_if_mfa.clone()));
+    }
+    if !plan.require_mfa {
+        return Ok(Mfa::Class(plan.class_if_plain.clone()));
+    }
+    if plan.requested_by_sp {
+        return Ok(Mfa::NotSatisfied);
+    }
+    let amr = person
         .claims
-        .get("sub")
-        .and_then(|v| v.as_str())
-        .unwrap_or("")
-        .to_string();
-    let auth_time = auth.claims.get("auth_time").and_then(|v| v.as_i64());
-    if pending.force_authn {
-        let skew = idp.config.idp.clock_skew.as_secs() as i64;
-        match auth_time {
-            Some(t) if t + skew >= pending.started_at => {}
-            other => {
-                return Err(LoginError::NotReauthenticated {
-                    subject,
-                    auth_time: other.unwrap_or(0),
-                    started_at: pending.started_at,
-                })
-            }
-        }
+        .get("amr")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    Err(LoginError::MfaMissing {
+        subject: person.subject.clone(),
+        amr,
+        acr: claim_str(&person.claims, "acr"),
+    })
+}
+
+/// The roles stage: with an Auth0 Management client, the person's `app_metadata` (where Flex
+/// roles are kept) joins the claims.
+async fn add_roles(
+    management: Option<&Management>,
+    mut person: Person,
+) -> Result<Person, LoginError> {
+    if let Some(m) = management {
+        let meta =
+            m.app_metadata(&person.subject)
+                .await
+                .map_err(|source| LoginError::Management {
+                    subject: person.subject.clone(),
+                    source,
+                })?;
+        person.claims.insert("app_metadata".into(), meta);
     }
-    let mfa_proven = idp.config.mfa.proven(&auth.claims);
-    if pending.plan.require_mfa && !mfa_proven {
-        if pending.plan.requested_by_sp {
-            tracing::warn!(sp = %sp.name, subject = %subject, "the SP asked for MFA and the upstream did not show it; answering NoAuthnContext");
-            return respond_status(
-                idp,
-                &sp,
-                pending.request_id,
-                pending.relay_state,
-                "NoAuthnContext",
-                "the requested authentication context (multi-factor) was not satisfied",
-            )
-            .await;
-        }
-        let amr = auth
-            .claims
-            .get("amr")
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        return Err(LoginError::MfaMissing {
-            subject,
-            amr,
-            acr: auth
-                .claims
-                .get("acr")
-                .and_then(|v| v.as_str())
-                .map(str::to_string),
-        });
-    }
-    let authn_context_class = if mfa_proven {
-        pending.plan.class_if_mfa.clone()
-    } else {
-        pending.plan.class_if_plain.clone()
-    };
-    if let Some(m) = &idp.management {
-        let meta = m
-            .app_metadata(&subject)
-            .await
-            .map_err(|source| LoginError::Management {
-                subject: subject.clone(),
-                source,
-            })?;
-        auth.claims.insert("app_metadata".into(), meta);
-    }
-    let mapped = flex::map(&auth.claims, &sp).map_err(|source| LoginError::Mapping {
-        subject: subject.clone(),
-        email: auth
-            .claims
-            .get("email")
-            .and_then(|v| v.as_str())
-            .map(str::to_string),
+    Ok(person)
+}
+
+/// Claims → the SP's attributes and NameID.
+fn map_person(person: &Person, sp: &SpConfig) -> Result<MappedUser, LoginError> {
+    let mapped = flex::map(&person.claims, sp).map_err(|source| LoginError::Mapping {
+        subject: person.subject.clone(),
+        email: claim_str(&person.claims, "email"),
         source,
     })?;
     if !mapped.dropped_roles.is_empty() {
-        tracing::warn!(sp = %sp.name, subject = %subject, dropped = ?mapped.dropped_roles, "role values Flex does not know were dropped");
+        tracing::warn!(sp = %sp.name, subject = %person.subject, dropped = ?mapped.dropped_roles, "role values Flex does not know were dropped");
     }
+    Ok(mapped)
+}
+
+/// Builds and signs the Response with its assertion (RSA work off the async reactor).
+async fn sign_assertion(
+    idp: &Idp,
+    sp: &SpConfig,
+    pending: PendingLogin,
+    person: Person,
+    mapped: MappedUser,
+    class: String,
+) -> Result<Issued, LoginError> {
     let now = idp.clock.now();
-    let authn_instant = auth
-        .claims
-        .get("auth_time")
-        .and_then(|v| v.as_i64())
+    let authn_instant = person
+        .auth_time
         .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0))
         .unwrap_or(now);
     let roles = mapped
@@ -661,15 +796,13 @@ async fn finish_inner(
         .find(|(n, _)| n == flex::ROLES)
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
-
+    let name_id = mapped.name_id.clone();
     let keys = idp.keys.clone();
     let ids = idp.ids.clone();
     let cfg = idp.config.clone();
-    let request_id = pending.request_id.clone();
-    let name_id = mapped.name_id.clone();
-    let sp_for_sign = sp.clone();
-    // RSA work happens off the async reactor.
     let metrics = idp.metrics.clone();
+    let sp_for_sign = sp.clone();
+    let request_id = pending.request_id;
     let xml = tokio::task::spawn_blocking(move || {
         let _timer = metrics.signing_duration.start_timer();
         let params = ResponseParams {
@@ -680,10 +813,10 @@ async fn finish_inner(
             name_id: &mapped.name_id,
             name_id_format: crate::saml::ns::NAMEID_EMAIL,
             authn_instant,
-            authn_context_class: if authn_context_class.is_empty() {
+            authn_context_class: if class.is_empty() {
                 &cfg.idp.authn_context_class
             } else {
-                &authn_context_class
+                &class
             },
             attributes: &mapped.attributes,
             lifetime: chrono_dur(cfg.idp.assertion_lifetime),
@@ -693,17 +826,262 @@ async fn finish_inner(
         keys.signer.sign_response(&unsigned, sp_for_sign.sign)
     })
     .await
-    .map_err(|e| LoginError::Internal(format!("signing task failed: {e}")))??;
-
+    .map_err(signing_task_failed)??;
     Ok(Issued {
         sp: sp.name.clone(),
         acs_url: sp.acs_url.clone(),
         saml_response: base64::engine::general_purpose::STANDARD.encode(xml),
         relay_state: pending.relay_state,
-        subject,
+        subject: person.subject,
         name_id,
         roles,
         status: None,
         started_at: Some(pending.started_at),
     })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use serde_json::json;
+
+    /// A real pipeline (the demo's) with an in-memory store; its upstream is never reached.
+    pub(crate) fn test_idp() -> Idp {
+        crate::demo::idp("http://127.0.0.1:9", "test-secret").expect("demo idp")
+    }
+
+    pub(crate) fn pending(browser: &str) -> PendingLogin {
+        PendingLogin {
+            sp: "flex".into(),
+            request_id: Some("_req1".into()),
+            relay_state: None,
+            pkce_verifier: "v".repeat(43),
+            nonce: "n".repeat(43),
+            browser: browser.into(),
+            started_at: 1_000,
+            force_authn: false,
+            is_passive: false,
+            plan: Plan::default(),
+        }
+    }
+
+    fn person(claims: Value) -> Person {
+        match claims {
+            Value::Object(m) => Person::new(m),
+            _ => unreachable!("claims are an object"),
+        }
+    }
+
+    #[test]
+    fn browser_cookie_length_is_that_of_a_token() {
+        assert_eq!(random_token(TOKEN_BYTES).len(), TOKEN_LEN);
+        assert!(valid_browser_cookie(&random_token(TOKEN_BYTES)));
+        assert!(!valid_browser_cookie(&random_token(TOKEN_BYTES - 1)));
+    }
+
+    #[tokio::test]
+    async fn take_pending_works_once_and_refuses_what_it_cannot_read() {
+        let store = MemoryStore::new(10);
+        let ttl = Duration::from_secs(60);
+        let p = pending(&browser_hash("cookie"));
+        store
+            .put(Space::Pending, "s1", serde_json::to_vec(&p).unwrap(), ttl)
+            .await
+            .unwrap();
+        store
+            .put(Space::Pending, "s2", b"{not json".to_vec(), ttl)
+            .await
+            .unwrap();
+        assert_eq!(take_pending(&store, Some("s1")).await.unwrap(), p);
+        for (state, want) in [
+            (Some("s1"), "bad_state"),
+            (Some("s2"), "bad_state"),
+            (Some("nope"), "bad_state"),
+        ] {
+            let e = take_pending(&store, state).await.unwrap_err();
+            assert!(matches!(e, LoginError::StateUnknown), "{state:?}: {e}");
+            assert_eq!(e.reason(), want);
+        }
+        for state in [None, Some("")] {
+            let e = take_pending(&store, state).await.unwrap_err();
+            assert!(matches!(e, LoginError::MissingState), "{state:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn same_browser_needs_the_cookie_whose_hash_was_stored() {
+        let stored = browser_hash("cookie");
+        assert!(same_browser(Some("cookie"), &stored).is_ok());
+        for (cookie, stored) in [
+            (None, stored.clone()),
+            (Some("other"), stored.clone()),
+            (Some(""), stored.clone()),
+            // A corrupt or foreign store entry: hashes of other lengths are a mismatch, not a panic.
+            (Some("cookie"), String::new()),
+            (Some("cookie"), stored[..10].to_string()),
+            (Some("cookie"), format!("{stored}00")),
+        ] {
+            let e = same_browser(cookie, &stored).unwrap_err();
+            assert!(matches!(e, LoginError::BrowserMismatch), "{cookie:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_entry_with_a_foreign_browser_hash_is_a_mismatch() {
+        let idp = test_idp();
+        let p = pending("not-a-sha256-hex-digest");
+        let bytes = serde_json::to_vec(&p).unwrap();
+        idp.store
+            .put(Space::Pending, "st", bytes, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let cb = Callback {
+            state: Some("st".into()),
+            code: Some("code".into()),
+            ..Callback::default()
+        };
+        let failed = finish(&idp, cb, Some(&random_token(TOKEN_BYTES)))
+            .await
+            .unwrap_err();
+        assert!(matches!(failed.error, LoginError::BrowserMismatch));
+        assert_eq!(failed.sp.as_deref(), Some("flex"));
+    }
+
+    fn callback(code: Option<&str>, error: Option<&str>) -> Callback {
+        Callback {
+            state: Some("s".into()),
+            code: code.map(str::to_string),
+            error: error.map(str::to_string),
+            error_description: Some("why".into()),
+        }
+    }
+
+    #[test]
+    fn upstream_answer_table() {
+        let code = |c: &str| Ok::<_, &str>(Answer::Code(c.into()));
+        let cases: [(Callback, bool, Result<Answer, &str>); 8] = [
+            (callback(Some("c"), None), false, code("c")),
+            (callback(Some("c"), None), true, code("c")),
+            (callback(Some(""), None), false, Err("bad_state")),
+            (callback(None, None), false, Err("bad_state")),
+            (
+                callback(None, Some("login_required")),
+                true,
+                Ok(Answer::NoPassive),
+            ),
+            (
+                callback(None, Some("account_selection_required")),
+                true,
+                Ok(Answer::NoPassive),
+            ),
+            (
+                callback(None, Some("login_required")),
+                false,
+                Err("upstream_denied"),
+            ),
+            (
+                callback(Some("c"), Some("access_denied")),
+                true,
+                Err("upstream_denied"),
+            ),
+        ];
+        for (i, (cb, passive, want)) in cases.into_iter().enumerate() {
+            let got = upstream_answer(cb, passive).map_err(|e| e.reason());
+            assert_eq!(got, want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn fresh_sign_in_only_matters_with_force_authn() {
+        let skew = Duration::from_secs(30);
+        let at = |t: Option<i64>| person(json!({ "sub": "u1", "auth_time": t }));
+        let mut p = pending("");
+        assert!(fresh_sign_in(&p, &at(None), skew).is_ok());
+        p.force_authn = true;
+        assert!(fresh_sign_in(&p, &at(Some(1_000)), skew).is_ok());
+        assert!(fresh_sign_in(&p, &at(Some(970)), skew).is_ok());
+        for t in [Some(969), None] {
+            match fresh_sign_in(&p, &at(t), skew) {
+                Err(LoginError::NotReauthenticated {
+                    subject,
+                    auth_time,
+                    started_at,
+                }) => {
+                    assert_eq!(subject, "u1");
+                    assert_eq!(auth_time, t.unwrap_or(0));
+                    assert_eq!(started_at, 1_000);
+                }
+                other => panic!("{t:?}: {other:?}"),
+            }
+        }
+        assert!(fresh_sign_in(&p, &at(Some(i64::MAX)), Duration::MAX).is_ok());
+    }
+
+    #[test]
+    fn mfa_outcome_table() {
+        let policy = MfaPolicy::default();
+        let plan = |require_mfa, requested_by_sp| Plan {
+            require_mfa,
+            requested_by_sp,
+            class_if_mfa: "strong".into(),
+            class_if_plain: "plain".into(),
+        };
+        let with_mfa = person(json!({ "sub": "u1", "amr": ["pwd", "mfa"] }));
+        let without = person(json!({ "sub": "u1", "amr": ["pwd"], "acr": "x" }));
+        let class = |c: &str| Ok::<_, &str>(Mfa::Class(c.into()));
+        let cases = [
+            (plan(false, false), &with_mfa, class("strong")),
+            (plan(false, false), &without, class("plain")),
+            (plan(true, false), &with_mfa, class("strong")),
+            (plan(true, true), &with_mfa, class("strong")),
+            (plan(true, true), &without, Ok(Mfa::NotSatisfied)),
+            (plan(true, false), &without, Err("mfa_missing")),
+        ];
+        for (i, (plan, who, want)) in cases.into_iter().enumerate() {
+            let got = mfa_outcome(&policy, &plan, who).map_err(|e| e.reason());
+            assert_eq!(got, want, "case {i}");
+        }
+        match mfa_outcome(&policy, &plan(true, false), &without) {
+            Err(LoginError::MfaMissing { subject, amr, acr }) => {
+                assert_eq!(subject, "u1");
+                assert_eq!(amr, ["pwd"]);
+                assert_eq!(acr.as_deref(), Some("x"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn without_management_the_roles_stage_keeps_the_claims() {
+        let who = person(json!({ "sub": "u1", "roles": ["agent"] }));
+        let after = add_roles(None, who.clone()).await.unwrap();
+        assert_eq!(after.claims, who.claims);
+    }
+
+    #[test]
+    fn map_person_names_the_person_when_mapping_fails() {
+        let idp = test_idp();
+        let sp = idp.config.sp_by_name("flex").unwrap();
+        let roles = crate::demo::issuer::ROLES_CLAIM;
+        let ok =
+            person(json!({ "sub": "u1", "email": "a@example.com", "name": "A", roles: ["agent"] }));
+        assert_eq!(map_person(&ok, sp).unwrap().name_id, "a@example.com");
+        let no_role = person(json!({ "sub": "u1", "email": "a@example.com", "name": "A" }));
+        match map_person(&no_role, sp) {
+            Err(e @ LoginError::Mapping { .. }) => {
+                assert_eq!(e.reason(), "no_role");
+                assert!(e.to_string().contains("u1"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn person_reads_subject_and_auth_time_once() {
+        let who = person(json!({ "sub": "u1", "auth_time": 1234 }));
+        assert_eq!((who.subject.as_str(), who.auth_time), ("u1", Some(1234)));
+        let nobody = person(json!({ "auth_time": "soon" }));
+        assert_eq!((nobody.subject.as_str(), nobody.auth_time), ("", None));
+    }
 }

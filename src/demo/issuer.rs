@@ -684,7 +684,7 @@ fn pkce_string_ok(s: &str) -> bool {
 }
 
 fn ct_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && openssl::memcmp::eq(a.as_bytes(), b.as_bytes())
+    crate::constant_time::eq(a.as_bytes(), b.as_bytes())
 }
 
 fn random_token() -> String {

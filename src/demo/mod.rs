@@ -69,11 +69,11 @@ roles = "{roles}"
     )
 }
 
-/// Builds the demo's app (proxy + dev issuer + Flex stand-in) for `base` (`http://127.0.0.1:PORT`).
-pub fn app(base: &str) -> Result<axum::Router, DemoError> {
-    let secret = random_token(24);
+/// The proxy's login pipeline as the demo runs it: the demo's config for `base`, a throwaway
+/// key pair made in memory, an in-memory store.
+pub fn idp(base: &str, client_secret: &str) -> Result<Idp, DemoError> {
     let config = Config::from_toml(
-        &demo_config_toml(base, &secret),
+        &demo_config_toml(base, client_secret),
         Path::new("<demo>"),
         |_| None,
     )
@@ -87,22 +87,27 @@ pub fn app(base: &str) -> Result<axum::Router, DemoError> {
         next_cert: None,
         request_keys: Default::default(),
     };
-    let cert_pem = keys.cert.pem.clone();
     let upstream = Upstream::new(config.upstream.clone(), config.callback_url()).map_err(setup)?;
-    let sp = config.sps[0].clone();
-    let management = None;
     let metrics = Arc::new(crate::metrics::Metrics::new().map_err(setup)?);
     upstream.set_metrics(metrics.clone());
-    let idp = Arc::new(Idp {
+    Ok(Idp {
         store: Arc::new(MemoryStore::new(config.limits.max_pending_logins)),
         keys: Arc::new(keys),
         upstream: Arc::new(upstream),
-        management,
+        management: None,
         metrics,
         clock: Arc::new(SystemClock),
         ids: Arc::new(RandomIds),
         config: Arc::new(config),
-    });
+    })
+}
+
+/// Builds the demo's app (proxy + dev issuer + Flex stand-in) for `base` (`http://127.0.0.1:PORT`).
+pub fn app(base: &str) -> Result<axum::Router, DemoError> {
+    let secret = random_token(24);
+    let idp = Arc::new(idp(base, &secret)?);
+    let cert_pem = idp.keys.cert.pem.clone();
+    let sp = idp.config.sps[0].clone();
     let dev = issuer::router(issuer::DevIssuerConfig {
         issuer: format!("{base}/dev-oidc"),
         client_id: "flexgate-demo".into(),

@@ -388,7 +388,7 @@ pub fn check_claims(claims: &Map<String, Value>, exp: &Expected<'_>) -> Result<(
         return Err(IdTokenError::IssuedInFuture(iat));
     }
     match claims.get("nonce").and_then(Value::as_str) {
-        Some(n) if constant_time_eq(n.as_bytes(), exp.nonce.as_bytes()) => {}
+        Some(n) if crate::constant_time::eq(n.as_bytes(), exp.nonce.as_bytes()) => {}
         Some(_) => return Err(IdTokenError::Nonce),
         None => return Err(IdTokenError::MissingClaim("nonce".into())),
     }
@@ -400,10 +400,6 @@ pub fn check_claims(claims: &Map<String, Value>, exp: &Expected<'_>) -> Result<(
         return Err(IdTokenError::MissingClaim("sub".into()));
     }
     Ok(())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && openssl::memcmp::eq(a, b)
 }
 
 #[cfg(test)]
