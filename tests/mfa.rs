@@ -301,3 +301,40 @@ async fn force_authn_and_is_passive() {
     assert!(xml.contains(&format!("InResponseTo=\"{id}\"")));
     xmlsec1_verify(&xml, &env.fg.cert_pem, "Response").expect("signed");
 }
+
+/// A NoAuthnContext status Response is counted the same whether it is decided at `/saml/sso`
+/// (a context flexgate cannot produce) or at the callback (MFA asked for and not shown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_authn_context_is_counted_alike_on_both_paths() {
+    let env = start();
+    let x509 = requested("exact", "urn:oasis:names:tc:SAML:2.0:ac:classes:X509");
+    let (_, loc, out) = login(&env, JQ_ONREQ, "pwduser", "", &x509).await;
+    assert!(loc.is_empty(), "answered at /saml/sso");
+    assert!(status_of(&out.form.expect("a status response").xml())
+        .contains(&"urn:oasis:names:tc:SAML:2.0:status:NoAuthnContext".to_string()));
+    let metrics = || async {
+        reqwest::get(format!("{}/metrics", env.fg.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let counted = |n: u32| {
+        format!("flexgate_logins_failed_total{{reason=\"NoAuthnContext\",sp=\"onreq\"}} {n}")
+    };
+    let m = metrics().await;
+    assert!(m.contains(&counted(1)), "{m}");
+
+    let refeds = requested("minimum", "https://refeds.org/profile/mfa");
+    let (_, loc, out) = login(&env, JQ_ONREQ, "pwduser", "", &refeds).await;
+    assert!(!loc.is_empty(), "answered at the callback");
+    assert!(status_of(&out.form.expect("a status response").xml())
+        .contains(&"urn:oasis:names:tc:SAML:2.0:status:NoAuthnContext".to_string()));
+    let m = metrics().await;
+    assert!(m.contains(&counted(2)), "{m}");
+    assert!(
+        !m.contains("flexgate_logins_completed_total{sp=\"onreq\"}"),
+        "{m}"
+    );
+}

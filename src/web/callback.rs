@@ -1,6 +1,6 @@
 //! `GET /oidc/callback`: the upstream sends the browser back here with `code` and `state`.
 
-use super::{errors, pages, params, AppState};
+use super::{errors, params, AppState};
 use crate::login::{self, Callback};
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
@@ -27,45 +27,52 @@ pub async fn get(
         error_description: first("error_description"),
     };
     let browser = super::browser_cookie(&headers);
-    match login::finish(&st.idp(), cb, browser.as_deref()).await {
-        Ok(issued) if issued.status.is_some() => {
-            let reason = issued.status.clone().unwrap_or_default();
-            st.idp()
-                .metrics
-                .logins_failed
-                .with_label_values(&[&issued.sp, &reason])
-                .inc();
-            tracing::info!(sp = %issued.sp, status = ?issued.status, outcome = "status", "login ended with a SAML status Response");
-            pages::post_form(
-                &issued.acs_url,
-                &issued.saml_response,
-                issued.relay_state.as_deref(),
-            )
-        }
-        Ok(issued) => {
-            let m = &st.idp().metrics;
-            m.logins_completed.with_label_values(&[&issued.sp]).inc();
-            if let Some(t) = issued.started_at {
-                let secs = (chrono::Utc::now().timestamp() - t).max(0) as f64;
-                m.login_duration
-                    .with_label_values(&[&issued.sp])
-                    .observe(secs);
-            }
-            tracing::info!(
-                sp = %issued.sp,
-                subject = %super::log_safe(&issued.subject),
-                name_id = %super::log_safe(&issued.name_id),
-                roles = ?issued.roles,
-                outcome = "completed",
-                duration_ms = started.elapsed().as_millis() as u64,
-                "login completed"
-            );
-            pages::post_form(
-                &issued.acs_url,
-                &issued.saml_response,
-                issued.relay_state.as_deref(),
-            )
-        }
-        Err(f) => errors::login_failed(&st.idp(), &f.error, f.sp.as_deref()),
+    let idp = st.idp();
+    match login::finish(&idp, cb, browser.as_deref()).await {
+        Ok(issued) if issued.status.is_some() => errors::status_sent(&idp, &issued),
+        Ok(issued) => errors::completed(&idp, &issued, started.elapsed()),
+        Err(f) => errors::login_failed(&idp, &f.error, f.sp.as_deref()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::login::tests::{pending, test_idp};
+    use crate::store::Space;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A pending login whose stored browser hash is not a SHA-256 hex digest (a corrupt or
+    /// foreign store entry) ends on the mismatch page.
+    #[tokio::test]
+    async fn a_foreign_browser_hash_in_the_store_gets_the_mismatch_page() {
+        let idp = Arc::new(test_idp());
+        let entry = serde_json::to_vec(&pending("0123")).unwrap();
+        idp.store
+            .put(Space::Pending, "st", entry, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let app = crate::web::router(crate::web::AppState::new(idp.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let cookie = crate::clock::random_token(32);
+        let resp = reqwest::Client::new()
+            .get(format!("http://{addr}/oidc/callback?state=st&code=c"))
+            .header("cookie", format!("{}={cookie}", crate::web::BROWSER_COOKIE))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400);
+        let body = resp.text().await.unwrap();
+        assert!(
+            body.contains("This sign-in was started in another browser"),
+            "{body}"
+        );
+        let m = idp.metrics.render();
+        assert!(
+            m.contains("flexgate_logins_failed_total{reason=\"browser_mismatch\",sp=\"flex\"} 1"),
+            "{m}"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! `GET /saml/init/{sp}`: IdP-initiated login (Flex's "Default Redirect URL").
 
-use super::{errors, params, redirect_with_cookie, single, AppState};
+use super::{errors, params, single, AppState};
 use crate::login::{self, LoginError};
 use crate::saml::request::RequestError;
 use axum::extract::{Path, RawQuery, State};
@@ -28,19 +28,7 @@ pub async fn get(
     let idp = st.idp();
     let idp = &*idp;
     match login::begin_idp_initiated(idp, &sp, relay_state, browser.as_deref()).await {
-        Ok(started) => {
-            idp.metrics
-                .logins_started
-                .with_label_values(&[&started.sp])
-                .inc();
-            tracing::info!(sp = %started.sp, "IdP-initiated login started");
-            redirect_with_cookie(
-                &started.location,
-                &started.browser_cookie,
-                idp.config.secure_cookies(),
-                idp.config.server.login_timeout.as_secs(),
-            )
-        }
+        Ok(started) => errors::started(idp, &started, errors::Start::Idp),
         Err(e) => errors::login_failed(idp, &e, Some(&sp)),
     }
 }

@@ -1,6 +1,6 @@
 //! `GET, POST /saml/sso`: the SAML SSO service (HTTP-Redirect and HTTP-POST bindings).
 
-use super::{errors, pages, params, redirect_with_cookie, single, AppState};
+use super::{errors, params, single, AppState};
 use crate::login::{self, Binding, LoginError, SsoRequest};
 use crate::saml::request::RequestError;
 use axum::body::Bytes;
@@ -82,26 +82,9 @@ async fn handle(
     };
     match login::begin_sp_initiated(idp, r).await {
         Ok(login::Begun::Upstream(started)) => {
-            idp.metrics
-                .logins_started
-                .with_label_values(&[&started.sp])
-                .inc();
-            tracing::info!(sp = %started.sp, binding = ?binding, "login started");
-            redirect_with_cookie(
-                &started.location,
-                &started.browser_cookie,
-                idp.config.secure_cookies(),
-                idp.config.server.login_timeout.as_secs(),
-            )
+            errors::started(idp, &started, errors::Start::Sp(binding))
         }
-        Ok(login::Begun::Respond(issued)) => {
-            tracing::info!(sp = %issued.sp, status = ?issued.status, outcome = "status", "answered the SP with a SAML status");
-            pages::post_form(
-                &issued.acs_url,
-                &issued.saml_response,
-                issued.relay_state.as_deref(),
-            )
-        }
+        Ok(login::Begun::Respond(issued)) => errors::status_sent(idp, &issued),
         Err(e) => errors::login_failed(idp, &e, None),
     }
 }
