@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use openssl::pkey::{PKey, Private};
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 use url::Url;
@@ -97,8 +97,6 @@ pub enum DevIssuerError {
     Config(String),
     #[error("development issuer: cannot generate its RSA key: {0}")]
     Key(#[from] openssl::error::ErrorStack),
-    #[error("development issuer: cannot sign tokens: {0}")]
-    Sign(#[from] jsonwebtoken::errors::Error),
 }
 
 struct CodeGrant {
@@ -119,7 +117,7 @@ struct TokenGrant {
 struct Issuer {
     cfg: DevIssuerConfig,
     login_path: String,
-    key: EncodingKey,
+    key: PKey<Private>,
     kid: String,
     jwks: Value,
     codes: Mutex<HashMap<String, CodeGrant>>,
@@ -131,22 +129,14 @@ type Shared = Arc<Issuer>;
 /// Build the issuer's router; paths are relative to the issuer URL's path (nest it there).
 pub fn router(cfg: DevIssuerConfig) -> Result<Router, DevIssuerError> {
     let login_path = validate(&cfg)?;
-    // jsonwebtoken 10 picks its backend from crate features; installing it explicitly keeps signing working
-    // if another dependency ever enables a second backend. Err only means a provider is already installed.
-    let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
     let rsa = openssl::rsa::Rsa::generate(2048)?;
     let n = URL_SAFE_NO_PAD.encode(rsa.n().to_vec());
     let e = URL_SAFE_NO_PAD.encode(rsa.e().to_vec());
     // RFC 7638 thumbprint as kid.
     let thumbprint = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
     let kid = URL_SAFE_NO_PAD.encode(openssl::sha::sha256(thumbprint.as_bytes()));
-    // PKCS#1 DER: `from_rsa_pem` needs jsonwebtoken's `use_pem` feature, which default-features=false drops.
-    let key = EncodingKey::from_rsa_der(&rsa.private_key_to_der()?);
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::RS256),
-        &json!({ "probe": true }),
-        &key,
-    )?;
+    let key = PKey::from_rsa(rsa)?;
+    sign_rs256(&key, &kid, Map::new())?;
     let jwks = json!({ "keys": [{ "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": n, "e": e }] });
     let state = Arc::new(Issuer {
         cfg,
@@ -604,9 +594,7 @@ impl Issuer {
             Some(n) => claims.insert("nonce".into(), json!(n)),
             None => claims.remove("nonce"),
         };
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(self.kid.clone());
-        let id_token = jsonwebtoken::encode(&header, &claims, &self.key).map_err(|_| {
+        let id_token = sign_rs256(&self.key, &self.kid, claims).map_err(|_| {
             oauth_err(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
@@ -683,6 +671,24 @@ fn pkce_string_ok(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
 }
 
+/// A compact JWS (RFC 7515) over `claims`: RS256, that is RSASSA-PKCS1-v1_5 with SHA-256 over
+/// `base64url(header) "." base64url(claims)`.
+fn sign_rs256(
+    key: &PKey<Private>,
+    kid: &str,
+    claims: Map<String, Value>,
+) -> Result<String, openssl::error::ErrorStack> {
+    let header = json!({ "alg": "RS256", "typ": "JWT", "kid": kid });
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(Value::Object(claims).to_string())
+    );
+    let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key)?;
+    let signature = signer.sign_oneshot_to_vec(input.as_bytes())?;
+    Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+}
+
 fn ct_eq(a: &str, b: &str) -> bool {
     crate::constant_time::eq(a.as_bytes(), b.as_bytes())
 }
@@ -754,7 +760,7 @@ fn page(title: &str, content: &str) -> String {
 mod tests {
     use super::*;
     use jsonwebtoken::jwk::JwkSet;
-    use jsonwebtoken::{DecodingKey, Validation};
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
     use reqwest::StatusCode as S;
 
     const CLIENT: &str = "flexgate-demo";
@@ -885,6 +891,8 @@ mod tests {
     }
 
     async fn verify_id_token(env: &Env, id_token: &str) -> Value {
+        // The oracle: jsonwebtoken with its pure-Rust backend, independent of the OpenSSL signer.
+        let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
         let set: JwkSet = env
             .http
             .get(format!("{}/jwks", env.base))
