@@ -2,6 +2,7 @@
 //! Connect provider. See the README for the architecture; one login flows through
 //! `web::sso` → `login::begin_*` → upstream → `web::callback` → `login::finish`.
 
+pub mod auth0;
 pub mod check;
 pub mod clock;
 pub mod config;
