@@ -108,6 +108,8 @@ pub enum Auth0Error {
     Forbidden { url: String, message: String },
     #[error("the Auth0 Management API rate limit was reached: the next request could go in {} s, more than the {} s this call may wait", wait.as_secs_f64().ceil(), max_wait.as_secs())]
     RateLimited { wait: Duration, max_wait: Duration },
+    #[error("the Auth0 Management API has no user {0:?}")]
+    NoSuchUser(String),
     #[error("the Auth0 Management API has no {what} at {url}")]
     NotFound { url: String, what: String },
     #[error("the Auth0 Management API answered HTTP {status} at {url}: {message}")]

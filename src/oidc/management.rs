@@ -77,7 +77,11 @@ impl Management {
                     ("include_fields", "true"),
                 ],
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                ManagementError::NotFound { .. } => ManagementError::NoSuchUser(user_id.into()),
+                e => e,
+            })?;
         let meta = v
             .get("app_metadata")
             .cloned()
