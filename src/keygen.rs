@@ -16,13 +16,18 @@ pub enum KeygenError {
     Exists(PathBuf),
     #[error("--bits must be 2048, 3072 or 4096, not {0}")]
     Bits(u32),
-    #[error("--days must be between 1 and 3650, not {0}")]
+    #[error("--days must be between 1 and {max}, not {0}", max = MAX_DAYS)]
     Days(u32),
     #[error("cannot write {0}: {1}")]
     Io(PathBuf, std::io::Error),
     #[error("key generation failed: {0}")]
     Openssl(#[from] openssl::error::ErrorStack),
 }
+
+/// The RSA key sizes `keygen` makes.
+pub const KEY_BITS: [u32; 3] = [2048, 3072, 4096];
+/// The longest certificate validity `keygen` writes, in days (ten years).
+pub const MAX_DAYS: u32 = 3650;
 
 /// What `keygen` writes.
 #[derive(Debug, Clone)]
@@ -42,10 +47,10 @@ pub fn generate(
     days: u32,
     common_name: &str,
 ) -> Result<(PKey<Private>, X509), KeygenError> {
-    if ![2048, 3072, 4096].contains(&bits) {
+    if !KEY_BITS.contains(&bits) {
         return Err(KeygenError::Bits(bits));
     }
-    if !(1..=3650).contains(&days) {
+    if !(1..=MAX_DAYS).contains(&days) {
         return Err(KeygenError::Days(days));
     }
     let key = PKey::from_rsa(Rsa::generate(bits)?)?;

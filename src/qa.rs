@@ -6,6 +6,25 @@ use crate::saml::verify::{decode_b64, AlgPolicy, Expectations, VerifiedResponse}
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The years an instant to check at (`--now`, an expect file's `now`) may fall in.
+pub const NOW_YEARS: std::ops::RangeInclusive<i32> = 2000..=2099;
+
+/// An RFC 3339 instant within [`NOW_YEARS`]; the error says what is wrong and how to write it.
+pub fn parse_now(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::Datelike;
+    let t = chrono::DateTime::parse_from_rfc3339(s)
+        .map_err(|e| format!("is not RFC 3339 ({e}); write e.g. 2026-01-15T10:00:00Z"))?
+        .with_timezone(&chrono::Utc);
+    if !NOW_YEARS.contains(&t.year()) {
+        return Err(format!(
+            "is outside the years {}..={}; give the instant the Response was captured, e.g. 2026-01-15T10:00:00Z",
+            NOW_YEARS.start(),
+            NOW_YEARS.end()
+        ));
+    }
+    Ok(t)
+}
+
 /// `<name>.expect.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,14 +86,12 @@ impl Expect {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
     }
 
-    /// `now`, parsed.
+    /// `now`, parsed and within [`NOW_YEARS`].
     pub fn now(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
-        match &self.now {
-            Some(n) => chrono::DateTime::parse_from_rfc3339(n)
-                .map(|t| Some(t.with_timezone(&chrono::Utc)))
-                .map_err(|e| format!("now = {n:?} is not RFC 3339: {e}")),
-            None => Ok(None),
-        }
+        self.now
+            .as_deref()
+            .map(|n| parse_now(n).map_err(|e| format!("now = {n:?} {e}")))
+            .transpose()
     }
 
     /// The SP-side checks this file implies, at `now` (the file's, else the caller's), no skew.
@@ -314,6 +331,10 @@ mod tests {
     }
 }
 
+/// The largest clock skew `verify` allows, in seconds (one day): an older capture is checked
+/// with `--now`, not with a wider window.
+pub const MAX_SKEW_SECS: u64 = 86_400;
+
 /// What `flexgate verify` was asked to check.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyRequest {
@@ -326,7 +347,8 @@ pub struct VerifyRequest {
     pub idp_initiated: bool,
     pub expect: Option<(String, Expect)>,
     pub now: Option<chrono::DateTime<chrono::Utc>>,
-    pub skew_secs: i64,
+    /// At most [`MAX_SKEW_SECS`].
+    pub skew_secs: u64,
     /// `response`, `assertion` or `both`: which signature(s) must be present.
     pub require: Option<Signed>,
     pub allow_sha1: bool,
@@ -363,6 +385,18 @@ fn agree(
     }
 }
 
+fn skew(secs: u64) -> Result<chrono::Duration, UsageError> {
+    if secs > MAX_SKEW_SECS {
+        return Err(UsageError(format!(
+            "--skew {secs} is outside 0..={MAX_SKEW_SECS} seconds; to check an old capture give --now, not a wider skew"
+        )));
+    }
+    i64::try_from(secs)
+        .ok()
+        .and_then(chrono::Duration::try_seconds)
+        .ok_or_else(|| UsageError(format!("--skew {secs} is out of range")))
+}
+
 /// Verifies one captured Response as `req` says.
 pub fn verify(input: &str, req: &VerifyRequest) -> Result<VerifyReport, UsageError> {
     let key = crate::config::keys::public_key_from_cert_pem(&req.cert_pem).map_err(|_| {
@@ -394,6 +428,7 @@ pub fn verify(input: &str, req: &VerifyRequest) -> Result<VerifyReport, UsageErr
         .flatten();
     let now = req.now.or(file_now).unwrap_or_else(chrono::Utc::now);
 
+    let skew = skew(req.skew_secs)?;
     let xml = match extract_response(input) {
         Ok(x) => x,
         Err(e) => return Err(UsageError(format!("cannot read the input: {e}"))),
@@ -424,7 +459,7 @@ pub fn verify(input: &str, req: &VerifyRequest) -> Result<VerifyReport, UsageErr
         in_response_to: irt.as_deref(),
         issuer: issuer.as_deref(),
         now,
-        skew: chrono::Duration::seconds(req.skew_secs),
+        skew,
         require_response_signature: matches!(req.require, Some(Signed::Response | Signed::Both)),
         require_assertion_signature: matches!(req.require, Some(Signed::Assertion | Signed::Both)),
         policy: AlgPolicy {

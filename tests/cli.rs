@@ -1354,3 +1354,107 @@ fn unknown_commands_and_flags_are_exit_2() {
     assert_exit(&o, 0);
     assert!(stdout(&o).contains("flexgate"));
 }
+
+#[test]
+fn absurd_numbers_on_the_command_line_are_exit_2_naming_flag_and_range() {
+    let f = enhanced_agent();
+    let (cert, expect, xml) = (p(&f.cert), p(&f.expect), p(&f.xml));
+    let verify = |extra: &[&str]| {
+        let mut a = vec!["verify", "--cert", cert, "--expect", expect];
+        a.extend_from_slice(extra);
+        a.push(xml);
+        run(&a)
+    };
+    let cases: Vec<(&str, Output, &[&str])> = vec![
+        (
+            "skew beyond i64 seconds",
+            verify(&["--skew", "99999999999999999"]),
+            &["--skew", "0 to 86400", "--now"],
+        ),
+        (
+            "skew above a day",
+            verify(&["--skew", "86401"]),
+            &["--skew", "0 to 86400"],
+        ),
+        (
+            "negative skew",
+            verify(&["--skew=-5"]),
+            &["--skew", "0 to 86400"],
+        ),
+        (
+            "now in the year 9999",
+            verify(&["--now", "9999-12-31T23:59:59Z", "--skew", "86400"]),
+            &["--now", "2000..=2099", "e.g. 2026-01-15T10:00:00Z"],
+        ),
+        (
+            "now in the year 0",
+            verify(&["--now", "0000-01-01T00:00:00Z"]),
+            &["--now", "2000..=2099"],
+        ),
+        (
+            "days beyond u32",
+            run(&[
+                "keygen",
+                "--out",
+                "/nonexistent/never",
+                "--days",
+                "99999999999",
+            ]),
+            &["--days", "1 to 3650", "e.g. --days 1095"],
+        ),
+        (
+            "port beyond u16",
+            run(&["demo", "--port", "70000"]),
+            &["--port", "65535"],
+        ),
+    ];
+    for (what, o, named) in cases {
+        assert_eq!(code(&o), Some(2), "{what}: {}", both(&o));
+        for n in named {
+            assert!(
+                stderr(&o).contains(n),
+                "{what}: {n:?} not said: {}",
+                stderr(&o)
+            );
+        }
+        assert!(!stderr(&o).contains("panicked"), "{what}: {}", stderr(&o));
+    }
+    // The largest allowed skew with the latest allowed instant still gives an answer.
+    let o = verify(&["--now", "2099-12-31T23:59:59Z", "--skew", "86400"]);
+    assert_eq!(code(&o), Some(1), "expired, not a crash: {}", both(&o));
+}
+
+#[test]
+fn an_expect_file_now_outside_the_allowed_years_is_exit_2() {
+    let f = enhanced_agent();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(&f.expect).expect("expect file");
+    let far = dir.path().join("far.expect.toml");
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("now") {
+                "now = \"9999-01-01T00:00:00Z\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(text.contains("9999"), "the fixture has a `now` line");
+    std::fs::write(&far, text).expect("write");
+    let o = run(&[
+        "verify",
+        "--cert",
+        p(&f.cert),
+        "--expect",
+        p(&far),
+        p(&f.xml),
+    ]);
+    assert_eq!(code(&o), Some(2), "{}", both(&o));
+    assert!(
+        stderr(&o).contains("now") && stderr(&o).contains("2000..=2099"),
+        "{}",
+        stderr(&o)
+    );
+}
