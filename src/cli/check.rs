@@ -1,13 +1,11 @@
 //! `flexgate check`: the deployment doctor.
 
-use super::{load_config, print_json, runtime, usage, Failure};
-use std::path::PathBuf;
+use super::{print_json, runtime, usage, ConfigPath, Failure};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Config file (else $FLEXGATE_CONFIG, else ./flexgate.toml)
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigPath,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -16,7 +14,7 @@ pub struct Args {
 /// Validates config and keys (exit 2 if they cannot be used), runs the checks and prints the
 /// report; exit 1 if any check failed.
 pub fn run(args: Args) -> Result<(), Failure> {
-    let cfg = load_config(args.config.as_deref()).map_err(usage)?;
+    let cfg = args.config.load()?;
     flexgate::config::keys::load(&cfg).map_err(usage)?;
     let report = runtime()?.block_on(flexgate::check::run(&cfg));
     if args.json {

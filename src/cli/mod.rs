@@ -13,8 +13,8 @@ mod verify;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use flexgate::config::{Config, ConfigError};
-use std::path::Path;
+use flexgate::config::Config;
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
@@ -93,9 +93,20 @@ fn failed(err: impl std::error::Error + Send + Sync + 'static) -> Failure {
     Failure::from(anyhow::Error::new(err))
 }
 
-/// `--config`, else `$FLEXGATE_CONFIG`, else `./flexgate.toml`, loaded and validated.
-fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
-    Config::load(&Config::locate(path))
+/// `--config PATH`, for the commands that read the config.
+#[derive(clap::Args)]
+struct ConfigPath {
+    /// Config file (else $FLEXGATE_CONFIG, else ./flexgate.toml)
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl ConfigPath {
+    /// `--config`, else `$FLEXGATE_CONFIG`, else `./flexgate.toml`, loaded and validated; a
+    /// config that cannot be used is a usage error.
+    fn load(&self) -> Result<Config, Failure> {
+        Config::load(&Config::locate(self.config.as_deref())).map_err(usage)
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
