@@ -115,6 +115,33 @@ fn roles_claim(sp: &SpConfig) -> Option<String> {
         .map(|a| a.claim.clone())
 }
 
+/// What to paste into Flex Console, per SP.
+pub fn flex_console(cfg: &Config) -> Vec<FlexConsole> {
+    cfg.sps
+        .iter()
+        .map(|sp| {
+            let sso = match &cfg.upstream.connection {
+                Some(c) => format!(
+                    "{}?connection={}",
+                    cfg.sso_url(),
+                    url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()
+                ),
+                None => cfg.sso_url(),
+            };
+            FlexConsole {
+                sp: sp.name.clone(),
+                kind: sp.kind.as_str().to_string(),
+                single_sign_on_url: sso,
+                identity_provider_issuer: cfg.idp.entity_id.clone(),
+                default_redirect_url: cfg.init_url(sp),
+                acs_url: sp.acs_url.clone(),
+                audience: sp.entity_id.clone(),
+                roles_claim: roles_claim(sp),
+            }
+        })
+        .collect()
+}
+
 /// Runs every check. Config errors are the caller's (they stop before this).
 pub async fn run(cfg: &Config) -> Report {
     let mut findings = vec![finding(
@@ -187,30 +214,7 @@ pub async fn run(cfg: &Config) -> Report {
         Err(e) => findings.push(finding("fail", "upstream", e.to_string())),
     }
 
-    let flex_console = cfg
-        .sps
-        .iter()
-        .map(|sp| {
-            let sso = match &cfg.upstream.connection {
-                Some(c) => format!(
-                    "{}?connection={}",
-                    cfg.sso_url(),
-                    url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()
-                ),
-                None => cfg.sso_url(),
-            };
-            FlexConsole {
-                sp: sp.name.clone(),
-                kind: sp.kind.as_str().to_string(),
-                single_sign_on_url: sso,
-                identity_provider_issuer: cfg.idp.entity_id.clone(),
-                default_redirect_url: cfg.init_url(sp),
-                acs_url: sp.acs_url.clone(),
-                audience: sp.entity_id.clone(),
-                roles_claim: roles_claim(sp),
-            }
-        })
-        .collect();
+    let flex_console = flex_console(cfg);
     let namespaced = cfg
         .sps
         .iter()
@@ -229,25 +233,10 @@ pub async fn run(cfg: &Config) -> Report {
     }
 }
 
-/// The report as people read it.
-pub fn render_text(r: &Report) -> String {
+/// The Flex Console section of the report, followed by the certificate to paste.
+pub fn render_flex_console(sps: &[FlexConsole], certificate_pem: &str) -> String {
     let mut o = String::new();
-    o.push_str(&format!("flexgate check — {}\n\n", r.config));
-    for f in &r.findings {
-        let tag = match f.level {
-            "ok" => "  ok  ",
-            "warn" => "  WARN",
-            _ => "  FAIL",
-        };
-        o.push_str(&format!("{tag} {}: {}\n", f.what, f.detail));
-    }
-    for c in &r.certificates {
-        o.push_str(&format!(
-            "\n  {} certificate: {} · not after {} · SHA-256 {}\n",
-            c.role, c.subject, c.not_after, c.sha256_fingerprint
-        ));
-    }
-    for f in &r.flex_console {
+    for f in sps {
         o.push_str(&format!(
             "\n== Flex Console (Admin → Single Sign-On) for [[sp]] {:?} ({}) ==\n",
             f.sp, f.kind
@@ -270,10 +259,32 @@ pub fn render_text(r: &Report) -> String {
             f.acs_url, f.audience
         ));
     }
-    if !r.certificate_pem.is_empty() {
+    if !certificate_pem.is_empty() {
         o.push('\n');
-        o.push_str(&r.certificate_pem);
+        o.push_str(certificate_pem);
     }
+    o
+}
+
+/// The report as people read it.
+pub fn render_text(r: &Report) -> String {
+    let mut o = String::new();
+    o.push_str(&format!("flexgate check — {}\n\n", r.config));
+    for f in &r.findings {
+        let tag = match f.level {
+            "ok" => "  ok  ",
+            "warn" => "  WARN",
+            _ => "  FAIL",
+        };
+        o.push_str(&format!("{tag} {}: {}\n", f.what, f.detail));
+    }
+    for c in &r.certificates {
+        o.push_str(&format!(
+            "\n  {} certificate: {} · not after {} · SHA-256 {}\n",
+            c.role, c.subject, c.not_after, c.sha256_fingerprint
+        ));
+    }
+    o.push_str(&render_flex_console(&r.flex_console, &r.certificate_pem));
     o.push_str("\n== Auth0 (your application's settings) ==\n");
     o.push_str(&format!(
         "  Allowed Callback URLs    : {}\n",

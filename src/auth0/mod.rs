@@ -1,6 +1,7 @@
 //! Auth0 Management API v2: one rate-limit-pacing [`client::Client`] for all of flexgate's use.
 
 pub mod client;
+pub mod init;
 pub mod pacer;
 
 pub use client::{Auth0Error, Client, ClientConfig, Credentials};

@@ -20,14 +20,29 @@
 //          "retry_after":1,           // Retry-After seconds on those 429s
 //          "user_delay_ms":0}         // delay user responses (timeout tests)
 // GET /__stats -> {"token_requests":n,"user_requests":n} (test-only introspection, not an Auth0 endpoint).
+// GET /__requests -> [{"method","path"}…], every request received so far in order (test-only; tests assert
+// "no write call" with it). CONFIG "static_token": a token accepted as is (AUTH0_MGMT_TOKEN); "audience":
+// the token audience expected (default {base}/api/v2/; Auth0's is https://{tenant domain}/api/v2/, also
+// when reached through a proxy).
+// Applications, Actions and trigger bindings: auth0_tenant.mjs (its CONFIG keys are listed there).
 import { createServer } from 'node:http';
 import { readFileSync, fstatSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { tenantRoutes } from './auth0_tenant.mjs';
 
 const cfg = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const tokens = new Map();
 const stats = { token_requests: 0, user_requests: 0 };
+const requests = [];
+const tenant = tenantRoutes(cfg);
 let base = '';
+
+function authorized(req) {
+  const auth = req.headers.authorization || '';
+  const t = auth.startsWith('Bearer ') ? auth.slice(7) : '';
+  if (cfg.static_token && t === cfg.static_token) return true;
+  return tokens.has(t) && tokens.get(t) >= Date.now();
+}
 
 function send(res, status, body, headers = {}) {
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', ...headers });
@@ -45,16 +60,17 @@ async function readBody(req) {
 const server = createServer(async (req, res) => {
   try {
     const url = new URL(req.url, base);
+    if (!url.pathname.startsWith('/__')) requests.push({ method: req.method, path: url.pathname });
     if (req.method === 'POST' && url.pathname === '/oauth/token') {
       stats.token_requests++;
       const b = await readBody(req);
       if (b.grant_type !== 'client_credentials') return send(res, 400, { error: 'unsupported_grant_type', error_description: 'Unsupported grant type' });
       if (b.client_id !== cfg.client_id || b.client_secret !== cfg.client_secret) return send(res, 401, { error: 'access_denied', error_description: 'Unauthorized' });
-      if (b.audience !== `${base}/api/v2/`) return send(res, 403, { error: 'access_denied', error_description: `Service not enabled within domain: ${b.audience}` });
+      if (b.audience !== (cfg.audience ?? `${base}/api/v2/`)) return send(res, 403, { error: 'access_denied', error_description: `Service not enabled within domain: ${b.audience}` });
       const t = randomBytes(24).toString('base64url');
       const ttl = cfg.token_ttl ?? 86400;
       tokens.set(t, Date.now() + ttl * 1000);
-      return send(res, 200, { access_token: t, token_type: 'Bearer', expires_in: ttl, scope: 'read:users' });
+      return send(res, 200, { access_token: t, token_type: 'Bearer', expires_in: ttl, scope: cfg.scope ?? `read:users ${tenant.scope}` });
     }
     if (req.method === 'GET' && url.pathname.startsWith('/api/v2/users/')) {
       stats.user_requests++;
@@ -72,7 +88,9 @@ const server = createServer(async (req, res) => {
       if (!u) return send(res, 404, { statusCode: 404, error: 'Not Found', message: 'The user does not exist.', errorCode: 'inexistent_user' });
       return send(res, 200, { user_id: id, ...u });
     }
+    if (await tenant.handle(req, res, url, { send, readBody, authorized })) return;
     if (req.method === 'GET' && url.pathname === '/__stats') return send(res, 200, stats);
+    if (req.method === 'GET' && url.pathname === '/__requests') return send(res, 200, requests);
     send(res, 404, { statusCode: 404, error: 'Not Found', message: 'Not Found' });
   } catch (e) {
     send(res, 500, { statusCode: 500, error: 'Internal Server Error', message: String(e) });

@@ -1,0 +1,539 @@
+//! `flexgate init`: the Auth0 side of a deployment in one command, through the Management API —
+//! a Regular Web Application with flexgate's callback, a post-login Action that puts
+//! `app_metadata.flex.roles` into a namespaced ID-token claim (deployed, and bound into the Login
+//! flow after the Actions already there), then `flexgate.toml`, `flexgate.env` and the signing
+//! key pair. Objects are found by name: a second run changes nothing, and repairs drift.
+
+pub mod api;
+pub mod files;
+pub mod plan;
+pub mod tenant;
+
+use files::{FileChange, ENV, SECRET_VAR};
+use plan::{ActionPlan, ActionState, AppPlan, AppState, Binding, BindingPlan, Change};
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The Management API calls `init` makes: JSON in, JSON out, paths under the tenant's base URL.
+#[async_trait::async_trait]
+pub trait MgmtApi: Send + Sync {
+    async fn get(&self, path: &str) -> Result<Value, InitError>;
+    async fn post(&self, path: &str, body: &Value) -> Result<Value, InitError>;
+    async fn patch(&self, path: &str, body: &Value) -> Result<Value, InitError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Credentials(String),
+    #[error("the Management API credentials lack the scope(s) {scopes} ({message}); grant them to the Machine-to-Machine application under APIs → Auth0 Management API → Machine to Machine Applications (the README lists every scope `flexgate init` needs)")]
+    Scope { scopes: String, message: String },
+    #[error("{0}")]
+    Api(String),
+    #[error("the Action {name:?} did not build ({status}); open it in the dashboard (Actions → Library) to see why, then run `flexgate init` again")]
+    Build { name: String, status: String },
+    #[error("cannot write {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Keygen(crate::keygen::KeygenError),
+    #[error("the configuration `flexgate init` would write is not valid: {0}")]
+    Config(crate::config::ConfigError),
+}
+
+impl InitError {
+    /// 2 for bad usage, credentials, scopes or configuration; 1 for the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            InitError::Usage(_)
+            | InitError::Credentials(_)
+            | InitError::Scope { .. }
+            | InitError::Config(_) => 2,
+            InitError::Keygen(crate::keygen::KeygenError::Exists(_)) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The command line of `flexgate init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub domain: String,
+    pub public_url: String,
+    pub flex_connection: String,
+    pub region: String,
+    pub app_name: String,
+    pub out: PathBuf,
+    pub dry_run: bool,
+    pub force: bool,
+}
+
+/// What `init` wants the tenant and the folder to hold, derived from the options.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub domain: String,
+    pub public_url: String,
+    pub callback: String,
+    pub claim: String,
+    pub action_name: String,
+    pub action_code: String,
+}
+
+/// The tenant domain as Auth0 shows it (`example.us.auth0.com`); a pasted URL is accepted.
+pub fn tenant_domain(d: &str) -> Result<String, InitError> {
+    let d = d.trim();
+    let d = d
+        .strip_prefix("https://")
+        .unwrap_or(d)
+        .trim_end_matches('/');
+    let ok = !d.is_empty()
+        && d.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    if ok {
+        Ok(d.to_ascii_lowercase())
+    } else {
+        Err(InitError::Usage(format!(
+            "--auth0-domain {d:?} is not a tenant domain; pass it as Auth0 shows it under Settings, e.g. example.us.auth0.com"
+        )))
+    }
+}
+
+impl Desired {
+    /// Validates the options by rendering the config they lead to (with a placeholder client id)
+    /// through the config loader, so every mistake is named as `flexgate check` names it.
+    pub fn new(o: &InitOptions) -> Result<Desired, InitError> {
+        let domain = tenant_domain(&o.domain)?;
+        let probe = files::config_text(&files::ConfigValues {
+            domain: &domain,
+            public_url: o.public_url.trim_end_matches('/'),
+            client_id: "placeholder",
+            token_auth_method: plan::SECRET_METHODS[0],
+            flex_connection: &o.flex_connection,
+            region: &o.region,
+            roles_claim: "https://placeholder/flex_roles",
+        });
+        let cfg = crate::config::Config::from_toml(&probe, &o.out.join(files::CONFIG), |k| {
+            (k == SECRET_VAR).then(|| "placeholder".to_string())
+        })
+        .map_err(InitError::Config)?;
+        let origin = url::Url::parse(&cfg.server.public_url)
+            .map(|u| u.origin().ascii_serialization())
+            .map_err(|e| InitError::Usage(format!("--public-url: {e}")))?;
+        let claim = format!("{origin}/flex_roles");
+        if o.app_name.trim().is_empty() {
+            return Err(InitError::Usage("--app-name must not be empty".into()));
+        }
+        Ok(Desired {
+            domain,
+            public_url: cfg.server.public_url.clone(),
+            callback: cfg.callback_url(),
+            action_code: crate::check::action_snippet(&claim),
+            claim,
+            action_name: format!("{}-flex-roles", o.app_name.trim()),
+        })
+    }
+}
+
+/// What the tenant holds now.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub app: Option<AppState>,
+    /// `Some(Ok)` when read; `Some(Err)` when the token may not read it (read:client_keys).
+    pub secret: Option<Result<String, String>>,
+    pub action: Option<ActionState>,
+    pub bindings: Vec<Binding>,
+}
+
+/// The whole plan.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub app: AppPlan,
+    pub action: ActionPlan,
+    pub binding: BindingPlan,
+    pub config: FileChange,
+    pub env: FileChange,
+    pub keys: bool,
+    /// Why `env` could not be compared, if it could not.
+    pub env_note: Option<String>,
+}
+
+impl Plan {
+    pub fn changes(&self) -> usize {
+        [
+            self.app.change.is_change(),
+            self.action.change.is_change(),
+            self.binding.change.is_change(),
+            self.config != FileChange::Unchanged,
+            self.env != FileChange::Unchanged,
+            self.keys,
+        ]
+        .iter()
+        .filter(|c| **c)
+        .count()
+    }
+}
+
+/// Reads what the tenant holds (GET calls only).
+pub async fn read(
+    api: &dyn MgmtApi,
+    d: &Desired,
+    app_name: &str,
+    env_path: &Path,
+) -> Result<Current, InitError> {
+    let app = tenant::find_app(api, app_name).await?;
+    let secret = match &app {
+        // The secret is needed to write flexgate.env, or to compare it with one that exists.
+        Some(a) => match tenant::client_secret(api, &a.client_id).await {
+            Ok(s) => Some(Ok(s)),
+            Err(InitError::Scope { scopes, .. }) if env_path.exists() => Some(Err(scopes)),
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    let action = tenant::find_action(api, &d.action_name).await?;
+    let bindings = tenant::bindings(api).await?;
+    Ok(Current {
+        app,
+        secret,
+        action,
+        bindings,
+    })
+}
+
+/// The config text once the plan is applied (`None` while the client id is unknown).
+fn config_for(d: &Desired, o: &InitOptions, client_id: &str, method: &str) -> String {
+    files::config_text(&files::ConfigValues {
+        domain: &d.domain,
+        public_url: &d.public_url,
+        client_id,
+        token_auth_method: method,
+        flex_connection: &o.flex_connection,
+        region: &o.region,
+        roles_claim: &d.claim,
+    })
+}
+
+/// Decides every step (no I/O but reading the output folder).
+pub fn make_plan(d: &Desired, o: &InitOptions, cur: &Current) -> Result<Plan, InitError> {
+    let app = plan::plan_app(&o.app_name, &d.callback, cur.app.as_ref());
+    let action = plan::plan_action(&d.action_name, &d.action_code, cur.action.as_ref());
+    let action_id = cur.action.as_ref().map(|a| a.id.as_str());
+    let binding = plan::plan_binding(&cur.bindings, &d.action_name, action_id);
+    let method = plan::planned_auth_method(cur.app.as_ref());
+    let want_config = cur
+        .app
+        .as_ref()
+        .map(|a| config_for(d, o, &a.client_id, method));
+    let config = files::file_change(&o.out.join(files::CONFIG), want_config.as_deref())?;
+    let env_path = o.out.join(ENV);
+    let (env, env_note) = match &cur.secret {
+        Some(Ok(s)) => (
+            files::file_change(&env_path, Some(&files::env_text(s)))?,
+            None,
+        ),
+        Some(Err(scopes)) => (
+            FileChange::Unchanged,
+            Some(format!("kept, not compared: the token lacks {scopes}")),
+        ),
+        None => (files::file_change(&env_path, None)?, None),
+    };
+    Ok(Plan {
+        app,
+        action,
+        binding,
+        config,
+        env,
+        keys: files::keys_needed(&o.out)?,
+        env_note,
+    })
+}
+
+fn step(out: &mut dyn Write, change: &Change, what: &str) {
+    let _ = writeln!(out, "  {:<10} {what}", change.verb());
+    if let Change::Update(diffs) = change {
+        for d in diffs {
+            let _ = writeln!(out, "               - {d}");
+        }
+    }
+}
+
+/// The plan as people read it.
+pub fn render_plan(out: &mut dyn Write, p: &Plan, d: &Desired, o: &InitOptions) {
+    let _ = writeln!(out, "plan for tenant {}:", d.domain);
+    step(
+        out,
+        &p.app.change,
+        &format!("application {:?} (Regular Web Application)", o.app_name),
+    );
+    if p.app.change == Change::Create {
+        let _ = writeln!(out, "               - callback {}", d.callback);
+    }
+    step(
+        out,
+        &p.action.change,
+        &format!(
+            "post-login Action {:?} (claim {}, runtime {})",
+            d.action_name,
+            d.claim,
+            plan::RUNTIME
+        ),
+    );
+    step(out, &p.binding.change, "Login flow binding");
+    let file = |out: &mut dyn Write, c: &FileChange, path: PathBuf, note: Option<&str>| {
+        let extra = match (c, note) {
+            (_, Some(n)) => format!(" ({n})"),
+            (FileChange::Replace, _) if !o.force => {
+                " (exists with other contents: pass --force to replace it)".to_string()
+            }
+            _ => String::new(),
+        };
+        let _ = writeln!(out, "  {:<10} {}{extra}", c.verb(), path.display());
+    };
+    file(out, &p.config, o.out.join(files::CONFIG), None);
+    file(
+        out,
+        &p.env,
+        o.out.join(ENV),
+        p.env_note.as_deref().or(Some("mode 0600")),
+    );
+    let keys = if p.keys {
+        FileChange::Create
+    } else {
+        FileChange::Unchanged
+    };
+    file(
+        out,
+        &keys,
+        o.out.join("certs/idp-key.pem"),
+        Some("mode 0600, with certs/idp-cert.pem, by keygen"),
+    );
+}
+
+/// Refuses to replace files without `--force`, before anything is changed.
+fn check_files(p: &Plan, o: &InitOptions) -> Result<(), InitError> {
+    let mut clash = Vec::new();
+    if p.config == FileChange::Replace {
+        clash.push(o.out.join(files::CONFIG));
+    }
+    if p.env == FileChange::Replace {
+        clash.push(o.out.join(ENV));
+    }
+    if clash.is_empty() || o.force {
+        return Ok(());
+    }
+    let names: Vec<String> = clash.iter().map(|c| c.display().to_string()).collect();
+    Err(InitError::Usage(format!(
+        "{} exist(s) with other contents than `flexgate init` would write; nothing was changed. Pass --force to replace them, or --out another folder",
+        names.join(" and ")
+    )))
+}
+
+const BUILD_LIMIT: Duration = Duration::from_secs(120);
+
+/// Creates or updates the application; returns its client id and (when known) secret.
+async fn apply_app(
+    api: &dyn MgmtApi,
+    p: &AppPlan,
+    cur: &Current,
+    out: &mut dyn Write,
+) -> Result<(String, Option<String>), InitError> {
+    let known = cur.secret.as_ref().and_then(|s| s.as_ref().ok()).cloned();
+    match (&p.change, &p.body, &cur.app) {
+        (Change::Create, Some(body), _) => {
+            let v = api.post("/api/v2/clients", body).await?;
+            let id = v
+                .get("client_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let secret = v.get("client_secret").and_then(Value::as_str);
+            if id.is_empty() || secret.is_none() {
+                return Err(InitError::Api(
+                    "the tenant created the application but did not return its client id and secret; see Applications in the dashboard".into(),
+                ));
+            }
+            let _ = writeln!(out, "created application (client id {id})");
+            Ok((id.to_string(), secret.map(str::to_string)))
+        }
+        (Change::Update(diffs), Some(body), Some(app)) => {
+            let path = format!("/api/v2/clients/{}", app.client_id);
+            api.patch(&path, body).await?;
+            let _ = writeln!(out, "updated application: {}", diffs.join("; "));
+            Ok((app.client_id.clone(), known))
+        }
+        (_, _, Some(app)) => Ok((app.client_id.clone(), known)),
+        _ => Err(InitError::Api("no application to update".into())),
+    }
+}
+
+/// Creates or updates the Action, waits for its build, deploys it; returns its id.
+async fn apply_action(
+    api: &dyn MgmtApi,
+    p: &ActionPlan,
+    d: &Desired,
+    cur: &Current,
+    out: &mut dyn Write,
+) -> Result<String, InitError> {
+    let id = match (&p.body, &cur.action) {
+        (Some(body), None) => {
+            let v = api.post("/api/v2/actions/actions", body).await?;
+            let id = v.get("id").and_then(Value::as_str).unwrap_or_default();
+            if id.is_empty() {
+                return Err(InitError::Api(
+                    "the tenant created the Action but returned no id".into(),
+                ));
+            }
+            let _ = writeln!(out, "created Action {:?}", d.action_name);
+            id.to_string()
+        }
+        (Some(body), Some(a)) => {
+            api.patch(&format!("/api/v2/actions/actions/{}", a.id), body)
+                .await?;
+            let _ = writeln!(out, "updated Action {:?}", d.action_name);
+            a.id.clone()
+        }
+        (None, Some(a)) => a.id.clone(),
+        (None, None) => return Err(InitError::Api("no Action to deploy".into())),
+    };
+    if p.deploy {
+        tenant::wait_built(api, &id, &d.action_name, BUILD_LIMIT).await?;
+        let n = tenant::deploy(api, &id).await?;
+        let version = n.map(|n| format!(" (version {n})")).unwrap_or_default();
+        let _ = writeln!(out, "deployed Action {:?}{version}", d.action_name);
+    }
+    Ok(id)
+}
+
+/// Binds the Action after the bindings there now (read again just before the change).
+async fn apply_binding(
+    api: &dyn MgmtApi,
+    d: &Desired,
+    action_id: &str,
+    out: &mut dyn Write,
+) -> Result<bool, InitError> {
+    let now = tenant::bindings(api).await?;
+    let p = plan::plan_binding(&now, &d.action_name, Some(action_id));
+    let Some(list) = p.bindings else {
+        return Ok(false);
+    };
+    let mut expect: Vec<String> = now.iter().map(|b| b.action_id.clone()).collect();
+    expect.push(action_id.to_string());
+    tenant::set_bindings(api, list, &expect).await?;
+    let _ = writeln!(
+        out,
+        "bound Action {:?} into the Login flow after {} existing binding(s), kept in order",
+        d.action_name,
+        now.len()
+    );
+    Ok(true)
+}
+
+/// Writes the files the plan calls for (replacing only what `check_files` allowed).
+fn apply_files(
+    p: &Plan,
+    d: &Desired,
+    o: &InitOptions,
+    applied: &Applied,
+    out: &mut dyn Write,
+) -> Result<(), InitError> {
+    if p.keys {
+        let (k, c) = files::write_keys(&o.out, &format!("flexgate SAML signing ({})", d.domain))?;
+        let _ = writeln!(out, "wrote {} (mode 0600) and {}", k.display(), c.display());
+    }
+    if p.config != FileChange::Unchanged {
+        let path = o.out.join(files::CONFIG);
+        let text = config_for(d, o, &applied.client_id, applied.method);
+        files::write(&path, &text, 0o644, o.force)?;
+        let _ = writeln!(out, "wrote {}", path.display());
+    }
+    if p.env != FileChange::Unchanged {
+        let path = o.out.join(ENV);
+        let secret = applied.secret.as_deref().ok_or_else(|| InitError::Scope {
+            scopes: "read:client_keys".into(),
+            message: format!("the client secret for {} is unknown", path.display()),
+        })?;
+        files::write(&path, &files::env_text(secret), 0o600, o.force)?;
+        let _ = writeln!(out, "wrote {} (mode 0600)", path.display());
+    }
+    Ok(())
+}
+
+/// What applying the tenant steps produced.
+struct Applied {
+    client_id: String,
+    secret: Option<String>,
+    method: &'static str,
+}
+
+/// Prints what to paste into Flex Console, from the files as they now are (as `check` does).
+fn print_flex_console(o: &InitOptions, out: &mut dyn Write) -> Result<(), InitError> {
+    let path = o.out.join(files::CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(|e| InitError::Io(path.clone(), e))?;
+    let env = std::fs::read_to_string(o.out.join(ENV)).unwrap_or_default();
+    let secret = files::env_secret(&env).map(str::to_string);
+    let cfg = crate::config::Config::from_toml(&text, &path, |k| {
+        if k == SECRET_VAR {
+            secret.clone()
+        } else {
+            std::env::var(k).ok()
+        }
+    })
+    .map_err(InitError::Config)?;
+    let cert = crate::config::keys::load(&cfg)
+        .map(|k| k.cert.pem.clone())
+        .unwrap_or_default();
+    let console = crate::check::flex_console(&cfg);
+    let _ = write!(
+        out,
+        "{}",
+        crate::check::render_flex_console(&console, &cert)
+    );
+    let _ = writeln!(
+        out,
+        "\nnext: load {} into flexgate's environment, then `flexgate check --config {}`",
+        o.out.join(ENV).display(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// Runs `init`: reads, plans, prints the plan, and (unless `dry_run`) applies it.
+pub async fn run(
+    api: &dyn MgmtApi,
+    o: &InitOptions,
+    out: &mut dyn Write,
+) -> Result<Plan, InitError> {
+    let d = Desired::new(o)?;
+    let cur = read(api, &d, &o.app_name, &o.out.join(ENV)).await?;
+    let p = make_plan(&d, o, &cur)?;
+    render_plan(out, &p, &d, o);
+    check_files(&p, o)?;
+    if o.dry_run {
+        let _ = writeln!(out, "dry run: nothing was changed");
+        return Ok(p);
+    }
+    if p.changes() == 0 {
+        let _ = writeln!(
+            out,
+            "nothing to change: the tenant and {} are as flexgate needs them",
+            o.out.display()
+        );
+    }
+    let method = plan::planned_auth_method(cur.app.as_ref());
+    if p.changes() > 0 {
+        let (client_id, secret) = apply_app(api, &p.app, &cur, out).await?;
+        let action_id = apply_action(api, &p.action, &d, &cur, out).await?;
+        apply_binding(api, &d, &action_id, out).await?;
+        let applied = Applied {
+            client_id,
+            secret,
+            method,
+        };
+        apply_files(&p, &d, o, &applied, out)?;
+        let _ = writeln!(out, "done: {} change(s)", p.changes());
+    }
+    print_flex_console(o, out)?;
+    Ok(p)
+}

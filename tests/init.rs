@@ -1,0 +1,477 @@
+//! `flexgate init` against the Management API stand-in (`tests/peers/auth0_mgmt.mjs` +
+//! `auth0_tenant.mjs`): what a first run creates, that a second run writes nothing, that drift
+//! is repaired and said, that the Login flow keeps the Actions already there in their order,
+//! that `--dry-run` changes nothing anywhere, and the exit codes of missing credentials/scopes.
+
+mod common;
+
+use common::{Mgmt, JQ};
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const TOKEN: &str = "test-mgmt-token";
+const DOMAIN: &str = "example.us.auth0.com";
+const PUBLIC: &str = "https://sso.example.com";
+const CALLBACK: &str = "https://sso.example.com/oidc/callback";
+const CLAIM: &str = "https://sso.example.com/flex_roles";
+const ACTION: &str = "flexgate-flex-roles";
+
+fn stand_in(extra: Value) -> Mgmt {
+    let mut cfg = json!({"port": 0, "client_id": "m2m", "client_secret": "m2m-secret",
+                         "static_token": TOKEN, "build_ms": 300,
+                         "audience": format!("https://{DOMAIN}/api/v2/")});
+    for (k, v) in extra.as_object().expect("object") {
+        cfg[k] = v.clone();
+    }
+    Mgmt::start(cfg)
+}
+
+fn init(m: &Mgmt, out: &Path, extra: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flexgate"));
+    c.args(["init", "--auth0-domain", DOMAIN, "--public-url", PUBLIC])
+        .args(["--flex-connection", JQ, "--management-url", &m.url])
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .env_remove("AUTH0_MGMT_CLIENT_ID")
+        .env_remove("AUTH0_MGMT_CLIENT_SECRET")
+        .env("AUTH0_MGMT_TOKEN", TOKEN)
+        .env_remove("FLEXGATE_LOG");
+    c.output().expect("run flexgate init")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[track_caller]
+fn assert_exit(o: &Output, want: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(want),
+        "exit code; output:\n{}",
+        text(o)
+    );
+}
+
+/// A call to the stand-in as a dashboard user would make it (to create drift, or to look).
+async fn api(m: &Mgmt, method: &str, path: &str, body: Option<Value>) -> Value {
+    let c = reqwest::Client::new();
+    let mut r = c
+        .request(method.parse().expect("method"), format!("{}{path}", m.url))
+        .bearer_auth(TOKEN);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.expect("stand-in call");
+    assert!(
+        resp.status().is_success(),
+        "{method} {path}: {}",
+        resp.status()
+    );
+    resp.json().await.expect("json")
+}
+
+/// Every request the stand-in received, as "METHOD /path".
+async fn requests(m: &Mgmt) -> Vec<String> {
+    let v: Value = reqwest::get(format!("{}/__requests", m.url))
+        .await
+        .expect("requests")
+        .json()
+        .await
+        .expect("json");
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["method"].as_str().unwrap_or(""),
+                r["path"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+fn writes(reqs: &[String]) -> Vec<&String> {
+    reqs.iter()
+        .filter(|r| !r.starts_with("GET ") && !r.ends_with(" /oauth/token"))
+        .collect()
+}
+
+async fn app(m: &Mgmt) -> Value {
+    let v = api(m, "GET", "/api/v2/clients", None).await;
+    let named: Vec<&Value> = v
+        .as_array()
+        .expect("clients")
+        .iter()
+        .filter(|c| c["name"] == "flexgate")
+        .collect();
+    assert_eq!(named.len(), 1, "one application named flexgate: {v}");
+    named[0].clone()
+}
+
+async fn action(m: &Mgmt) -> Value {
+    let v = api(
+        m,
+        "GET",
+        &format!("/api/v2/actions/actions?actionName={ACTION}"),
+        None,
+    )
+    .await;
+    v["actions"][0].clone()
+}
+
+async fn bound(m: &Mgmt) -> Vec<String> {
+    let mut names = Vec::new();
+    for page in 0.. {
+        let path = format!("/api/v2/actions/triggers/post-login/bindings?page={page}");
+        let v = api(m, "GET", &path, None).await;
+        let list = v["bindings"].as_array().expect("bindings").clone();
+        names.extend(
+            list.iter()
+                .map(|b| b["action"]["name"].as_str().unwrap_or("").to_string()),
+        );
+        if list.is_empty() || names.len() as u64 >= v["total"].as_u64().unwrap_or(0) {
+            return names;
+        }
+    }
+    names
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+}
+
+/// Loads the written config as `flexgate serve` would, with the secret from flexgate.env.
+fn load_written(out: &Path) -> flexgate::config::Config {
+    let env = std::fs::read_to_string(out.join("flexgate.env")).expect("flexgate.env");
+    let secret = env
+        .strip_prefix("FLEXGATE_CLIENT_SECRET=")
+        .expect("FLEXGATE_CLIENT_SECRET=")
+        .trim_end()
+        .to_string();
+    let path = out.join("flexgate.toml");
+    let text = std::fs::read_to_string(&path).expect("flexgate.toml");
+    let cfg = flexgate::config::Config::from_toml(&text, &path, |k| {
+        (k == "FLEXGATE_CLIENT_SECRET").then(|| secret.clone())
+    })
+    .expect("the written config validates");
+    flexgate::config::keys::load(&cfg).expect("the written keys load");
+    cfg
+}
+
+#[tokio::test]
+async fn first_run_sets_up_everything_and_a_second_run_writes_nothing() {
+    let m = stand_in(json!({"bindings": ["existing-a", "existing-b"]}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("deploy");
+
+    let o = init(&m, &out, &[]);
+    assert_exit(&o, 0);
+    let t = text(&o);
+    for want in [
+        "create     application",
+        "create     post-login Action",
+        "update     Login flow binding",
+        "deployed Action",
+        "Identity Provider Issuer",
+        "BEGIN CERTIFICATE",
+    ] {
+        assert!(t.contains(want), "{want:?} in:\n{t}");
+    }
+
+    let a = app(&m).await;
+    assert_eq!(a["app_type"], "regular_web");
+    assert_eq!(a["callbacks"], json!([CALLBACK]));
+    assert_eq!(a["grant_types"], json!(["authorization_code"]));
+    assert!(["client_secret_basic", "client_secret_post"]
+        .contains(&a["token_endpoint_auth_method"].as_str().unwrap_or("")));
+    let act = action(&m).await;
+    assert_eq!(act["all_changes_deployed"], true);
+    assert_eq!(act["deployed_version"]["code"], act["code"]);
+    assert_eq!(
+        act["code"].as_str(),
+        Some(flexgate::check::action_snippet(CLAIM).as_str())
+    );
+    assert_eq!(bound(&m).await, ["existing-a", "existing-b", ACTION]);
+
+    let cfg = load_written(&out);
+    assert_eq!(cfg.upstream.issuer, format!("https://{DOMAIN}/"));
+    assert_eq!(
+        cfg.upstream.client_id,
+        a["client_id"].as_str().unwrap_or("?")
+    );
+    assert_eq!(
+        cfg.upstream.client_secret.expose(),
+        a["client_secret"].as_str().unwrap_or("?")
+    );
+    assert_eq!(cfg.callback_url(), CALLBACK);
+    let roles = cfg.sps[0]
+        .attributes
+        .iter()
+        .find(|x| x.saml_name == "roles")
+        .map(|x| x.claim.clone());
+    assert_eq!(roles.as_deref(), Some(CLAIM));
+    assert_eq!(cfg.sps[0].entity_id, format!("urn:flex:{JQ}"));
+    assert_eq!(mode(&out.join("flexgate.env")), 0o600);
+    assert_eq!(mode(&out.join("certs/idp-key.pem")), 0o600);
+    let files_before: Vec<_> = ["flexgate.toml", "flexgate.env", "certs/idp-key.pem"]
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).expect("file"))
+        .collect();
+
+    let before = requests(&m).await.len();
+    let o = init(&m, &out, &[]);
+    assert_exit(&o, 0);
+    let t = text(&o);
+    assert!(t.contains("nothing to change"), "{t}");
+    assert!(!t.contains("create ") && !t.contains("update "), "{t}");
+    let reqs = requests(&m).await;
+    assert!(
+        writes(&reqs[before..]).is_empty(),
+        "second run wrote: {:?}",
+        &reqs[before..]
+    );
+    let files_after: Vec<_> = ["flexgate.toml", "flexgate.env", "certs/idp-key.pem"]
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).expect("file"))
+        .collect();
+    assert_eq!(files_before, files_after, "files untouched");
+}
+
+#[tokio::test]
+async fn client_credentials_work_as_well_as_a_token() {
+    let m = stand_in(json!({}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(env!("CARGO_BIN_EXE_flexgate"))
+        .args([
+            "init",
+            "--auth0-domain",
+            DOMAIN,
+            "--public-url",
+            PUBLIC,
+            "--flex-connection",
+            JQ,
+        ])
+        .args(["--management-url", &m.url, "--dry-run", "--out"])
+        .arg(dir.path())
+        .env("AUTH0_MGMT_CLIENT_ID", "m2m")
+        .env("AUTH0_MGMT_CLIENT_SECRET", "m2m-secret")
+        .env_remove("AUTH0_MGMT_TOKEN")
+        .output()
+        .expect("run");
+    assert_exit(&o, 0);
+    let reqs = requests(&m).await;
+    assert_eq!(
+        reqs.first().map(String::as_str),
+        Some("POST /oauth/token"),
+        "{reqs:?}"
+    );
+}
+
+#[tokio::test]
+async fn dry_run_prints_the_plan_and_changes_nothing() {
+    let m = stand_in(json!({"bindings": ["existing-a"]}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("deploy");
+    let o = init(&m, &out, &["--dry-run"]);
+    assert_exit(&o, 0);
+    let t = text(&o);
+    for want in [
+        "create     application \"flexgate\"",
+        "create     post-login Action",
+        "after the 1 Action(s) already there, kept in order: existing-a",
+        "flexgate.toml",
+        "dry run: nothing was changed",
+    ] {
+        assert!(t.contains(want), "{want:?} in:\n{t}");
+    }
+    let reqs = requests(&m).await;
+    assert!(!reqs.is_empty());
+    assert!(writes(&reqs).is_empty(), "dry run wrote: {reqs:?}");
+    assert!(!out.exists(), "dry run created {}", out.display());
+    assert_eq!(bound(&m).await, ["existing-a"]);
+}
+
+#[tokio::test]
+async fn drift_is_repaired_and_said() {
+    let m = stand_in(json!({"bindings": ["existing-a"]}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().to_path_buf();
+    assert_exit(&init(&m, &out, &[]), 0);
+    let client_id = app(&m).await["client_id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let action_id = action(&m).await["id"].as_str().unwrap_or("").to_string();
+    let ours = flexgate::check::action_snippet(CLAIM);
+
+    // 1. A callback removed in the dashboard (another one added): ours comes back, theirs stays.
+    api(
+        &m,
+        "PATCH",
+        &format!("/api/v2/clients/{client_id}"),
+        Some(json!({"callbacks": ["https://other.example.com/cb"]})),
+    )
+    .await;
+    let before = requests(&m).await.len();
+    let o = init(&m, &out, &[]);
+    assert_exit(&o, 0);
+    assert!(
+        text(&o).contains(&format!("callbacks: add {CALLBACK} (keeping 1 other(s))")),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        app(&m).await["callbacks"],
+        json!(["https://other.example.com/cb", CALLBACK])
+    );
+    let reqs = requests(&m).await;
+    assert_eq!(
+        writes(&reqs[before..]),
+        [&format!("PATCH /api/v2/clients/{client_id}")]
+    );
+
+    // 2. The Action's code edited (saved, not deployed): replaced and deployed again.
+    api(
+        &m,
+        "PATCH",
+        &format!("/api/v2/actions/actions/{action_id}"),
+        Some(json!({"code": "exports.onExecutePostLogin = async () => {};"})),
+    )
+    .await;
+    let before = requests(&m).await.len();
+    let o = init(&m, &out, &[]);
+    assert_exit(&o, 0);
+    assert!(
+        text(&o).contains("code: differs from flexgate's"),
+        "{}",
+        text(&o)
+    );
+    let act = action(&m).await;
+    assert_eq!(act["code"].as_str(), Some(ours.as_str()));
+    assert_eq!(
+        act["deployed_version"]["code"].as_str(),
+        Some(ours.as_str())
+    );
+    let reqs = requests(&m).await;
+    let w: Vec<String> = writes(&reqs[before..]).into_iter().cloned().collect();
+    assert_eq!(
+        w,
+        [
+            format!("PATCH /api/v2/actions/actions/{action_id}"),
+            format!("POST /api/v2/actions/actions/{action_id}/deploy")
+        ]
+    );
+
+    // 3. Unbound from the Login flow: bound again after the others.
+    let a_id = api(
+        &m,
+        "GET",
+        "/api/v2/actions/actions?actionName=existing-a",
+        None,
+    )
+    .await["actions"][0]["id"]
+        .clone();
+    api(&m, "PATCH", "/api/v2/actions/triggers/post-login/bindings", Some(json!({"bindings": [{"ref": {"type": "action_id", "value": a_id}, "display_name": "existing-a"}]}))).await;
+    assert_eq!(bound(&m).await, ["existing-a"]);
+    let o = init(&m, &out, &[]);
+    assert_exit(&o, 0);
+    assert!(
+        text(&o).contains(
+            "bound Action \"flexgate-flex-roles\" into the Login flow after 1 existing binding(s)"
+        ),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(bound(&m).await, ["existing-a", ACTION]);
+}
+
+#[tokio::test]
+async fn existing_bindings_are_kept_in_order_across_pages() {
+    let names = ["one", "two", "three", "four", "five"];
+    let m = stand_in(json!({"bindings": names, "bindings_per_page_max": 2}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_exit(&init(&m, dir.path(), &[]), 0);
+    let mut want: Vec<&str> = names.to_vec();
+    want.push(ACTION);
+    assert_eq!(bound(&m).await, want);
+}
+
+#[tokio::test]
+async fn existing_files_are_not_replaced_without_force() {
+    let m = stand_in(json!({}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("flexgate.toml");
+    std::fs::write(&config, "# mine\n").expect("write");
+    let o = init(&m, dir.path(), &[]);
+    assert_exit(&o, 2);
+    assert!(text(&o).contains("--force"), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(&config).expect("read"), "# mine\n");
+    assert!(
+        writes(&requests(&m).await).is_empty(),
+        "refused, yet the tenant was changed"
+    );
+
+    assert_exit(&init(&m, dir.path(), &["--force"]), 0);
+    load_written(dir.path());
+}
+
+#[tokio::test]
+async fn missing_credentials_or_scopes_exit_2_naming_them() {
+    let m = stand_in(json!({}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(env!("CARGO_BIN_EXE_flexgate"))
+        .args([
+            "init",
+            "--auth0-domain",
+            DOMAIN,
+            "--public-url",
+            PUBLIC,
+            "--flex-connection",
+            JQ,
+        ])
+        .args(["--management-url", &m.url, "--out"])
+        .arg(dir.path())
+        .env_remove("AUTH0_MGMT_CLIENT_ID")
+        .env_remove("AUTH0_MGMT_CLIENT_SECRET")
+        .env_remove("AUTH0_MGMT_TOKEN")
+        .output()
+        .expect("run");
+    assert_exit(&o, 2);
+    let t = text(&o);
+    for var in [
+        "AUTH0_MGMT_CLIENT_ID",
+        "AUTH0_MGMT_CLIENT_SECRET",
+        "AUTH0_MGMT_TOKEN",
+    ] {
+        assert!(t.contains(var), "{var} in {t}");
+    }
+    assert!(requests(&m).await.is_empty());
+
+    let m = stand_in(json!({"scope": "read:clients read:actions"}));
+    let o = init(&m, dir.path(), &[]);
+    assert_exit(&o, 2);
+    assert!(
+        text(&o).contains("lack the scope(s) create:clients"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[tokio::test]
+async fn a_failed_build_is_reported_and_nothing_is_bound() {
+    let m = stand_in(json!({"build_fails": true, "bindings": ["existing-a"]}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = init(&m, dir.path(), &[]);
+    assert_exit(&o, 1);
+    assert!(text(&o).contains("did not build"), "{}", text(&o));
+    assert_eq!(bound(&m).await, ["existing-a"]);
+}
