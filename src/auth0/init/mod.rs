@@ -5,6 +5,7 @@
 //! key pair. Objects are found by name: a second run changes nothing, and repairs drift.
 
 pub mod api;
+mod apply;
 pub mod files;
 pub mod plan;
 pub mod tenant;
@@ -14,7 +15,6 @@ use plan::{ActionPlan, ActionState, AppPlan, AppState, Binding, BindingPlan, Cha
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The Management API calls `init` makes: JSON in, JSON out, paths under the tenant's base URL.
 #[async_trait::async_trait]
@@ -204,7 +204,7 @@ pub async fn read(
 }
 
 /// The config text once the plan is applied (`None` while the client id is unknown).
-fn config_for(d: &Desired, o: &InitOptions, client_id: &str, method: &str) -> String {
+pub(super) fn config_for(d: &Desired, o: &InitOptions, client_id: &str, method: &str) -> String {
     files::config_text(&files::ConfigValues {
         domain: &d.domain,
         public_url: &d.public_url,
@@ -312,161 +312,6 @@ pub fn render_plan(out: &mut dyn Write, p: &Plan, d: &Desired, o: &InitOptions) 
     );
 }
 
-/// Refuses to replace files without `--force`, before anything is changed.
-fn check_files(p: &Plan, o: &InitOptions) -> Result<(), InitError> {
-    let mut clash = Vec::new();
-    if p.config == FileChange::Replace {
-        clash.push(o.out.join(files::CONFIG));
-    }
-    if p.env == FileChange::Replace {
-        clash.push(o.out.join(ENV));
-    }
-    if clash.is_empty() || o.force {
-        return Ok(());
-    }
-    let names: Vec<String> = clash.iter().map(|c| c.display().to_string()).collect();
-    Err(InitError::Usage(format!(
-        "{} exist(s) with other contents than `flexgate init` would write; nothing was changed. Pass --force to replace them, or --out another folder",
-        names.join(" and ")
-    )))
-}
-
-const BUILD_LIMIT: Duration = Duration::from_secs(120);
-
-/// Creates or updates the application; returns its client id and (when known) secret.
-async fn apply_app(
-    api: &dyn MgmtApi,
-    p: &AppPlan,
-    cur: &Current,
-    out: &mut dyn Write,
-) -> Result<(String, Option<String>), InitError> {
-    let known = cur.secret.as_ref().and_then(|s| s.as_ref().ok()).cloned();
-    match (&p.change, &p.body, &cur.app) {
-        (Change::Create, Some(body), _) => {
-            let v = api.post("/api/v2/clients", body).await?;
-            let id = v
-                .get("client_id")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let secret = v.get("client_secret").and_then(Value::as_str);
-            if id.is_empty() || secret.is_none() {
-                return Err(InitError::Api(
-                    "the tenant created the application but did not return its client id and secret; see Applications in the dashboard".into(),
-                ));
-            }
-            let _ = writeln!(out, "created application (client id {id})");
-            Ok((id.to_string(), secret.map(str::to_string)))
-        }
-        (Change::Update(diffs), Some(body), Some(app)) => {
-            let path = format!("/api/v2/clients/{}", app.client_id);
-            api.patch(&path, body).await?;
-            let _ = writeln!(out, "updated application: {}", diffs.join("; "));
-            Ok((app.client_id.clone(), known))
-        }
-        (_, _, Some(app)) => Ok((app.client_id.clone(), known)),
-        _ => Err(InitError::Api("no application to update".into())),
-    }
-}
-
-/// Creates or updates the Action, waits for its build, deploys it; returns its id.
-async fn apply_action(
-    api: &dyn MgmtApi,
-    p: &ActionPlan,
-    d: &Desired,
-    cur: &Current,
-    out: &mut dyn Write,
-) -> Result<String, InitError> {
-    let id = match (&p.body, &cur.action) {
-        (Some(body), None) => {
-            let v = api.post("/api/v2/actions/actions", body).await?;
-            let id = v.get("id").and_then(Value::as_str).unwrap_or_default();
-            if id.is_empty() {
-                return Err(InitError::Api(
-                    "the tenant created the Action but returned no id".into(),
-                ));
-            }
-            let _ = writeln!(out, "created Action {:?}", d.action_name);
-            id.to_string()
-        }
-        (Some(body), Some(a)) => {
-            api.patch(&format!("/api/v2/actions/actions/{}", a.id), body)
-                .await?;
-            let _ = writeln!(out, "updated Action {:?}", d.action_name);
-            a.id.clone()
-        }
-        (None, Some(a)) => a.id.clone(),
-        (None, None) => return Err(InitError::Api("no Action to deploy".into())),
-    };
-    if p.deploy {
-        tenant::wait_built(api, &id, &d.action_name, BUILD_LIMIT).await?;
-        let n = tenant::deploy(api, &id).await?;
-        let version = n.map(|n| format!(" (version {n})")).unwrap_or_default();
-        let _ = writeln!(out, "deployed Action {:?}{version}", d.action_name);
-    }
-    Ok(id)
-}
-
-/// Binds the Action after the bindings there now (read again just before the change).
-async fn apply_binding(
-    api: &dyn MgmtApi,
-    d: &Desired,
-    action_id: &str,
-    out: &mut dyn Write,
-) -> Result<bool, InitError> {
-    let now = tenant::bindings(api).await?;
-    let p = plan::plan_binding(&now, &d.action_name, Some(action_id));
-    let Some(list) = p.bindings else {
-        return Ok(false);
-    };
-    let mut expect: Vec<String> = now.iter().map(|b| b.action_id.clone()).collect();
-    expect.push(action_id.to_string());
-    tenant::set_bindings(api, list, &expect).await?;
-    let _ = writeln!(
-        out,
-        "bound Action {:?} into the Login flow after {} existing binding(s), kept in order",
-        d.action_name,
-        now.len()
-    );
-    Ok(true)
-}
-
-/// Writes the files the plan calls for (replacing only what `check_files` allowed).
-fn apply_files(
-    p: &Plan,
-    d: &Desired,
-    o: &InitOptions,
-    applied: &Applied,
-    out: &mut dyn Write,
-) -> Result<(), InitError> {
-    if p.keys {
-        let (k, c) = files::write_keys(&o.out, &format!("flexgate SAML signing ({})", d.domain))?;
-        let _ = writeln!(out, "wrote {} (mode 0600) and {}", k.display(), c.display());
-    }
-    if p.config != FileChange::Unchanged {
-        let path = o.out.join(files::CONFIG);
-        let text = config_for(d, o, &applied.client_id, applied.method);
-        files::write(&path, &text, 0o644, o.force)?;
-        let _ = writeln!(out, "wrote {}", path.display());
-    }
-    if p.env != FileChange::Unchanged {
-        let path = o.out.join(ENV);
-        let secret = applied.secret.as_deref().ok_or_else(|| InitError::Scope {
-            scopes: "read:client_keys".into(),
-            message: format!("the client secret for {} is unknown", path.display()),
-        })?;
-        files::write(&path, &files::env_text(secret), 0o600, o.force)?;
-        let _ = writeln!(out, "wrote {} (mode 0600)", path.display());
-    }
-    Ok(())
-}
-
-/// What applying the tenant steps produced.
-struct Applied {
-    client_id: String,
-    secret: Option<String>,
-    method: &'static str,
-}
-
 /// Prints what to paste into Flex Console, from the files as they now are (as `check` does).
 fn print_flex_console(o: &InitOptions, out: &mut dyn Write) -> Result<(), InitError> {
     let path = o.out.join(files::CONFIG);
@@ -509,7 +354,7 @@ pub async fn run(
     let cur = read(api, &d, &o.app_name, &o.out.join(ENV)).await?;
     let p = make_plan(&d, o, &cur)?;
     render_plan(out, &p, &d, o);
-    check_files(&p, o)?;
+    apply::check_files(&p, o)?;
     if o.dry_run {
         let _ = writeln!(out, "dry run: nothing was changed");
         return Ok(p);
@@ -523,15 +368,15 @@ pub async fn run(
     }
     let method = plan::planned_auth_method(cur.app.as_ref());
     if p.changes() > 0 {
-        let (client_id, secret) = apply_app(api, &p.app, &cur, out).await?;
-        let action_id = apply_action(api, &p.action, &d, &cur, out).await?;
-        apply_binding(api, &d, &action_id, out).await?;
-        let applied = Applied {
+        let (client_id, secret) = apply::apply_app(api, &p.app, &cur, out).await?;
+        let action_id = apply::apply_action(api, &p.action, &d, &cur, out).await?;
+        apply::apply_binding(api, &d, &action_id, out).await?;
+        let applied = apply::Applied {
             client_id,
             secret,
             method,
         };
-        apply_files(&p, &d, o, &applied, out)?;
+        apply::apply_files(&p, &d, o, &applied, out)?;
         let _ = writeln!(out, "done: {} change(s)", p.changes());
     }
     print_flex_console(o, out)?;
