@@ -475,3 +475,42 @@ async fn a_failed_build_is_reported_and_nothing_is_bound() {
     assert!(text(&o).contains("did not build"), "{}", text(&o));
     assert_eq!(bound(&m).await, ["existing-a"]);
 }
+
+#[tokio::test]
+async fn without_read_client_keys_an_existing_app_needs_the_env_file_or_stops_before_any_change() {
+    let app = json!({"name": "flexgate", "app_type": "regular_web", "callbacks": [CALLBACK],
+                     "grant_types": ["authorization_code"], "token_endpoint_auth_method": "client_secret_post"});
+    let scope =
+        "read:clients create:clients update:clients read:actions create:actions update:actions";
+    let m = stand_in(json!({"scope": scope, "clients": [app]}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = init(&m, dir.path(), &[]);
+    assert_exit(&o, 2);
+    assert!(text(&o).contains("read:client_keys"), "{}", text(&o));
+    assert!(
+        writes(&requests(&m).await).is_empty(),
+        "stopped, yet the tenant was changed"
+    );
+    assert!(!dir.path().join("flexgate.toml").exists());
+
+    // With flexgate.env already there it is kept (not compared), and the rest is set up.
+    std::fs::write(
+        dir.path().join("flexgate.env"),
+        "FLEXGATE_CLIENT_SECRET=kept\n",
+    )
+    .expect("write");
+    let o = init(&m, dir.path(), &[]);
+    assert_exit(&o, 0);
+    assert!(
+        text(&o).contains("not compared: the token lacks read:client_keys"),
+        "{}",
+        text(&o)
+    );
+    let cfg = load_written(dir.path());
+    assert_eq!(cfg.upstream.client_secret.expose(), "kept");
+    assert_eq!(
+        cfg.upstream.token_auth_method,
+        Some(flexgate::config::TokenAuthMethod::ClientSecretPost)
+    );
+    assert_eq!(bound(&m).await, [ACTION]);
+}
