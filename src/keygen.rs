@@ -78,7 +78,8 @@ pub fn generate(
     Ok((key, b.build()))
 }
 
-fn write_file(path: &Path, data: &[u8], mode: u32, force: bool) -> Result<(), KeygenError> {
+/// Writes `data` to `path` with `mode`: a new file, or (with `force`) replacing one.
+pub fn write_file(path: &Path, data: &[u8], mode: u32, force: bool) -> Result<(), KeygenError> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true);
     if force {

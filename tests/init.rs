@@ -51,6 +51,14 @@ fn text(o: &Output) -> String {
 }
 
 #[track_caller]
+fn assert_says(o: &Output, wants: &[&str]) {
+    let t = text(o);
+    for want in wants {
+        assert!(t.contains(want), "{want:?} in:\n{t}");
+    }
+}
+
+#[track_caller]
 fn assert_exit(o: &Output, want: i32) {
     assert_eq!(
         o.status.code(),
@@ -175,17 +183,17 @@ async fn first_run_sets_up_everything_and_a_second_run_writes_nothing() {
 
     let o = init(&m, &out, &[]);
     assert_exit(&o, 0);
-    let t = text(&o);
-    for want in [
-        "create     application",
-        "create     post-login Action",
-        "update     Login flow binding",
-        "deployed Action",
-        "Identity Provider Issuer",
-        "BEGIN CERTIFICATE",
-    ] {
-        assert!(t.contains(want), "{want:?} in:\n{t}");
-    }
+    assert_says(
+        &o,
+        &[
+            "create     application",
+            "create     post-login Action",
+            "update     Login flow binding",
+            "deployed Action",
+            "Identity Provider Issuer",
+            "BEGIN CERTIFICATE",
+        ],
+    );
 
     let a = app(&m).await;
     assert_eq!(a["app_type"], "regular_web");
@@ -283,16 +291,16 @@ async fn dry_run_prints_the_plan_and_changes_nothing() {
     let out = dir.path().join("deploy");
     let o = init(&m, &out, &["--dry-run"]);
     assert_exit(&o, 0);
-    let t = text(&o);
-    for want in [
-        "create     application \"flexgate\"",
-        "create     post-login Action",
-        "after the 1 Action(s) already there, kept in order: existing-a",
-        "flexgate.toml",
-        "dry run: nothing was changed",
-    ] {
-        assert!(t.contains(want), "{want:?} in:\n{t}");
-    }
+    assert_says(
+        &o,
+        &[
+            "create     application \"flexgate\"",
+            "create     post-login Action",
+            "after the 1 Action(s) already there, kept in order: existing-a",
+            "flexgate.toml",
+            "dry run: nothing was changed",
+        ],
+    );
     let reqs = requests(&m).await;
     assert!(!reqs.is_empty());
     assert!(writes(&reqs).is_empty(), "dry run wrote: {reqs:?}");

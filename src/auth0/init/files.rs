@@ -137,33 +137,10 @@ pub fn write_keys(dir: &Path, common_name: &str) -> Result<(PathBuf, PathBuf), I
 
 /// Writes `text` to `path` with `mode` (created, or replaced when `replace`).
 pub fn write(path: &Path, text: &str, mode: u32, replace: bool) -> Result<(), InitError> {
-    use std::io::Write;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| InitError::Io(dir.to_path_buf(), e))?;
     }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true);
-    if replace {
-        opts.create(true).truncate(true);
-    } else {
-        opts.create_new(true);
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(mode);
-    }
-    let mut f = opts
-        .open(path)
-        .map_err(|e| InitError::Io(path.to_path_buf(), e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| InitError::Io(path.to_path_buf(), e))?;
-    }
-    f.write_all(text.as_bytes())
-        .map_err(|e| InitError::Io(path.to_path_buf(), e))
+    crate::keygen::write_file(path, text.as_bytes(), mode, replace).map_err(InitError::Keygen)
 }
 
 #[cfg(test)]
