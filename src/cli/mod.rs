@@ -6,6 +6,7 @@
 
 mod check;
 mod demo;
+mod init;
 mod keygen;
 mod metadata;
 mod serve;
@@ -41,6 +42,9 @@ pub enum Command {
     Verify(verify::Args),
     /// Print the IdP metadata XML.
     Metadata(metadata::Args),
+    /// Set up Auth0 through its Management API (application, roles Action, Login flow) and write
+    /// flexgate.toml, flexgate.env and the signing key.
+    Init(init::Args),
 }
 
 impl Command {
@@ -53,6 +57,7 @@ impl Command {
             Command::Check(args) => check::run(args),
             Command::Verify(args) => verify::run(args),
             Command::Metadata(args) => metadata::run(args),
+            Command::Init(args) => init::run(args),
         }
     }
 }
