@@ -28,7 +28,8 @@ fn stand_in(extra: Value) -> Mgmt {
     Mgmt::start(cfg)
 }
 
-fn init(m: &Mgmt, out: &Path, extra: &[&str]) -> Output {
+/// `flexgate init` against the stand-in, with no Management API credentials in its environment.
+fn command(m: &Mgmt, out: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_flexgate"));
     c.args(["init", "--auth0-domain", DOMAIN, "--public-url", PUBLIC])
         .args(["--flex-connection", JQ, "--management-url", &m.url])
@@ -37,9 +38,17 @@ fn init(m: &Mgmt, out: &Path, extra: &[&str]) -> Output {
         .args(extra)
         .env_remove("AUTH0_MGMT_CLIENT_ID")
         .env_remove("AUTH0_MGMT_CLIENT_SECRET")
-        .env("AUTH0_MGMT_TOKEN", TOKEN)
+        .env_remove("AUTH0_MGMT_TOKEN")
         .env_remove("FLEXGATE_LOG");
-    c.output().expect("run flexgate init")
+    c
+}
+
+/// `flexgate init` with a Management API token.
+fn init(m: &Mgmt, out: &Path, extra: &[&str]) -> Output {
+    command(m, out, extra)
+        .env("AUTH0_MGMT_TOKEN", TOKEN)
+        .output()
+        .expect("run flexgate init")
 }
 
 fn text(o: &Output) -> String {
@@ -258,21 +267,9 @@ async fn first_run_sets_up_everything_and_a_second_run_writes_nothing() {
 async fn client_credentials_work_as_well_as_a_token() {
     let m = stand_in(json!({}));
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = Command::new(env!("CARGO_BIN_EXE_flexgate"))
-        .args([
-            "init",
-            "--auth0-domain",
-            DOMAIN,
-            "--public-url",
-            PUBLIC,
-            "--flex-connection",
-            JQ,
-        ])
-        .args(["--management-url", &m.url, "--dry-run", "--out"])
-        .arg(dir.path())
+    let o = command(&m, dir.path(), &["--dry-run"])
         .env("AUTH0_MGMT_CLIENT_ID", "m2m")
         .env("AUTH0_MGMT_CLIENT_SECRET", "m2m-secret")
-        .env_remove("AUTH0_MGMT_TOKEN")
         .output()
         .expect("run");
     assert_exit(&o, 0);
@@ -436,23 +433,7 @@ async fn existing_files_are_not_replaced_without_force() {
 async fn missing_credentials_or_scopes_exit_2_naming_them() {
     let m = stand_in(json!({}));
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = Command::new(env!("CARGO_BIN_EXE_flexgate"))
-        .args([
-            "init",
-            "--auth0-domain",
-            DOMAIN,
-            "--public-url",
-            PUBLIC,
-            "--flex-connection",
-            JQ,
-        ])
-        .args(["--management-url", &m.url, "--out"])
-        .arg(dir.path())
-        .env_remove("AUTH0_MGMT_CLIENT_ID")
-        .env_remove("AUTH0_MGMT_CLIENT_SECRET")
-        .env_remove("AUTH0_MGMT_TOKEN")
-        .output()
-        .expect("run");
+    let o = command(&m, dir.path(), &[]).output().expect("run");
     assert_exit(&o, 2);
     let t = text(&o);
     for var in [
