@@ -36,7 +36,7 @@ pub enum InitError {
     Api(String),
     #[error("the Action {name:?} did not build ({status}); open it in the dashboard (Actions → Library) to see why, then run `flexgate init` again")]
     Build { name: String, status: String },
-    #[error("cannot write {0}: {1}")]
+    #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
     #[error(transparent)]
     Keygen(crate::keygen::KeygenError),

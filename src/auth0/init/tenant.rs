@@ -7,6 +7,8 @@ use super::{InitError, MgmtApi};
 use serde_json::Value;
 use std::time::Duration;
 
+/// Auth0's official SDKs ask for 50 a page (auth0.net and auth0-PHP
+/// `ListActionTriggerBindingsRequestParameters`: `PerPage = 50`).
 const PER_PAGE: usize = 50;
 const CLIENT_FIELDS: &str =
     "client_id,name,app_type,callbacks,grant_types,token_endpoint_auth_method";
