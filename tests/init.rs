@@ -503,3 +503,25 @@ async fn without_read_client_keys_an_existing_app_needs_the_env_file_or_stops_be
     );
     assert_eq!(bound(&m).await, [ACTION]);
 }
+
+#[tokio::test]
+async fn bad_options_exit_2_before_any_call() {
+    let m = stand_in(json!({}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |domain: &str, jq: &str| {
+        Command::new(env!("CARGO_BIN_EXE_flexgate"))
+            .args(["init", "--auth0-domain", domain, "--public-url", PUBLIC])
+            .args(["--flex-connection", jq, "--management-url", &m.url, "--out"])
+            .arg(dir.path())
+            .env("AUTH0_MGMT_TOKEN", TOKEN)
+            .output()
+            .expect("run")
+    };
+    let o = run(DOMAIN, "JQ123");
+    assert_exit(&o, 2);
+    assert_says(&o, &["sp[0].flex_connection", "JQ123"]);
+    let o = run("https://example.us.auth0.com/x y", JQ);
+    assert_exit(&o, 2);
+    assert_says(&o, &["is not a tenant domain"]);
+    assert!(requests(&m).await.is_empty());
+}

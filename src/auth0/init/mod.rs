@@ -382,3 +382,35 @@ pub async fn run(
     print_flex_console(o, out)?;
     Ok(p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_domains_as_pasted() {
+        for ok in [
+            "example.us.auth0.com",
+            "https://Example.us.auth0.com/",
+            " a-b.eu.auth0.com",
+        ] {
+            assert!(tenant_domain(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            tenant_domain("https://Example.us.auth0.com/")
+                .ok()
+                .as_deref(),
+            Some("example.us.auth0.com")
+        );
+        for bad in [
+            "",
+            "https://",
+            "example.com/path",
+            "http://x.auth0.com",
+            "a b",
+        ] {
+            let e = tenant_domain(bad).expect_err(bad);
+            assert_eq!(e.exit_code(), 2);
+        }
+    }
+}
