@@ -416,9 +416,22 @@ async fn existing_files_are_not_replaced_without_force() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("flexgate.toml");
     std::fs::write(&config, "# mine\n").expect("write");
+    std::fs::write(
+        dir.path().join("flexgate.env"),
+        "FLEXGATE_CLIENT_SECRET=old\n",
+    )
+    .expect("write");
     let o = init(&m, dir.path(), &[]);
     assert_exit(&o, 2);
-    assert!(text(&o).contains("--force"), "{}", text(&o));
+    assert_says(
+        &o,
+        &[
+            "replace    ",
+            "flexgate.env (mode 0600; exists with other contents: pass --force to replace it)",
+            "flexgate.toml (exists with other contents: pass --force to replace it)",
+            "nothing was changed. Pass --force",
+        ],
+    );
     assert_eq!(std::fs::read_to_string(&config).expect("read"), "# mine\n");
     assert!(
         writes(&requests(&m).await).is_empty(),

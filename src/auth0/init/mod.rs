@@ -203,7 +203,7 @@ pub async fn read(
     })
 }
 
-/// The config text once the plan is applied (`None` while the client id is unknown).
+/// The config text for the application `client_id` using token method `method`.
 pub(super) fn config_for(d: &Desired, o: &InitOptions, client_id: &str, method: &str) -> String {
     files::config_text(&files::ConfigValues {
         domain: &d.domain,
@@ -283,12 +283,14 @@ pub fn render_plan(out: &mut dyn Write, p: &Plan, d: &Desired, o: &InitOptions) 
     );
     step(out, &p.binding.change, "Login flow binding");
     let file = |out: &mut dyn Write, c: &FileChange, path: PathBuf, note: Option<&str>| {
-        let extra = match (c, note) {
-            (_, Some(n)) => format!(" ({n})"),
-            (FileChange::Replace, _) if !o.force => {
-                " (exists with other contents: pass --force to replace it)".to_string()
-            }
-            _ => String::new(),
+        let mut notes: Vec<&str> = note.into_iter().collect();
+        if *c == FileChange::Replace && !o.force {
+            notes.push("exists with other contents: pass --force to replace it");
+        }
+        let extra = if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", notes.join("; "))
         };
         let _ = writeln!(out, "  {:<10} {}{extra}", c.verb(), path.display());
     };
