@@ -2,7 +2,7 @@
 //! with a bounded graceful shutdown on SIGTERM/SIGINT, configuration and key reload on SIGHUP
 //! (a bad new configuration is refused and the running one kept), and optional TLS.
 
-use crate::clock::{RandomIds, SystemClock};
+use crate::clock::{Clock, RandomIds, SystemClock};
 use crate::config::{keys, Config, ConfigError, StoreConfig};
 use crate::login::Idp;
 use crate::metrics::Metrics;
@@ -62,7 +62,9 @@ pub fn build_idp(
     metrics: Arc<Metrics>,
 ) -> Result<Idp, ServeError> {
     let keys = keys::load(&config)?;
-    let upstream = Upstream::new(config.upstream.clone(), config.callback_url())?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let upstream = Upstream::new(config.upstream.clone(), config.callback_url())?
+        .with_clock(clock.clone(), config.idp.clock_skew);
     upstream.set_metrics(metrics.clone());
     let management = match &config.upstream.management {
         Some(m) => {
@@ -84,7 +86,7 @@ pub fn build_idp(
         management,
         store,
         metrics,
-        clock: Arc::new(SystemClock),
+        clock,
         ids: Arc::new(RandomIds),
     })
 }

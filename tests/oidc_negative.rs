@@ -1034,6 +1034,41 @@ async fn discovery_recovers_when_the_upstream_comes_up_later() {
     assert_eq!(op.discovery_fetches(), 2);
 }
 
+#[tokio::test]
+async fn the_injected_clock_and_skew_decide_token_expiry() {
+    let op = Hostile::start().await;
+    let exp = now() - 3600; // an hour past, by the real clock
+    let t = op.key.rs256(&with(op.claims(), |c| {
+        c.insert("iat".into(), json!(exp - 300));
+        c.insert("exp".into(), json!(exp));
+    }));
+    let at = |secs: i64| -> Arc<dyn flexgate::clock::Clock> {
+        Arc::new(flexgate::clock::FixedClock(
+            chrono::DateTime::from_timestamp(secs, 0).expect("a time"),
+        ))
+    };
+    let up = |clock, skew_secs| {
+        op.upstream()
+            .with_clock(clock, Duration::from_secs(skew_secs))
+    };
+    // Before exp by the injected clock: valid, whatever the real time.
+    let claims = up(at(exp - 10), 0)
+        .verify_id_token(&t, NONCE)
+        .await
+        .expect("not expired at the injected time");
+    assert_eq!(claims["sub"], "agent1");
+    // 5 s after exp: idp.clock_skew_secs decides.
+    assert!(up(at(exp + 5), 10).verify_id_token(&t, NONCE).await.is_ok());
+    let e = up(at(exp + 5), 2).verify_id_token(&t, NONCE).await;
+    assert_eq!(id_err(e.unwrap_err()), IdTokenError::Expired);
+    // Issued "in the future" relative to a clock set back.
+    let e = up(at(exp - 400), 30).verify_id_token(&t, NONCE).await;
+    assert_eq!(
+        id_err(e.unwrap_err()),
+        IdTokenError::IssuedInFuture(exp - 300)
+    );
+}
+
 // ------------------------------------------------------------------ through flexgate serve
 
 /// flexgate's log writer is non-blocking: a line may land just after the response.
@@ -1297,4 +1332,55 @@ async fn userinfo_is_fetched_only_when_a_mapped_claim_is_missing() {
         .await
         .expect("merged");
     assert_eq!(auth.claims["dept"], "sales");
+}
+
+/// `/readyz` is public: while the JWKS fetch fails, a flood of probes (concurrent and in a row)
+/// costs the upstream a bounded number of fetches (answers are reused for 2 s, and a failed
+/// fetch is not repeated for `retry_after`, 2 s), not one per probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_probes_are_not_an_upstream_amplifier() {
+    let op = Hostile::start().await;
+    *op.st.jwks.lock() = json!("not a JWK set");
+    let issuer = op.issuer.clone();
+    let fg = tokio::task::block_in_place(|| {
+        Flexgate::start(free_port(), &issuer, CLIENT_SECRET, &default_sps(), "")
+    });
+    let (jwks0, discovery0) = (op.jwks_fetches(), op.discovery_fetches());
+    let url = format!("{}/readyz", fg.base);
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let probe = |c: reqwest::Client, u: String| async move {
+        let r = c.get(u).send().await.expect("readyz answers");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    };
+    let flood: Vec<_> = (0..50)
+        .map(|_| tokio::spawn(probe(client.clone(), url.clone())))
+        .collect();
+    for p in flood {
+        let (status, body) = p.await.unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("not a JWK set"), "{body}");
+    }
+    for _ in 0..50 {
+        assert_eq!(probe(client.clone(), url.clone()).await.0, 503);
+    }
+    let windows = started.elapsed().as_secs() as usize / 2 + 1;
+    let jwks = op.jwks_fetches() - jwks0;
+    assert!(
+        jwks <= windows,
+        "100 probes in {:?} fetched the JWKS {jwks} times",
+        started.elapsed()
+    );
+    assert_eq!(op.discovery_fetches(), discovery0, "discovery stays cached");
+
+    // Control: once the JWKS is good again, readiness recovers.
+    op.set_jwks(vec![op.key.jwk(Some("RS256"))]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if probe(client.clone(), url.clone()).await.0 == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "readiness did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

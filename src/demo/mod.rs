@@ -9,7 +9,7 @@
 pub mod flex_standin;
 pub mod issuer;
 
-use crate::clock::{random_token, RandomIds, SystemClock};
+use crate::clock::{random_token, Clock, RandomIds, SystemClock};
 use crate::config::keys::{describe_cert, KeyMaterial};
 use crate::config::Config;
 use crate::login::Idp;
@@ -87,7 +87,10 @@ pub fn idp(base: &str, client_secret: &str) -> Result<Idp, DemoError> {
         next_cert: None,
         request_keys: Default::default(),
     };
-    let upstream = Upstream::new(config.upstream.clone(), config.callback_url()).map_err(setup)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let upstream = Upstream::new(config.upstream.clone(), config.callback_url())
+        .map_err(setup)?
+        .with_clock(clock.clone(), config.idp.clock_skew);
     let metrics = Arc::new(crate::metrics::Metrics::new().map_err(setup)?);
     upstream.set_metrics(metrics.clone());
     Ok(Idp {
@@ -96,7 +99,7 @@ pub fn idp(base: &str, client_secret: &str) -> Result<Idp, DemoError> {
         upstream: Arc::new(upstream),
         management: None,
         metrics,
-        clock: Arc::new(SystemClock),
+        clock,
         ids: Arc::new(RandomIds),
         config: Arc::new(config),
     })

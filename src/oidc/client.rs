@@ -4,6 +4,7 @@
 use super::discovery::{self, ProviderMetadata};
 use super::id_token::{self, Expected, IdTokenError, JwksCache};
 use super::OidcError;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{TokenAuthMethod, UpstreamConfig};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -101,10 +102,20 @@ pub struct Upstream {
     jwks_lock: tokio::sync::Mutex<()>,
     /// When the last JWKS fetch ended, and why it failed (if it did).
     jwks_last_fetch: RwLock<Option<(Instant, Option<JwksFailure>)>>,
-    /// The least time between two discovery attempts after a failure.
+    /// The least time between two discovery (or JWKS) attempts after a failure.
     pub retry_after: Duration,
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// "Now" for ID-token time checks.
+    clock: Arc<dyn Clock>,
+    /// How far `exp`, `nbf` and `iat` may be off.
+    leeway: Duration,
 }
+
+/// The ID-token leeway until [`Upstream::with_clock`] sets `idp.clock_skew_secs`.
+const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+
+/// The least time between two JWKS fetches for unknown `kid`s.
+const JWKS_MIN_REFETCH: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -135,12 +146,21 @@ impl Upstream {
             http,
             state: RwLock::new(State::default()),
             discovery_lock: tokio::sync::Mutex::new(()),
-            jwks: RwLock::new(JwksCache::new(Duration::from_secs(60))),
+            jwks: RwLock::new(JwksCache::new(JWKS_MIN_REFETCH)),
             jwks_lock: tokio::sync::Mutex::new(()),
             jwks_last_fetch: RwLock::new(None),
             retry_after: Duration::from_secs(2),
             metrics: std::sync::OnceLock::new(),
+            clock: Arc::new(SystemClock),
+            leeway: DEFAULT_LEEWAY,
         })
+    }
+
+    /// Checks ID tokens against `clock`, allowing `leeway` (`idp.clock_skew_secs`).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>, leeway: Duration) -> Self {
+        self.clock = clock;
+        self.leeway = leeway;
+        self
     }
 
     /// Records upstream call latency in `m` from now on.
@@ -453,35 +473,11 @@ impl Upstream {
         let kid = jws.kid.clone();
         let mut jwk = self.jwks.read().find(kid.as_deref()).cloned();
         if jwk.is_none() {
-            let waiting_since = Instant::now();
-            let _guard = self.jwks_lock.lock().await;
+            self.refresh_jwks(&meta, |c| c.find(kid.as_deref()).is_none())
+                .await?;
             jwk = self.jwks.read().find(kid.as_deref()).cloned();
-            // A fetch that ended while this call waited for the lock answers for it too: without
-            // this, N logins behind a hanging JWKS endpoint would wait N timeouts in turn.
-            let fetched_meanwhile = self
-                .jwks_last_fetch
-                .read()
-                .as_ref()
-                .filter(|(at, _)| *at >= waiting_since)
-                .map(|(_, failure)| failure.clone());
-            match fetched_meanwhile {
-                Some(Some(failure)) if jwk.is_none() => return Err(failure.to_error()),
-                Some(_) => {}
-                None => {
-                    if jwk.is_none() && self.jwks.read().may_refetch(Instant::now()) {
-                        let r = self.fetch_jwks(&meta).await;
-                        *self.jwks_last_fetch.write() = Some((
-                            Instant::now(),
-                            r.as_ref().err().map(|e| JwksFailure::of(&meta.jwks_uri, e)),
-                        ));
-                        r?;
-                        jwk = self.jwks.read().find(kid.as_deref()).cloned();
-                    }
-                }
-            }
         }
         let jwk = jwk.ok_or_else(|| IdTokenError::UnknownKey(kid.clone().unwrap_or_default()))?;
-        let now = chrono::Utc::now().timestamp();
         Ok(id_token::verify(
             &jws,
             &jwk,
@@ -489,8 +485,8 @@ impl Upstream {
                 issuer: &self.cfg.issuer,
                 client_id: &self.cfg.client_id,
                 nonce,
-                now,
-                leeway: 60,
+                now: self.clock.now().timestamp(),
+                leeway: self.leeway.as_secs(),
             },
         )?)
     }
@@ -499,11 +495,45 @@ impl Upstream {
     pub async fn warm_up(&self) -> Result<Arc<ProviderMetadata>, OidcError> {
         let meta = self.metadata().await?;
         if self.jwks.read().is_empty() {
-            let _guard = self.jwks_lock.lock().await;
-            if self.jwks.read().is_empty() {
-                self.fetch_jwks(&meta).await?;
-            }
+            self.refresh_jwks(&meta, JwksCache::is_empty).await?;
         }
         Ok(meta)
+    }
+
+    /// Fetches the JWKS if `still_needed` after waiting for any fetch in flight, within the
+    /// limits that keep a flood of logins or probes from hammering the upstream: one fetch at a
+    /// time, and a fetch that ended while this call waited answers for it too (without this, N
+    /// logins behind a hanging JWKS endpoint would wait N timeouts in turn); a failure is
+    /// answered from memory for `retry_after`; a good set is refetched at most every
+    /// [`JwksCache::min_refetch`].
+    async fn refresh_jwks(
+        &self,
+        meta: &ProviderMetadata,
+        still_needed: impl Fn(&JwksCache) -> bool,
+    ) -> Result<(), OidcError> {
+        let waiting_since = Instant::now();
+        let _guard = self.jwks_lock.lock().await;
+        if !still_needed(&self.jwks.read()) {
+            return Ok(());
+        }
+        let last = self.jwks_last_fetch.read().clone();
+        match last {
+            Some((at, failure)) if at >= waiting_since => {
+                return failure.map_or(Ok(()), |f| Err(f.to_error()))
+            }
+            Some((at, Some(failure))) if at.elapsed() < self.retry_after => {
+                return Err(failure.to_error())
+            }
+            _ => {}
+        }
+        if !self.jwks.read().may_refetch(Instant::now()) {
+            return Ok(());
+        }
+        let r = self.fetch_jwks(meta).await;
+        *self.jwks_last_fetch.write() = Some((
+            Instant::now(),
+            r.as_ref().err().map(|e| JwksFailure::of(&meta.jwks_uri, e)),
+        ));
+        r
     }
 }

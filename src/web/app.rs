@@ -14,6 +14,8 @@ pub struct Current {
     pub idp: Arc<Idp>,
     /// IdP metadata, rendered once per generation.
     pub metadata_xml: String,
+    /// The last `/readyz` answer.
+    pub(crate) ready: super::health::ReadyCache,
 }
 
 impl Current {
@@ -27,7 +29,11 @@ impl Current {
             &idp.config.sso_url(),
             &certs,
         );
-        Current { idp, metadata_xml }
+        Current {
+            idp,
+            metadata_xml,
+            ready: Default::default(),
+        }
     }
 }
 

@@ -1,24 +1,75 @@
 //! `GET /healthz` (the process answers) and `GET /readyz` (it can complete a login).
 
 use super::AppState;
+use crate::login::Idp;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use std::time::{Duration, Instant};
 
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// How long a not-ready answer is reused. `/readyz` is public: without this, while the
+/// upstream or the store fails, every probe would retry them. A ready answer costs no upstream
+/// fetch (discovery and keys are cached) and is checked at each probe, so a store that goes
+/// down shows at once.
+pub(crate) const READY_CACHE: Duration = Duration::from_secs(2);
+
+/// The last not-ready answer of one configuration generation. Concurrent probes wait for the
+/// one that is checking and share its answer.
+#[derive(Default)]
+pub(crate) struct ReadyCache(tokio::sync::Mutex<Option<(Instant, Readiness)>>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Readiness {
+    upstream: Result<(), String>,
+    store: Result<(), String>,
+}
+
+impl Readiness {
+    fn is_ready(&self) -> bool {
+        self.upstream.is_ok() && self.store.is_ok()
+    }
+}
+
+impl ReadyCache {
+    /// The cached not-ready answer if younger than [`READY_CACHE`], else `check`'s (cached
+    /// when not ready).
+    async fn get<F: std::future::Future<Output = Readiness>>(
+        &self,
+        check: impl FnOnce() -> F,
+    ) -> Readiness {
+        let mut cached = self.0.lock().await;
+        if let Some((at, r)) = cached.as_ref() {
+            if at.elapsed() < READY_CACHE {
+                return r.clone();
+            }
+        }
+        let r = check().await;
+        *cached = (!r.is_ready()).then(|| (Instant::now(), r.clone()));
+        r
+    }
+}
+
+async fn check(idp: &Idp) -> Readiness {
+    Readiness {
+        upstream: idp
+            .upstream
+            .warm_up()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        store: idp.store.ping().await.map_err(|e| e.to_string()),
+    }
+}
+
 pub async fn readyz(State(st): State<AppState>) -> Response {
-    let idp = st.idp();
-    let idp = &*idp;
-    let upstream = match idp.upstream.warm_up().await {
-        Ok(_) => Ok(()),
-        Err(e) => Err(e.to_string()),
-    };
-    let store = idp.store.ping().await.map_err(|e| e.to_string());
-    let ready = upstream.is_ok() && store.is_ok();
+    let current = st.current();
+    let r = current.ready.get(|| check(&current.idp)).await;
+    let ready = r.is_ready();
     let show = |r: &Result<(), String>| match r {
         Ok(()) => "ok".to_string(),
         Err(e) => e.clone(),
@@ -27,8 +78,8 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
         "ready": ready,
         "checks": {
             "keys": "ok",
-            "upstream": show(&upstream),
-            "store": show(&store),
+            "upstream": show(&r.upstream),
+            "store": show(&r.store),
         }
     });
     let status = if ready {
@@ -46,4 +97,63 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         axum::http::HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    async fn probe(cache: Arc<ReadyCache>, checks: Arc<AtomicUsize>) -> Readiness {
+        cache
+            .get(|| async move {
+                checks.fetch_add(1, Ordering::SeqCst);
+                // A slow upstream: the other probes arrive while this one is checking.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Readiness {
+                    upstream: Err("down".into()),
+                    store: Ok(()),
+                }
+            })
+            .await
+    }
+
+    #[tokio::test]
+    async fn one_check_answers_every_probe_within_the_cache_time() {
+        let cache = Arc::new(ReadyCache::default());
+        let checks = Arc::new(AtomicUsize::new(0));
+        let probes: Vec<_> = (0..20)
+            .map(|_| tokio::spawn(probe(cache.clone(), checks.clone())))
+            .collect();
+        for p in probes {
+            assert_eq!(p.await.unwrap().upstream, Err("down".to_string()));
+        }
+        assert_eq!(checks.load(Ordering::SeqCst), 1);
+        // Once the answer is older than READY_CACHE, the next probe checks again.
+        if let Some((at, _)) = cache.0.lock().await.as_mut() {
+            *at = at.checked_sub(READY_CACHE).expect("an instant 2 s back");
+        }
+        probe(cache.clone(), checks.clone()).await;
+        assert_eq!(checks.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_ready_answer_is_checked_again_at_each_probe() {
+        let cache = ReadyCache::default();
+        let checks = AtomicUsize::new(0);
+        for _ in 0..3 {
+            let r = cache
+                .get(|| async {
+                    checks.fetch_add(1, Ordering::SeqCst);
+                    Readiness {
+                        upstream: Ok(()),
+                        store: Ok(()),
+                    }
+                })
+                .await;
+            assert!(r.is_ready());
+        }
+        assert_eq!(checks.load(Ordering::SeqCst), 3);
+    }
 }
