@@ -6,7 +6,8 @@
 //! - the key is found by `kid` in a cached JWKS whose keys are parsed once into OpenSSL keys; an
 //!   unknown `kid` refetches the JWKS, at most once per [`JwksCache::min_refetch`], so a flood of
 //!   bogus tokens cannot turn into a flood of fetches;
-//! - `iss`, `aud`, `azp`, `exp`, `nbf`, `iat`, `nonce`, `sub` are checked.
+//! - `iss`, `aud`, `azp`, `exp`, `nbf`, `iat`, `nonce`, `sub` are checked; the times against
+//!   [`Expected::now`] (the login's injected clock) within [`Expected::leeway`] (`idp.clock_skew_secs`).
 //!
 //! The JWS signature is checked with OpenSSL (already flexgate's crypto library): the pure-Rust
 //! `rsa` crate behind `jsonwebtoken` cost ≈ 0.2 ms per RS256 token, OpenSSL with a key parsed once
@@ -262,6 +263,7 @@ pub struct Expected<'a> {
     pub nonce: &'a str,
     /// Seconds since the epoch.
     pub now: i64,
+    /// Seconds `exp`, `nbf` and `iat` may be off.
     pub leeway: u64,
 }
 
