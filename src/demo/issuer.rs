@@ -450,9 +450,17 @@ impl IntoResponse for OAuthError {
 }
 
 async fn token(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    match s.exchange(&headers, &body) {
-        Ok(v) => no_store(Json(v).into_response()),
-        Err(e) => e.into_response(),
+    // The exchange signs the ID token (RSA): off the async reactor.
+    let exchanged = tokio::task::spawn_blocking(move || s.exchange(&headers, &body)).await;
+    match exchanged {
+        Ok(Ok(v)) => no_store(Json(v).into_response()),
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => oauth_err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the token exchange failed",
+        )
+        .into_response(),
     }
 }
 
