@@ -538,3 +538,37 @@ async fn bad_options_exit_2_before_any_call() {
     assert_says(&o, &["is not a tenant domain"]);
     assert!(requests(&m).await.is_empty());
 }
+
+/// A token shaped as Auth0's Management API tokens are: a JWT whose `scope` claim lists them.
+fn jwt(scope: &str) -> String {
+    use base64::Engine;
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let header = b64(json!({"alg": "RS256", "typ": "JWT"}));
+    let payload = b64(json!({"iss": format!("https://{DOMAIN}/"), "scope": scope}));
+    format!("{header}.{payload}.c2lnbmF0dXJl")
+}
+
+#[tokio::test]
+async fn scopes_the_token_visibly_lacks_stop_init_before_any_change() {
+    let scope = "read:clients read:client_keys create:clients read:actions";
+    let token = jwt(scope);
+    let m = stand_in(json!({"scope": scope, "static_token": token, "bindings": ["existing-a"]}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = command(&m, dir.path(), &[])
+        .env("AUTH0_MGMT_TOKEN", &token)
+        .output()
+        .expect("run");
+    assert_exit(&o, 2);
+    assert_says(
+        &o,
+        &[
+            "lack the scope(s) create:actions, update:actions",
+            "nothing was changed",
+        ],
+    );
+    assert!(
+        writes(&requests(&m).await).is_empty(),
+        "stopped, yet the tenant was changed"
+    );
+    assert!(!dir.path().join("flexgate.toml").exists());
+}

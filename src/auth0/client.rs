@@ -302,6 +302,14 @@ impl Client {
         Ok(token)
     }
 
+    /// The scopes the token carries (its JWT `scope` claim, as Auth0's Management API tokens
+    /// have), or `None` when the token is not a readable JWT. For checks ahead of a change; the
+    /// API stays the judge.
+    pub async fn granted_scopes(&self) -> Result<Option<Vec<String>>, Auth0Error> {
+        let token = self.token(false).await?;
+        Ok(jwt_scopes(token.expose()))
+    }
+
     /// Waits for the pacer's slot; `Err` when it is beyond the caller's deadline.
     async fn paced(&self, deadline: Instant) -> Result<(), Auth0Error> {
         let now = Instant::now();
@@ -525,6 +533,18 @@ pub fn with_query(path: &str, query: &[(&str, &str)]) -> String {
         .extend_pairs(query)
         .finish();
     format!("{path}?{q}")
+}
+
+/// The `scope` claim of a JWT's payload, unverified.
+fn jwt_scopes(token: &str) -> Option<Vec<String>> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    let scope = v.get("scope")?.as_str()?;
+    Some(scope.split_whitespace().map(str::to_string).collect())
 }
 
 /// One path segment, percent-encoded (user ids contain `|`).

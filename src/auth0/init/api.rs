@@ -40,6 +40,9 @@ impl MgmtApi for Client {
     async fn patch(&self, path: &str, body: &Value) -> Result<Value, InitError> {
         Ok(self.json(Method::PATCH, path, Some(body)).await?)
     }
+    async fn granted_scopes(&self) -> Result<Option<Vec<String>>, InitError> {
+        Ok(Client::granted_scopes(self).await?)
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use super::files::{self, FileChange, ENV};
 use super::plan::{self, ActionPlan, AppPlan, Change};
 use super::{config_for, tenant, Current, Desired, InitError, InitOptions, MgmtApi, Plan};
+use crate::auth0::client::segment;
 use serde_json::Value;
 use std::io::Write;
 use std::time::Duration;
@@ -54,7 +55,7 @@ pub(super) async fn apply_app(
             Ok((id.to_string(), secret.map(str::to_string)))
         }
         (Change::Update(diffs), Some(body), Some(app)) => {
-            let path = format!("/api/v2/clients/{}", app.client_id);
+            let path = format!("/api/v2/clients/{}", segment(&app.client_id));
             api.patch(&path, body).await?;
             let _ = writeln!(out, "updated application: {}", diffs.join("; "));
             Ok((app.client_id.clone(), known))
@@ -85,7 +86,7 @@ pub(super) async fn apply_action(
             id.to_string()
         }
         (Some(body), Some(a)) => {
-            api.patch(&format!("/api/v2/actions/actions/{}", a.id), body)
+            api.patch(&format!("/api/v2/actions/actions/{}", segment(&a.id)), body)
                 .await?;
             let _ = writeln!(out, "updated Action {:?}", d.action_name);
             a.id.clone()

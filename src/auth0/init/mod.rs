@@ -22,6 +22,8 @@ pub trait MgmtApi: Send + Sync {
     async fn get(&self, path: &str) -> Result<Value, InitError>;
     async fn post(&self, path: &str, body: &Value) -> Result<Value, InitError>;
     async fn patch(&self, path: &str, body: &Value) -> Result<Value, InitError>;
+    /// The scopes the credentials carry, when they can be known ahead of the calls.
+    async fn granted_scopes(&self) -> Result<Option<Vec<String>>, InitError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -314,6 +316,44 @@ pub fn render_plan(out: &mut dyn Write, p: &Plan, d: &Desired, o: &InitOptions) 
     );
 }
 
+/// The scopes the plan's write calls need (the reads have already succeeded).
+pub fn required_scopes(p: &Plan) -> Vec<&'static str> {
+    let mut need = Vec::new();
+    match p.app.change {
+        Change::Create => need.push("create:clients"),
+        Change::Update(_) => need.push("update:clients"),
+        Change::Unchanged => {}
+    }
+    // Creating and deploying an Action take create:actions; editing it and the bindings update:actions.
+    if p.action.change == Change::Create || p.action.deploy {
+        need.push("create:actions");
+    }
+    if matches!(p.action.change, Change::Update(_)) && p.action.body.is_some()
+        || p.binding.change.is_change()
+    {
+        need.push("update:actions");
+    }
+    need
+}
+
+/// Stops before the first write when the credentials visibly lack a scope the plan needs.
+async fn check_scopes(api: &dyn MgmtApi, p: &Plan) -> Result<(), InitError> {
+    let Some(granted) = api.granted_scopes().await? else {
+        return Ok(());
+    };
+    let missing: Vec<&str> = required_scopes(p)
+        .into_iter()
+        .filter(|s| !granted.iter().any(|g| g == s))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(InitError::Scope {
+        scopes: missing.join(", "),
+        message: "the token's scopes do not cover this plan; nothing was changed".into(),
+    })
+}
+
 /// Prints what to paste into Flex Console, from the files as they now are (as `check` does).
 fn print_flex_console(o: &InitOptions, out: &mut dyn Write) -> Result<(), InitError> {
     let path = o.out.join(files::CONFIG);
@@ -357,6 +397,7 @@ pub async fn run(
     let p = make_plan(&d, o, &cur)?;
     render_plan(out, &p, &d, o);
     apply::check_files(&p, o)?;
+    check_scopes(api, &p).await?;
     if o.dry_run {
         let _ = writeln!(out, "dry run: nothing was changed");
         return Ok(p);
@@ -388,6 +429,59 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan(app: Change, action: plan::ActionPlan, binding: Change) -> Plan {
+        Plan {
+            app: AppPlan {
+                change: app,
+                body: None,
+            },
+            action,
+            binding: BindingPlan {
+                change: binding,
+                bindings: None,
+            },
+            config: FileChange::Create,
+            env: FileChange::Create,
+            keys: true,
+            env_note: None,
+        }
+    }
+
+    #[test]
+    fn scopes_follow_the_plan() {
+        let deploy_only = plan::ActionPlan {
+            change: Change::Update(vec![]),
+            body: None,
+            deploy: true,
+        };
+        let same = plan::ActionPlan {
+            change: Change::Unchanged,
+            body: None,
+            deploy: false,
+        };
+        let edited = plan::ActionPlan {
+            change: Change::Update(vec![]),
+            body: Some(Value::Null),
+            deploy: true,
+        };
+        assert_eq!(
+            required_scopes(&plan(Change::Unchanged, same.clone(), Change::Unchanged)),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            required_scopes(&plan(Change::Create, deploy_only, Change::Unchanged)),
+            ["create:clients", "create:actions"]
+        );
+        assert_eq!(
+            required_scopes(&plan(Change::Update(vec![]), edited, Change::Unchanged)),
+            ["update:clients", "create:actions", "update:actions"]
+        );
+        assert_eq!(
+            required_scopes(&plan(Change::Unchanged, same, Change::Update(vec![]))),
+            ["update:actions"]
+        );
+    }
 
     #[test]
     fn tenant_domains_as_pasted() {

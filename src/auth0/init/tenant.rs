@@ -4,6 +4,7 @@
 
 use super::plan::{ActionState, AppState, Binding, TRIGGER};
 use super::{InitError, MgmtApi};
+use crate::auth0::client::segment;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -12,10 +13,6 @@ use std::time::Duration;
 const PER_PAGE: usize = 50;
 const CLIENT_FIELDS: &str =
     "client_id,name,app_type,callbacks,grant_types,token_endpoint_auth_method";
-
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
 
 fn array<'a>(v: &'a Value, key: &str) -> &'a [Value] {
     v.get(key)
@@ -92,7 +89,7 @@ pub async fn client_secret(api: &dyn MgmtApi, client_id: &str) -> Result<String,
     let v = api
         .get(&format!(
             "/api/v2/clients/{}?fields=client_secret&include_fields=true",
-            enc(client_id)
+            segment(client_id)
         ))
         .await?;
     v.get("client_secret")
@@ -108,7 +105,7 @@ pub async fn client_secret(api: &dyn MgmtApi, client_id: &str) -> Result<String,
 pub async fn find_action(api: &dyn MgmtApi, name: &str) -> Result<Option<ActionState>, InitError> {
     let path = format!(
         "/api/v2/actions/actions?actionName={}&triggerId={TRIGGER}",
-        enc(name)
+        segment(name)
     );
     let actions = all_pages(api, &path, "actions").await?;
     Ok(actions
@@ -161,7 +158,7 @@ pub async fn wait_built(
     let mut pause = Duration::from_millis(200);
     loop {
         let v = api
-            .get(&format!("/api/v2/actions/actions/{}", enc(id)))
+            .get(&format!("/api/v2/actions/actions/{}", segment(id)))
             .await?;
         let status = v.get("status").and_then(Value::as_str).unwrap_or_default();
         match status {
@@ -190,7 +187,7 @@ pub async fn wait_built(
 pub async fn deploy(api: &dyn MgmtApi, id: &str) -> Result<Option<u64>, InitError> {
     let v = api
         .post(
-            &format!("/api/v2/actions/actions/{}/deploy", enc(id)),
+            &format!("/api/v2/actions/actions/{}/deploy", segment(id)),
             &serde_json::json!({}),
         )
         .await?;
