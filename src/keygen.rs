@@ -3,7 +3,7 @@
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
 use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, Private};
+use openssl::pkey::{HasPublic, PKey, PKeyRef, Private};
 use openssl::rsa::Rsa;
 use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectKeyIdentifier};
 use openssl::x509::{X509NameBuilder, X509};
@@ -22,6 +22,10 @@ pub enum KeygenError {
     Io(PathBuf, std::io::Error),
     #[error("key generation failed: {0}")]
     Openssl(#[from] openssl::error::ErrorStack),
+    #[error("the token already holds objects with {0}; pass --force to replace them (the certificate in Flex Console must then be replaced too), or pick another object= label")]
+    Pkcs11Exists(String),
+    #[error("{0}\n  fix: {fix}", fix = .0.fix())]
+    Pkcs11(#[from] crate::pkcs11::Pkcs11Error),
 }
 
 /// The RSA key sizes `keygen` makes.
@@ -41,19 +45,25 @@ pub struct KeygenOptions {
     pub next: bool,
 }
 
-/// Generates a key pair and a self-signed certificate in memory.
-pub fn generate(
-    bits: u32,
-    days: u32,
-    common_name: &str,
-) -> Result<(PKey<Private>, X509), KeygenError> {
+/// Refuses sizes `keygen` does not make.
+pub(crate) fn check_sizes(bits: u32, days: u32) -> Result<(), KeygenError> {
     if !KEY_BITS.contains(&bits) {
         return Err(KeygenError::Bits(bits));
     }
     if !(1..=MAX_DAYS).contains(&days) {
         return Err(KeygenError::Days(days));
     }
-    let key = PKey::from_rsa(Rsa::generate(bits)?)?;
+    Ok(())
+}
+
+/// A self-signed certificate for `public`, signed with `signer` (the same key, or a stand-in whose
+/// signature the caller replaces).
+pub(crate) fn build_cert<T: HasPublic>(
+    public: &PKeyRef<T>,
+    signer: &PKey<Private>,
+    days: u32,
+    common_name: &str,
+) -> Result<X509, KeygenError> {
     let mut name = X509NameBuilder::new()?;
     name.append_entry_by_text("CN", common_name)?;
     let name = name.build();
@@ -65,7 +75,7 @@ pub fn generate(
     b.set_serial_number(&serial)?;
     b.set_subject_name(&name)?;
     b.set_issuer_name(&name)?;
-    b.set_pubkey(&key)?;
+    b.set_pubkey(public)?;
     let not_before = Asn1Time::days_from_now(0)?;
     b.set_not_before(&not_before)?;
     let not_after = Asn1Time::days_from_now(days)?;
@@ -74,8 +84,20 @@ pub fn generate(
     b.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
     let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
     b.append_extension(ski)?;
-    b.sign(&key, MessageDigest::sha256())?;
-    Ok((key, b.build()))
+    b.sign(signer, MessageDigest::sha256())?;
+    Ok(b.build())
+}
+
+/// Generates a key pair and a self-signed certificate in memory.
+pub fn generate(
+    bits: u32,
+    days: u32,
+    common_name: &str,
+) -> Result<(PKey<Private>, X509), KeygenError> {
+    check_sizes(bits, days)?;
+    let key = PKey::from_rsa(Rsa::generate(bits)?)?;
+    let cert = build_cert(&key, &key, days, common_name)?;
+    Ok((key, cert))
 }
 
 /// Writes `data` to `path` with `mode`: a new file, or (with `force`) replacing one.
@@ -127,4 +149,22 @@ pub fn run(o: &KeygenOptions) -> Result<(PathBuf, PathBuf), KeygenError> {
     write_file(&key_path, &key.private_key_to_pem_pkcs8()?, 0o600, o.force)?;
     write_file(&cert_path, &cert.to_pem()?, 0o644, o.force)?;
     Ok((key_path, cert_path))
+}
+
+/// `keygen --pkcs11`: the key pair inside the token, only the certificate (0644) written to
+/// `out`. Returns the certificate's path and how many old objects `--force` replaced.
+pub fn run_pkcs11(
+    uri: &crate::pkcs11::Pkcs11Uri,
+    o: &KeygenOptions,
+) -> Result<(PathBuf, usize), KeygenError> {
+    let suffix = if o.next { "-next" } else { "" };
+    let cert_path = o.out.join(format!("idp-cert{suffix}.pem"));
+    if !o.force && cert_path.exists() {
+        return Err(KeygenError::Exists(cert_path));
+    }
+    check_sizes(o.bits, o.days)?;
+    std::fs::create_dir_all(&o.out).map_err(|e| KeygenError::Io(o.out.clone(), e))?;
+    let made = crate::pkcs11::keygen::generate(uri, o.bits, o.days, &o.common_name, o.force)?;
+    write_file(&cert_path, &made.cert.to_pem()?, 0o644, o.force)?;
+    Ok((cert_path, made.replaced))
 }

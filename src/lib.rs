@@ -14,6 +14,7 @@ pub mod login;
 pub mod metrics;
 pub mod mfa;
 pub mod oidc;
+pub mod pkcs11;
 pub mod qa;
 pub mod saml;
 pub mod serve;

@@ -125,6 +125,7 @@ impl LoginError {
             LoginError::MfaMissing { .. } => "mfa_missing",
             LoginError::NotReauthenticated { .. } => "not_reauthenticated",
             LoginError::Store(_) => "store_error",
+            LoginError::Sign(SignError::Token(_)) => "signing_unavailable",
             LoginError::Sign(_) | LoginError::Internal(_) => "internal",
         }
     }

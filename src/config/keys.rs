@@ -2,12 +2,52 @@
 //! [`Signer`], the certificate(s) ready to publish. flexgate never starts without it.
 
 use super::{Config, ConfigError};
+use crate::pkcs11::{Pkcs11Error, Pkcs11Uri, TokenKey};
 use crate::saml::sign::{SignError, Signer};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use openssl::pkey::{PKey, Public};
 use openssl::x509::X509;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where the signing key lives: a PEM file, or a key in a PKCS#11 token (an RFC 7512 URI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyLocation {
+    File(PathBuf),
+    Pkcs11(Pkcs11Uri),
+}
+
+impl KeyLocation {
+    /// `idp.key` as written: a `pkcs11:` URI, else a path (relative to `base`).
+    pub fn parse(s: &str, base: &Path) -> Result<KeyLocation, String> {
+        if crate::pkcs11::uri::is_pkcs11_uri(s) {
+            return Pkcs11Uri::parse(s)
+                .map(KeyLocation::Pkcs11)
+                .map_err(|e| format!("is a PKCS#11 URI that cannot be used: {e}"));
+        }
+        let p = Path::new(s);
+        Ok(KeyLocation::File(if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }))
+    }
+
+    /// For messages: the path, or the URI with its PIN redacted.
+    pub fn display(&self) -> String {
+        match self {
+            KeyLocation::File(p) => p.display().to_string(),
+            KeyLocation::Pkcs11(u) => u.to_string(),
+        }
+    }
+}
+
+impl PartialEq<PathBuf> for KeyLocation {
+    fn eq(&self, other: &PathBuf) -> bool {
+        matches!(self, KeyLocation::File(p) if p == other)
+    }
+}
 
 /// A certificate as flexgate publishes it.
 #[derive(Debug, Clone)]
@@ -113,9 +153,39 @@ fn check_key_permissions(_cfg: &Config, _path: &Path) -> Result<(), ConfigError>
     Ok(())
 }
 
-/// Loads and checks the key material named by `[idp]`.
-pub fn load(cfg: &Config) -> Result<KeyMaterial, ConfigError> {
-    let key_path = &cfg.idp.key;
+fn sign_error(cfg: &Config, key_name: &str, e: SignError) -> ConfigError {
+    match e {
+        SignError::WeakKey => invalid(
+            cfg,
+            "idp.key",
+            format!("{key_name} is not an RSA key of at least 2048 bits"),
+            "generate one with `flexgate keygen --bits 2048` (or 3072/4096)",
+        ),
+        SignError::KeyCertMismatch => invalid(
+            cfg,
+            "idp.cert",
+            format!(
+                "{} does not belong to the key {key_name}",
+                cfg.idp.cert.display()
+            ),
+            "use the certificate generated together with the key (`flexgate keygen` wrote both; for a token key, the idp-cert.pem `flexgate keygen --pkcs11` wrote)",
+        ),
+        SignError::Openssl(e) => invalid(
+            cfg,
+            "idp.key",
+            format!("cannot be used: {e}"),
+            "regenerate it with `flexgate keygen`",
+        ),
+        SignError::Token(e) => pkcs11_invalid(cfg, &e),
+    }
+}
+
+/// A token problem as a config error on `idp.key`.
+pub fn pkcs11_invalid(cfg: &Config, e: &Pkcs11Error) -> ConfigError {
+    invalid(cfg, "idp.key", format!("cannot be used: {e}"), &e.fix())
+}
+
+fn pem_signer(cfg: &Config, key_path: &Path) -> Result<(Signer, X509), ConfigError> {
     check_key_permissions(cfg, key_path)?;
     let key_pem = std::fs::read(key_path).map_err(|e| io_err("idp.key", key_path, cfg, e, "run `flexgate keygen --out certs` or fix the path (relative paths start at the config file's folder)"))?;
     let key = PKey::private_key_from_pem(&key_pem).map_err(|_| {
@@ -130,33 +200,30 @@ pub fn load(cfg: &Config) -> Result<KeyMaterial, ConfigError> {
         )
     })?;
     let cert = read_cert(cfg, "idp.cert", &cfg.idp.cert)?;
-    let signer = Signer::new(key, &cert).map_err(|e| match e {
-        SignError::WeakKey => invalid(
-            cfg,
-            "idp.key",
-            format!(
-                "{} is not an RSA key of at least 2048 bits",
-                key_path.display()
-            ),
-            "generate one with `flexgate keygen --bits 2048` (or 3072/4096)",
-        ),
-        SignError::KeyCertMismatch => invalid(
-            cfg,
-            "idp.cert",
-            format!(
-                "{} does not belong to the key {}",
-                cfg.idp.cert.display(),
-                key_path.display()
-            ),
-            "use the certificate generated together with the key",
-        ),
-        SignError::Openssl(e) => invalid(
-            cfg,
-            "idp.key",
-            format!("cannot be used: {e}"),
-            "regenerate it with `flexgate keygen`",
-        ),
-    })?;
+    let signer =
+        Signer::new(key, &cert).map_err(|e| sign_error(cfg, &key_path.display().to_string(), e))?;
+    Ok((signer, cert))
+}
+
+fn token_signer(cfg: &Config, uri: &Pkcs11Uri) -> Result<(Signer, X509), ConfigError> {
+    let cert = read_cert(cfg, "idp.cert", &cfg.idp.cert)?;
+    let key = TokenKey::open(
+        uri.clone(),
+        cfg.idp.pkcs11_sessions,
+        cfg.idp.allow_extractable_key,
+    )
+    .map_err(|e| pkcs11_invalid(cfg, &e))?;
+    let signer = Signer::with_token(Arc::new(key), &cert)
+        .map_err(|e| sign_error(cfg, &uri.key_name(), e))?;
+    Ok((signer, cert))
+}
+
+/// Loads and checks the key material named by `[idp]` (blocking: a token key is opened here).
+pub fn load(cfg: &Config) -> Result<KeyMaterial, ConfigError> {
+    let (signer, cert) = match &cfg.idp.key {
+        KeyLocation::File(p) => pem_signer(cfg, p)?,
+        KeyLocation::Pkcs11(u) => token_signer(cfg, u)?,
+    };
     let published = describe_cert(&cert).map_err(|e| {
         invalid(
             cfg,

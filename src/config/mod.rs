@@ -121,7 +121,7 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawIdp {
     entity_id: Option<String>,
-    key: PathBuf,
+    key: String,
     cert: PathBuf,
     next_cert: Option<PathBuf>,
     assertion_lifetime_secs: Option<u64>,
@@ -130,6 +130,9 @@ struct RawIdp {
     authn_context_class: Option<String>,
     #[serde(default)]
     allow_insecure_key_permissions: bool,
+    pkcs11_sessions: Option<usize>,
+    #[serde(default)]
+    allow_extractable_key: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,7 +255,8 @@ pub struct LogConfig {
 #[derive(Debug, Clone)]
 pub struct IdpConfig {
     pub entity_id: String,
-    pub key: PathBuf,
+    /// A PEM file or a `pkcs11:` URI.
+    pub key: keys::KeyLocation,
     pub cert: PathBuf,
     pub next_cert: Option<PathBuf>,
     pub assertion_lifetime: Duration,
@@ -260,6 +264,10 @@ pub struct IdpConfig {
     pub request_max_age: Duration,
     pub authn_context_class: String,
     pub allow_insecure_key_permissions: bool,
+    /// Sessions kept open to a PKCS#11 token (concurrent signatures).
+    pub pkcs11_sessions: usize,
+    /// Accept a token key whose private part can be read out.
+    pub allow_extractable_key: bool,
 }
 
 /// How flexgate authenticates at the upstream's token endpoint.
@@ -698,7 +706,9 @@ fn validate(raw: RawConfig, ctx: &Ctx, base: &Path) -> Result<Config, ConfigErro
     };
     let idp = IdpConfig {
         entity_id,
-        key: resolve(&raw.idp.key),
+        key: keys::KeyLocation::parse(&raw.idp.key, base).map_err(|p| {
+            ctx.invalid("idp.key", p, "write a PEM file path, or pkcs11:token=T;object=L?module-path=M&pin-value=P (README: signing key in an HSM)")
+        })?,
         cert: resolve(&raw.idp.cert),
         next_cert: raw.idp.next_cert.as_deref().map(resolve),
         assertion_lifetime: secs(
@@ -728,6 +738,18 @@ fn validate(raw: RawConfig, ctx: &Ctx, base: &Path) -> Result<Config, ConfigErro
             .clone()
             .unwrap_or_else(|| crate::saml::ns::AC_PPT.to_string()),
         allow_insecure_key_permissions: raw.idp.allow_insecure_key_permissions,
+        pkcs11_sessions: match raw.idp.pkcs11_sessions {
+            None => 8,
+            Some(n @ 1..=256) => n,
+            Some(n) => {
+                return Err(ctx.invalid(
+                    "idp.pkcs11_sessions",
+                    format!("is {n}"),
+                    "pick 1 to 256 (at most what the token allows)",
+                ))
+            }
+        },
+        allow_extractable_key: raw.idp.allow_extractable_key,
     };
 
     // [upstream]

@@ -13,6 +13,7 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Which parts of a Response carry a signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -42,11 +43,33 @@ pub enum SignError {
     KeyCertMismatch,
     #[error("RSA signing failed: {0}")]
     Openssl(#[from] openssl::error::ErrorStack),
+    #[error("the signing token is unusable: {0}")]
+    Token(#[from] crate::pkcs11::Pkcs11Error),
+}
+
+/// The private key behind a [`Signer`]: a PEM key parsed once, or a key in a PKCS#11 token.
+pub enum SigningKey {
+    Pem(PKey<Private>),
+    Token(Arc<crate::pkcs11::TokenKey>),
+}
+
+impl SigningKey {
+    /// RSASSA-PKCS1-v1_5 with SHA-256 over `data` (blocking: call it off the reactor).
+    fn sign_sha256(&self, data: &[u8]) -> Result<Vec<u8>, SignError> {
+        match self {
+            SigningKey::Pem(key) => {
+                let mut signer = openssl::sign::Signer::new(MessageDigest::sha256(), key)?;
+                signer.update(data)?;
+                Ok(signer.sign_to_vec()?)
+            }
+            SigningKey::Token(t) => Ok(t.sign_sha256(data)?),
+        }
+    }
 }
 
 /// A signing key parsed once, with its certificate ready for `KeyInfo`.
 pub struct Signer {
-    key: PKey<Private>,
+    key: SigningKey,
     cert_b64: String,
 }
 
@@ -74,9 +97,32 @@ impl Signer {
             return Err(SignError::KeyCertMismatch);
         }
         Ok(Signer {
-            key,
+            key: SigningKey::Pem(key),
             cert_b64: B64.encode(cert.to_der()?),
         })
+    }
+
+    /// A key in a token (already checked for type, size and attributes); checks it matches `cert`.
+    pub fn with_token(key: Arc<crate::pkcs11::TokenKey>, cert: &X509) -> Result<Self, SignError> {
+        if !key.public_key().public_eq(cert.public_key()?.as_ref()) {
+            return Err(SignError::KeyCertMismatch);
+        }
+        Ok(Signer {
+            key: SigningKey::Token(key),
+            cert_b64: B64.encode(cert.to_der()?),
+        })
+    }
+
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// `Ok` when a signature can be made now (blocking for a token key: run it off the reactor).
+    pub fn health(&self) -> Result<(), String> {
+        match &self.key {
+            SigningKey::Pem(_) => Ok(()),
+            SigningKey::Token(t) => t.health(),
+        }
     }
 
     /// The `<ds:Signature>` element for the element with `id` whose canonical form (without this
@@ -104,9 +150,7 @@ impl Signer {
         let mut signed_info = String::with_capacity(SIGNED_INFO_OPEN_DETACHED.len() + body.len());
         signed_info.push_str(SIGNED_INFO_OPEN_DETACHED);
         signed_info.push_str(&body);
-        let mut signer = openssl::sign::Signer::new(MessageDigest::sha256(), &self.key)?;
-        signer.update(signed_info.as_bytes())?;
-        let value = B64.encode(signer.sign_to_vec()?);
+        let value = B64.encode(self.key.sign_sha256(signed_info.as_bytes())?);
 
         let mut sig = String::with_capacity(body.len() + value.len() + self.cert_b64.len() + 256);
         sig.push_str("<ds:Signature xmlns:ds=\"");

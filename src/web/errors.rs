@@ -7,6 +7,7 @@ use super::redirect_with_cookie;
 use crate::flex::MapError;
 use crate::login::{Idp, Issued, LoginError, Started};
 use crate::saml::request::RequestError;
+use crate::saml::sign::SignError;
 use axum::http::StatusCode;
 use axum::response::Response;
 
@@ -103,6 +104,12 @@ pub fn page_for(e: &LoginError) -> Page {
             "Sign-in is temporarily unavailable",
             "flexgate cannot keep track of sign-ins right now.",
             HINT_RETRY_ADMIN,
+        ),
+        LoginError::Sign(SignError::Token(_)) => page(
+            S::SERVICE_UNAVAILABLE,
+            "Sign-in is temporarily unavailable",
+            "You signed in, but flexgate cannot reach the security module that holds its signing key, so it cannot vouch for you to Flex.",
+            "Try again in a minute. If it persists, give your administrator the reference below (flexgate's /readyz shows the module's state).",
         ),
         LoginError::Sign(_) | LoginError::Internal(_) => page(
             S::INTERNAL_SERVER_ERROR,

@@ -27,11 +27,12 @@ pub(crate) struct ReadyCache(tokio::sync::Mutex<Option<(Instant, Readiness)>>);
 pub(crate) struct Readiness {
     upstream: Result<(), String>,
     store: Result<(), String>,
+    keys: Result<(), String>,
 }
 
 impl Readiness {
     fn is_ready(&self) -> bool {
-        self.upstream.is_ok() && self.store.is_ok()
+        self.upstream.is_ok() && self.store.is_ok() && self.keys.is_ok()
     }
 }
 
@@ -63,7 +64,16 @@ async fn check(idp: &Idp) -> Readiness {
             .map(|_| ())
             .map_err(|e| e.to_string()),
         store: idp.store.ping().await.map_err(|e| e.to_string()),
+        keys: signing_health(idp).await,
     }
+}
+
+/// Whether the signing key can sign (a token key is asked for a signature, off the reactor).
+async fn signing_health(idp: &Idp) -> Result<(), String> {
+    let keys = idp.keys.clone();
+    tokio::task::spawn_blocking(move || keys.signer.health())
+        .await
+        .unwrap_or_else(|e| Err(format!("the signing check failed: {e}")))
 }
 
 pub async fn readyz(State(st): State<AppState>) -> Response {
@@ -77,7 +87,7 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     let body = serde_json::json!({
         "ready": ready,
         "checks": {
-            "keys": "ok",
+            "keys": show(&r.keys),
             "upstream": show(&r.upstream),
             "store": show(&r.store),
         }
@@ -114,6 +124,7 @@ mod tests {
                 Readiness {
                     upstream: Err("down".into()),
                     store: Ok(()),
+                    keys: Ok(()),
                 }
             })
             .await
@@ -149,6 +160,7 @@ mod tests {
                     Readiness {
                         upstream: Ok(()),
                         store: Ok(()),
+                        keys: Ok(()),
                     }
                 })
                 .await;

@@ -282,6 +282,23 @@ impl Flexgate {
     ) -> Flexgate {
         let dir = tempfile::tempdir().expect("tempdir");
         keygen(dir.path());
+        let idp = "key = \"idp-key.pem\"\ncert = \"idp-cert.pem\"";
+        Self::start_in(dir, port, issuer, secret, sps, upstream_extra, idp, &[])
+    }
+
+    /// Starts flexgate with its config in `dir` (which holds `idp-cert.pem`), the `[idp]` lines
+    /// `idp` and extra environment `env`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        port: u16,
+        issuer: &str,
+        secret: &str,
+        sps: &str,
+        upstream_extra: &str,
+        idp: &str,
+        env: &[(&str, &str)],
+    ) -> Flexgate {
         let base = format!("http://127.0.0.1:{port}");
         let config = format!(
             r#"[server]
@@ -289,8 +306,7 @@ listen = "127.0.0.1:{port}"
 public_url = "{base}"
 
 [idp]
-key = "idp-key.pem"
-cert = "idp-cert.pem"
+{idp}
 
 [upstream]
 issuer = "{issuer}"
@@ -308,6 +324,7 @@ client_secret = "${{TEST_CLIENT_SECRET}}"
             .arg(&cfg_path)
             .env("TEST_CLIENT_SECRET", secret)
             .env("FLEXGATE_LOG", "flexgate=trace,info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

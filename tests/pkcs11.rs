@@ -1,0 +1,445 @@
+//! The signing key in a PKCS#11 token: a real SoftHSM2 token per test (its own token directory
+//! through SOFTHSM2_CONF), `flexgate keygen --pkcs11`, logins signed through the token checked by
+//! xmlsec1, python3-saml and node-saml, and every start-up refusal with its fix.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "4711-pin";
+
+/// One SoftHSM2 token in its own directory.
+struct Token {
+    _dir: tempfile::TempDir,
+    conf: PathBuf,
+    label: String,
+}
+
+impl Token {
+    fn new(label: &str) -> Token {
+        assert!(
+            Path::new(MODULE).exists(),
+            "SoftHSM2 is missing: run scripts/install-test-deps (apt-get install softhsm2 opensc)"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).expect("token dir");
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .expect("softhsm2.conf");
+        let t = Token {
+            _dir: dir,
+            conf,
+            label: label.to_string(),
+        };
+        t.tool(
+            "softhsm2-util",
+            &[
+                "--init-token",
+                "--free",
+                "--label",
+                label,
+                "--so-pin",
+                "so-1234",
+                "--pin",
+                PIN,
+            ],
+        );
+        t
+    }
+
+    fn tool(&self, prog: &str, args: &[&str]) -> String {
+        let out = Command::new(prog)
+            .args(args)
+            .env("SOFTHSM2_CONF", &self.conf)
+            .output()
+            .unwrap_or_else(|e| panic!("{prog} cannot run ({e}): run scripts/install-test-deps"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{prog} {args:?}: {text}");
+        text
+    }
+
+    fn p11tool(&self, args: &[&str]) -> String {
+        let mut all = vec![
+            "--module",
+            MODULE,
+            "--token-label",
+            &self.label,
+            "--login",
+            "--pin",
+            PIN,
+        ];
+        all.extend_from_slice(args);
+        self.tool("pkcs11-tool", &all)
+    }
+
+    /// The key URI with the PIN taken from ${FLEXGATE_HSM_PIN}.
+    fn uri(&self, object: &str) -> String {
+        format!(
+            "pkcs11:token={};object={object}?module-path={MODULE}&pin-value=${{FLEXGATE_HSM_PIN}}",
+            self.label
+        )
+    }
+
+    fn literal_uri(&self, object: &str) -> String {
+        self.uri(object).replace("${FLEXGATE_HSM_PIN}", PIN)
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("SOFTHSM2_CONF", self.conf.display().to_string()),
+            ("FLEXGATE_HSM_PIN", PIN.to_string()),
+        ]
+    }
+
+    fn flexgate(&self, args: &[&str]) -> Output {
+        Command::new(flexgate_bin())
+            .args(args)
+            .envs(self.env())
+            .output()
+            .expect("run flexgate")
+    }
+
+    /// `flexgate keygen --pkcs11` into `out`; returns stdout.
+    fn keygen(&self, object: &str, out: &Path, extra: &[&str]) -> Output {
+        let uri = self.literal_uri(object);
+        let mut args = vec![
+            "keygen",
+            "--pkcs11",
+            &uri,
+            "--out",
+            out.to_str().expect("utf-8"),
+        ];
+        args.extend_from_slice(extra);
+        self.flexgate(&args)
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn idp_lines(key_uri: &str, extra: &str) -> String {
+    format!("key = \"{key_uri}\"\ncert = \"idp-cert.pem\"\n{extra}")
+}
+
+/// A config (no upstream needed: start-up refusals come first) in `dir`.
+fn write_config(dir: &Path, idp: &str) -> PathBuf {
+    let port = free_port();
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\n[idp]\n{idp}\n\n[upstream]\nissuer = \"http://127.0.0.1:9/\"\nclient_id = \"c\"\nclient_secret = \"s\"\n{}",
+        default_sps()
+    );
+    let path = dir.join("flexgate.toml");
+    std::fs::write(&path, cfg).expect("config");
+    path
+}
+
+/// `serve` must stop with exit 2 and a message containing every needle.
+fn serve_refuses(token: &Token, config: &Path, needles: &[&str]) -> String {
+    let mut child = Command::new(flexgate_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .envs(token.env())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve kept running with {needles:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{msg}");
+    for n in needles {
+        assert!(msg.contains(n), "{n:?} missing in: {msg}");
+    }
+    assert!(!msg.contains(PIN), "the PIN leaked: {msg}");
+    msg
+}
+
+#[test]
+fn keygen_makes_a_sensitive_key_in_the_token_and_writes_only_the_certificate() {
+    let t = Token::new("kg");
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = t.keygen(
+        "idp-signing",
+        out.path(),
+        &[
+            "--bits",
+            "3072",
+            "--days",
+            "30",
+            "--common-name",
+            "sso.example.com",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains(PIN), "the PIN is printed: {}", text(&o));
+    let files: Vec<String> = std::fs::read_dir(out.path())
+        .expect("out")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        files,
+        vec!["idp-cert.pem".to_string()],
+        "only the certificate is written"
+    );
+    let cert = out.path().join("idp-cert.pem");
+    let cert_s = cert.to_str().expect("utf-8");
+    // Self-signed by the token: openssl verifies it against itself.
+    let v = Command::new("openssl")
+        .args(["verify", "-CAfile", cert_s, cert_s])
+        .output()
+        .expect("openssl");
+    assert!(v.status.success(), "{}", text(&v));
+    let x = Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-text", "-in", cert_s])
+        .output()
+        .expect("openssl");
+    let xt = text(&x);
+    assert!(xt.contains("CN = sso.example.com"), "{xt}");
+    assert!(xt.contains("Public-Key: (3072 bit)"), "{xt}");
+    assert!(xt.contains("sha256WithRSAEncryption"), "{xt}");
+    let objects = t.p11tool(&["--list-objects"]);
+    let private = objects
+        .split("Private Key Object")
+        .nth(1)
+        .expect("a private key in the token");
+    let private = &private[..private.find("Object;").unwrap_or(private.len())];
+    assert!(private.contains("label:      idp-signing"), "{objects}");
+    assert!(
+        private.contains("Usage:      sign\n"),
+        "sign only: {objects}"
+    );
+    assert!(
+        private.contains("sensitive") && private.contains("never extractable"),
+        "{objects}"
+    );
+    assert!(!private.contains(", extractable"), "{objects}");
+
+    // The label exists: refused without --force (and the certificate is kept) …
+    std::fs::remove_file(&cert).expect("rm cert");
+    let again = t.keygen("idp-signing", out.path(), &[]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert!(text(&again).contains("--force"), "{}", text(&again));
+    assert!(!cert.exists());
+    // … and replaced with it: one key pair with that label afterwards.
+    let forced = t.keygen("idp-signing", out.path(), &["--force"]);
+    assert!(forced.status.success(), "{}", text(&forced));
+    let objects = t.p11tool(&["--list-objects"]);
+    assert_eq!(
+        objects.matches("Private Key Object").count(),
+        1,
+        "{objects}"
+    );
+    // An existing certificate file is refused too.
+    let exists = t.keygen("other", out.path(), &[]);
+    assert_eq!(exists.status.code(), Some(2), "{}", text(&exists));
+    assert!(text(&exists).contains("idp-cert.pem"), "{}", text(&exists));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_are_signed_through_the_token_and_pass_every_validator() {
+    let t = Token::new("flexgate");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = t.keygen("idp-signing", dir.path(), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let port = free_port();
+    let secret = "test-secret-pkcs11";
+    let op = Op::start(
+        &format!("http://127.0.0.1:{port}/oidc/callback"),
+        "flexgate",
+        secret,
+        serde_json::json!({}),
+    );
+    let env = t.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let idp = idp_lines(&t.uri("idp-signing"), "pkcs11_sessions = 2");
+    let fg = Flexgate::start_in(
+        dir,
+        port,
+        &op.issuer,
+        secret,
+        &default_sps(),
+        "",
+        &idp,
+        &env,
+    );
+    let log = fg.log_text();
+    assert!(!log.contains(PIN), "the PIN is in the log");
+
+    for (sp, jq, response, assertion) in [
+        ("flex", JQ, true, false),
+        (
+            "flex-both",
+            "JQ22222222222222222222222222222222",
+            true,
+            true,
+        ),
+    ] {
+        let b = Browser::new();
+        let out = b
+            .login(
+                b.client.get(format!("{}/saml/init/{sp}", fg.base)),
+                "agent1",
+            )
+            .await;
+        assert_eq!(out.status, 200, "{}", out.body);
+        let form = out.form.expect("a POST form");
+        let e = SpExpect {
+            cert_pem: fg.cert_pem.clone(),
+            idp_entity_id: fg.entity_id.clone(),
+            sp_entity_id: format!("urn:flex:{jq}"),
+            acs_url: format!("https://login.flex.us1.twilio.com/login/callback?connection={jq}"),
+            request_id: None,
+            response_signed: response,
+            assertion_signed: assertion,
+        };
+        let (name_id, attrs) = validate_everywhere(&form, &e);
+        assert_eq!(name_id, "agent1@example.com");
+        assert_eq!(attrs["roles"], vec!["agent".to_string()]);
+    }
+    let ready: serde_json::Value = reqwest::get(format!("{}/readyz", fg.base))
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["checks"]["keys"], "ok", "{ready}");
+}
+
+#[test]
+fn serve_refuses_an_unusable_token_key_naming_problem_and_fix() {
+    let t = Token::new("neg");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = t.keygen("good", dir.path(), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let pin_uri = |token: &str, object: &str, module: &str, pin: &str| {
+        format!("pkcs11:token={token};object={object}?module-path={module}&pin-value={pin}")
+    };
+    let pin_env = "${FLEXGATE_HSM_PIN}";
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            pin_uri("neg", "good", "/nonexistent/libvendor-pkcs11.so", pin_env),
+            vec![
+                "idp.key",
+                "/nonexistent/libvendor-pkcs11.so",
+                "cannot be loaded",
+                "module-path",
+            ],
+        ),
+        (
+            pin_uri("other", "good", MODULE, pin_env),
+            vec![
+                "no token matches token=other",
+                "\"neg\" in slot",
+                "pkcs11-tool",
+            ],
+        ),
+        (
+            pin_uri("neg", "missing", MODULE, pin_env),
+            vec!["no private key object=missing", "flexgate keygen --pkcs11"],
+        ),
+        (
+            pin_uri("neg", "good", MODULE, "not-the-pin"),
+            vec!["refused the PIN", "PinIncorrect", "pin-value="],
+        ),
+        (
+            format!(
+                "{};colour=blue",
+                pin_uri("neg", "good", MODULE, pin_env).replace('?', ";x=1?")
+            ),
+            vec!["idp.key", "`x`", "flexgate does not use"],
+        ),
+    ];
+    for (uri, needles) in cases {
+        let cfg = write_config(dir.path(), &idp_lines(&uri, ""));
+        serve_refuses(&t, &cfg, &needles);
+    }
+
+    // Keys flexgate must not sign with, made by pkcs11-tool.
+    t.p11tool(&[
+        "--keypairgen",
+        "--key-type",
+        "rsa:2048",
+        "--label",
+        "ext",
+        "--usage-sign",
+        "--extractable",
+    ]);
+    t.p11tool(&[
+        "--keypairgen",
+        "--key-type",
+        "rsa:1024",
+        "--label",
+        "weak",
+        "--usage-sign",
+        "--sensitive",
+    ]);
+    t.p11tool(&[
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--label",
+        "ec",
+        "--usage-sign",
+        "--sensitive",
+    ]);
+    for (object, needles) in [
+        (
+            "ext",
+            vec![
+                "extractable",
+                "flexgate keygen --pkcs11",
+                "allow_extractable_key",
+            ],
+        ),
+        ("weak", vec!["RSA-1024", "at least 2048", "--bits 2048"]),
+        ("ec", vec!["not an RSA key", "--bits 2048"]),
+    ] {
+        let cfg = write_config(dir.path(), &idp_lines(&t.uri(object), ""));
+        serve_refuses(&t, &cfg, &needles);
+    }
+
+    // A certificate that belongs to another key.
+    let pem = tempfile::tempdir().expect("tempdir");
+    keygen(pem.path());
+    std::fs::copy(
+        pem.path().join("idp-cert.pem"),
+        dir.path().join("idp-cert.pem"),
+    )
+    .expect("cp");
+    let cfg = write_config(dir.path(), &idp_lines(&t.uri("good"), ""));
+    serve_refuses(
+        &t,
+        &cfg,
+        &[
+            "idp.cert",
+            "does not belong to the key object=good",
+            "keygen --pkcs11",
+        ],
+    );
+}
