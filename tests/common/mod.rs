@@ -214,8 +214,13 @@ impl Drop for Flexgate {
     }
 }
 
+/// The binary under test: cargo's, or `FLEXGATE_TEST_BIN` (a copy, when several worktrees share
+/// one target directory and rebuild it concurrently).
 pub fn flexgate_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_flexgate"))
+    match std::env::var_os("FLEXGATE_TEST_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_flexgate")),
+    }
 }
 
 /// Generates a key pair with `flexgate keygen` into `dir`.
