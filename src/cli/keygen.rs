@@ -59,7 +59,11 @@ fn run_pkcs11(uri: &str, opts: &KeygenOptions) -> Result<(), Failure> {
         opts.bits,
         cert.display()
     );
-    let role = if opts.next { "idp.next_cert" } else { "[idp] cert" };
+    let role = if opts.next {
+        "idp.next_cert"
+    } else {
+        "[idp] cert"
+    };
     println!("next: set {role} = \"{}\" and the key to the same pkcs11: URI (PIN from the environment or pin-source), then follow the README (Flex Console, key rollover)", cert.display());
     Ok(())
 }

@@ -49,6 +49,12 @@ impl PartialEq<PathBuf> for KeyLocation {
     }
 }
 
+impl PartialEq<&Path> for KeyLocation {
+    fn eq(&self, other: &&Path) -> bool {
+        matches!(self, KeyLocation::File(p) if p == other)
+    }
+}
+
 /// A certificate as flexgate publishes it.
 #[derive(Debug, Clone)]
 pub struct PublishedCert {
