@@ -142,6 +142,38 @@ pub fn flex_console(cfg: &Config) -> Vec<FlexConsole> {
         .collect()
 }
 
+/// Where the signing key lives and, for a token key, its attributes (an extractable key warns).
+fn key_findings(cfg: &Config, k: &keys::KeyMaterial, out: &mut Vec<Finding>) {
+    use crate::saml::sign::SigningKey;
+    match k.signer.key() {
+        SigningKey::Pem(_) => out.push(finding(
+            "ok",
+            "signing key",
+            format!(
+                "{} is an RSA key that matches {}",
+                cfg.idp.key.display(),
+                cfg.idp.cert.display()
+            ),
+        )),
+        SigningKey::Token(t) => {
+            let facts = t.facts();
+            out.push(finding(
+                "ok",
+                "signing key",
+                format!(
+                    "in a PKCS#11 token: {} — {}; it matches {}",
+                    t.uri(),
+                    facts.describe(),
+                    cfg.idp.cert.display()
+                ),
+            ));
+            if facts.extractable || !facts.sensitive {
+                out.push(finding("warn", "signing key", "the key can be read out of the token (CKA_EXTRACTABLE true or CKA_SENSITIVE false; accepted because idp.allow_extractable_key = true): make a non-extractable one with `flexgate keygen --pkcs11 URI` and roll over to it (README: key rollover)"));
+            }
+        }
+    }
+}
+
 /// Runs every check. Config errors are the caller's (they stop before this).
 pub async fn run(cfg: &Config) -> Report {
     let mut findings = vec![finding(
@@ -157,15 +189,7 @@ pub async fn run(cfg: &Config) -> Report {
     let mut certificate_pem = String::new();
     match keys::load(cfg) {
         Ok(k) => {
-            findings.push(finding(
-                "ok",
-                "signing key",
-                format!(
-                    "{} is an RSA key that matches {}",
-                    cfg.idp.key.display(),
-                    cfg.idp.cert.display()
-                ),
-            ));
+            key_findings(cfg, &k, &mut findings);
             cert_findings("live", &k.cert, &mut findings);
             certificates.push(cert_info("live", &k.cert));
             if let Some(n) = &k.next_cert {

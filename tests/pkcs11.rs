@@ -443,3 +443,79 @@ fn serve_refuses_an_unusable_token_key_naming_problem_and_fix() {
         ],
     );
 }
+
+#[test]
+fn check_reports_where_the_key_lives_and_warns_when_it_is_extractable() {
+    let t = Token::new("chk");
+    let dir = tempfile::tempdir().expect("tempdir");
+    keygen(dir.path());
+    let der = dir.path().join("idp-key.der");
+    let conv = Command::new("openssl")
+        .args(["pkey", "-outform", "DER", "-in"])
+        .arg(dir.path().join("idp-key.pem"))
+        .arg("-out")
+        .arg(&der)
+        .output()
+        .expect("openssl");
+    assert!(conv.status.success(), "{}", text(&conv));
+    let der_s = der.to_str().expect("utf-8");
+    t.p11tool(&[
+        "--write-object",
+        der_s,
+        "--type",
+        "privkey",
+        "--label",
+        "backup",
+        "--id",
+        "02",
+        "--usage-sign",
+        "--extractable",
+    ]);
+    std::fs::remove_file(dir.path().join("idp-key.pem")).expect("rm pem key");
+
+    // Refused by serve unless the administrator accepts it …
+    let cfg = write_config(dir.path(), &idp_lines(&t.uri("backup"), ""));
+    serve_refuses(&t, &cfg, &["extractable", "allow_extractable_key"]);
+    // … and then reported by check with its attributes and a warning.
+    let cfg = write_config(
+        dir.path(),
+        &idp_lines(&t.uri("backup"), "allow_extractable_key = true"),
+    );
+    let cfg_s = cfg.to_str().expect("utf-8");
+    let o = t.flexgate(&["check", "--json", "--config", cfg_s]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!text(&o).contains(PIN), "the PIN is printed: {}", text(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|_| panic!("{}", text(&o)));
+    let key: Vec<&serde_json::Value> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["what"] == "signing key")
+        .collect();
+    let ok = key
+        .iter()
+        .find(|f| f["level"] == "ok")
+        .expect("a signing key line");
+    let detail = ok["detail"].as_str().expect("detail");
+    for needle in [
+        "in a PKCS#11 token: pkcs11:token=chk;object=backup?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=<redacted>",
+        "RSA 2048 bits",
+        "CKA_SENSITIVE true",
+        "CKA_EXTRACTABLE true",
+        "CKA_SIGN true",
+    ] {
+        assert!(detail.contains(needle), "{needle:?} missing in {detail}");
+    }
+    let warn = key
+        .iter()
+        .find(|f| f["level"] == "warn")
+        .expect("a warning");
+    assert!(
+        warn["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("keygen --pkcs11"),
+        "{warn}"
+    );
+}
