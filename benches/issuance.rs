@@ -1,7 +1,9 @@
 //! Response issuance against the physical floor, measured in the same run:
 //! - `openssl_rsa2048_sign`: one raw RSA-2048 PKCS#1 v1.5 SHA-256 signature (the floor);
 //! - `issue_flex_response`: build + digest + sign one Flex response (`sign = response`);
-//! - `authn_request_decode_validate`: base64 + inflate + parse + validate an Enhanced AuthnRequest.
+//! - `authn_request_decode_validate`: base64 + inflate + parse + validate an Enhanced AuthnRequest;
+//! - `issue_flex_response_pkcs11_softhsm2`: the same issuance with the same key imported into a
+//!   SoftHSM2 token, signed through PKCS#11 (skipped, with a note, where SoftHSM2 is missing).
 //!
 //! `cargo bench --bench issuance`; the ratio issuance/floor is the figure BENCHMARKS.md quotes.
 
@@ -67,6 +69,18 @@ fn bench(c: &mut Criterion) {
             black_box(signer.sign_response(&unsigned, SignMode::Response).unwrap())
         })
     });
+    if let Some(token_signer) = softhsm2_signer(&raw_key, &cert) {
+        g.bench_function("issue_flex_response_pkcs11_softhsm2", |b| {
+            b.iter(|| {
+                let unsigned = build(black_box(&params), now, &ids);
+                black_box(
+                    token_signer
+                        .sign_response(&unsigned, SignMode::Response)
+                        .unwrap(),
+                )
+            })
+        });
+    }
     g.finish();
 
     let xml = format!(
@@ -91,6 +105,66 @@ fn bench(c: &mut Criterion) {
             black_box(req)
         })
     });
+}
+
+const SOFTHSM2: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// `key` imported into a fresh SoftHSM2 token (its own token directory), as a token signer.
+fn softhsm2_signer(
+    key: &PKey<openssl::pkey::Private>,
+    cert: &openssl::x509::X509,
+) -> Option<Signer> {
+    if !std::path::Path::new(SOFTHSM2).exists() {
+        eprintln!("issue_flex_response_pkcs11_softhsm2 skipped: SoftHSM2 is missing (scripts/install-test-deps)");
+        return None;
+    }
+    let dir = tempfile::tempdir().ok()?.keep();
+    std::fs::create_dir(dir.join("tokens")).ok()?;
+    let conf = dir.join("softhsm2.conf");
+    let text = format!(
+        "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+        dir.join("tokens").display()
+    );
+    std::fs::write(&conf, text).ok()?;
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let pem = dir.join("key.pem");
+    std::fs::write(&pem, key.private_key_to_pem_pkcs8().ok()?).ok()?;
+    let run = |args: &[&str]| {
+        let ok = std::process::Command::new("softhsm2-util")
+            .args(args)
+            .output()
+            .map(|o| o.status.success());
+        assert!(matches!(ok, Ok(true)), "softhsm2-util {args:?} failed");
+    };
+    run(&[
+        "--init-token",
+        "--free",
+        "--label",
+        "bench",
+        "--so-pin",
+        "so-1",
+        "--pin",
+        "1234",
+    ]);
+    run(&[
+        "--import",
+        pem.to_str()?,
+        "--token",
+        "bench",
+        "--label",
+        "idp",
+        "--id",
+        "01",
+        "--pin",
+        "1234",
+    ]);
+    std::fs::remove_file(&pem).ok()?;
+    let uri = flexgate::pkcs11::Pkcs11Uri::parse(&format!(
+        "pkcs11:token=bench;object=idp?module-path={SOFTHSM2}&pin-value=1234"
+    ))
+    .ok()?;
+    let token_key = flexgate::pkcs11::TokenKey::open(uri, 4, false).expect("open the SoftHSM2 key");
+    Some(Signer::with_token(std::sync::Arc::new(token_key), cert).expect("token signer"))
 }
 
 criterion_group!(benches, bench);

@@ -576,6 +576,7 @@ def criterion(measure_s):
     crit = REPO / "target" / "criterion"
     for key, rel in (("openssl_rsa2048_sign", "issuance/openssl_rsa2048_sign"),
                      ("issue_flex_response", "issuance/issue_flex_response"),
+                     ("issue_flex_response_pkcs11", "issuance/issue_flex_response_pkcs11_softhsm2"),
                      ("authn_request_decode_validate", "authn_request_decode_validate")):
         try:
             est = json.loads((crit / rel / "new" / "estimates.json").read_text())
@@ -763,6 +764,11 @@ def table(R, d):
                      fmt(1e9 / c["issue_flex_response_ns"], "/s", 0),
                      f"{fmt(d['issuance_vs_sign'] * 100, ' %', 1)} of sign rate (target ≥ 90 %) "
                      f"{'✅' if d['target_issuance'] else '❌'}"))
+    if c.get("issue_flex_response_pkcs11_ns"):
+        rows.append(("flexgate issuance, key in SoftHSM2 (PKCS#11)", fmt(c["issue_flex_response_pkcs11_ns"] / 1000, " µs", 0),
+                     fmt(1e9 / c["issue_flex_response_pkcs11_ns"], "/s", 0),
+                     f"{fmt(c['issue_flex_response_ns'] / c['issue_flex_response_pkcs11_ns'] * 100, ' %', 1)} of the PEM key's rate, same run"
+                     if c.get("issue_flex_response_ns") else "same run"))
     if c.get("authn_request_decode_validate_ns"):
         rows.append(("AuthnRequest decode + validate (criterion)", fmt(c["authn_request_decode_validate_ns"] / 1000, " µs", 1),
                      fmt(1e9 / c["authn_request_decode_validate_ns"], "/s", 0), ""))
