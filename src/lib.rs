@@ -3,6 +3,7 @@
 //! `web::sso` → `login::begin_*` → upstream → `web::callback` → `login::finish`.
 
 pub mod auth0;
+pub mod blocking;
 pub mod check;
 pub mod clock;
 pub mod config;

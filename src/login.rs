@@ -263,46 +263,80 @@ pub async fn accept_request<'i>(
     relay_state: Option<&str>,
 ) -> Result<(AuthnRequest, &'i SpConfig), LoginError> {
     let cfg = &idp.config;
-    let limits = &cfg.limits.saml;
-    request::check_relay_state(relay_state, limits)?;
-    let xml = match binding {
-        Binding::Redirect => request::decode_redirect(saml_request, limits)?,
-        Binding::Post => request::decode_post(saml_request, limits)?,
-    };
-    let req = request::parse(&xml)?;
+    let (config, keys, now) = (cfg.clone(), idp.keys.clone(), idp.clock.now());
+    let (saml_request, raw_query) = (saml_request.to_string(), raw_query.to_string());
+    let relay_state = relay_state.map(str::to_string);
+    let req = crate::blocking::run(move || {
+        let msg = Received {
+            binding,
+            saml_request: &saml_request,
+            raw_query: &raw_query,
+            relay_state: relay_state.as_deref(),
+        };
+        read_request(&config, &keys, now, &msg)
+    })
+    .await
+    .map_err(|e| LoginError::Internal(e.to_string()))??;
     let sp = cfg
         .sp_by_entity_id(&req.issuer)
         .ok_or_else(|| RequestError::UnknownIssuer(req.issuer.clone()))?;
-    // The Issuer picked the SP (and its key); nothing else is trusted before the signature.
-    if let Some(key) = idp.keys.request_keys.get(&sp.name) {
-        let keys = std::slice::from_ref(key);
-        match binding {
-            Binding::Redirect if request::redirect_is_signed(raw_query) => {
-                request::verify_redirect_signature(raw_query, keys, sp.allow_sha1_requests)?
-            }
-            Binding::Post if req.has_signature => {
-                request::verify_post_signature(&xml, keys, sp.allow_sha1_requests)?
-            }
-            _ if sp.want_signed_requests => {
-                return Err(RequestError::Unsigned(sp.name.clone()).into())
-            }
-            _ => {}
-        }
-    }
-    let sso_url = cfg.sso_url();
-    let policy = request::Policy {
-        sso_url: &sso_url,
-        now: idp.clock.now(),
-        max_age: chrono_dur(cfg.idp.request_max_age),
-        skew: chrono_dur(cfg.idp.clock_skew),
-    };
-    request::validate(&req, &sp.acs_url, &policy)?;
     let ttl = cfg.idp.request_max_age + cfg.idp.clock_skew * 2 + REQUEST_ID_TTL_MARGIN;
     let key = format!("{}|{}", req.issuer, req.id);
     if !idp.store.first_use(Space::RequestId, &key, ttl).await? {
         return Err(RequestError::Replay(req.id.clone()).into());
     }
     Ok((req, sp))
+}
+
+/// An AuthnRequest as received.
+struct Received<'a> {
+    binding: Binding,
+    saml_request: &'a str,
+    raw_query: &'a str,
+    relay_state: Option<&'a str>,
+}
+
+/// The CPU part of `accept_request`: decode, parse, check the signature, validate. Pure.
+fn read_request(
+    cfg: &Config,
+    keys: &KeyMaterial,
+    now: DateTime<Utc>,
+    msg: &Received,
+) -> Result<AuthnRequest, RequestError> {
+    let limits = &cfg.limits.saml;
+    request::check_relay_state(msg.relay_state, limits)?;
+    let xml = match msg.binding {
+        Binding::Redirect => request::decode_redirect(msg.saml_request, limits)?,
+        Binding::Post => request::decode_post(msg.saml_request, limits)?,
+    };
+    let doc = request::parse_document(&xml)?;
+    let req = request::read(&doc)?;
+    let sp = cfg
+        .sp_by_entity_id(&req.issuer)
+        .ok_or_else(|| RequestError::UnknownIssuer(req.issuer.clone()))?;
+    // The Issuer picked the SP (and its key); nothing else is trusted before the signature.
+    if let Some(key) = keys.request_keys.get(&sp.name) {
+        let keys = std::slice::from_ref(key);
+        match msg.binding {
+            Binding::Redirect if request::redirect_is_signed(msg.raw_query) => {
+                request::verify_redirect_signature(msg.raw_query, keys, sp.allow_sha1_requests)?
+            }
+            Binding::Post if req.has_signature => {
+                request::verify_post_signature(&doc, keys, sp.allow_sha1_requests)?
+            }
+            _ if sp.want_signed_requests => return Err(RequestError::Unsigned(sp.name.clone())),
+            _ => {}
+        }
+    }
+    let sso_url = cfg.sso_url();
+    let policy = request::Policy {
+        sso_url: &sso_url,
+        now,
+        max_age: chrono_dur(cfg.idp.request_max_age),
+        skew: chrono_dur(cfg.idp.clock_skew),
+    };
+    request::validate(&req, &sp.acs_url, &policy)?;
+    Ok(req)
 }
 
 fn check_connection(c: &str) -> Result<(), LoginError> {

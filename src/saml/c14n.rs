@@ -36,12 +36,42 @@ fn push_attr(out: &mut String, s: &str) {
     super::xml::push_attr_value(out, s)
 }
 
-/// Canonicalises `apex` and its descendants.
+/// Canonicalises `apex` and its descendants. The walk keeps its own stack, so a deep tree costs
+/// heap, never the thread's stack.
 pub fn canonicalize(apex: Node<'_, '_>, opts: &Options<'_>) -> String {
     let mut out = String::with_capacity(apex.range().len() + 256);
     let mut rendered: Vec<(String, String)> = Vec::new();
-    walk(apex, opts, &mut rendered, &mut out);
+    let mut stack = vec![Step::Enter(apex)];
+    while let Some(step) = stack.pop() {
+        match step {
+            Step::Enter(node) if Some(node.id()) == opts.exclude => {}
+            Step::Enter(node) => {
+                if node.is_element() {
+                    let mark = start_tag(node, opts, &mut rendered, &mut out);
+                    stack.push(Step::Leave(node, mark));
+                } else {
+                    leaf(node, opts, &mut out);
+                }
+                if node.is_element() || node.node_type() == NodeType::Root {
+                    stack.extend(node.children().rev().map(Step::Enter));
+                }
+            }
+            Step::Leave(node, mark) => {
+                out.push_str("</");
+                push_qname(node, &mut out);
+                out.push('>');
+                rendered.truncate(mark);
+            }
+        }
+    }
     out
+}
+
+/// One step of the walk: entering a node, or closing an element (with the length of the
+/// rendered-namespace stack to go back to).
+enum Step<'a, 'i> {
+    Enter(Node<'a, 'i>),
+    Leave(Node<'a, 'i>, usize),
 }
 
 fn lookup<'v>(rendered: &'v [(String, String)], prefix: &str) -> Option<&'v str> {
@@ -60,28 +90,14 @@ fn in_scope<'a>(node: &Node<'a, '_>, prefix: &str) -> Option<&'a str> {
     }
 }
 
-fn walk(
-    node: Node<'_, '_>,
-    opts: &Options<'_>,
-    rendered: &mut Vec<(String, String)>,
-    out: &mut String,
-) {
-    if Some(node.id()) == opts.exclude {
-        return;
-    }
+/// A text, comment or processing-instruction node (the root has no output of its own).
+fn leaf(node: Node<'_, '_>, opts: &Options<'_>, out: &mut String) {
     match node.node_type() {
-        NodeType::Element => {}
-        NodeType::Text => {
-            push_text(out, node.text().unwrap_or(""));
-            return;
-        }
-        NodeType::Comment => {
-            if opts.with_comments {
-                out.push_str("<!--");
-                out.push_str(node.text().unwrap_or(""));
-                out.push_str("-->");
-            }
-            return;
+        NodeType::Text => push_text(out, node.text().unwrap_or("")),
+        NodeType::Comment if opts.with_comments => {
+            out.push_str("<!--");
+            out.push_str(node.text().unwrap_or(""));
+            out.push_str("-->");
         }
         NodeType::PI => {
             if let Some(pi) = node.pi() {
@@ -93,16 +109,29 @@ fn walk(
                 }
                 out.push_str("?>");
             }
-            return;
         }
-        NodeType::Root => {
-            for child in node.children() {
-                walk(child, opts, rendered, out);
-            }
-            return;
-        }
+        _ => {}
     }
+}
 
+/// The element's name as written: its prefix (if any) and local name.
+fn push_qname(node: Node<'_, '_>, out: &mut String) {
+    let input = node.document().input_text();
+    if let Some(prefix) = qname_prefix(input, &node) {
+        out.push_str(prefix);
+        out.push(':');
+    }
+    out.push_str(node.tag_name().name());
+}
+
+/// Writes the start tag of `node` with the namespace declarations exclusive c14n renders there;
+/// returns the length `rendered` had before them.
+fn start_tag(
+    node: Node<'_, '_>,
+    opts: &Options<'_>,
+    rendered: &mut Vec<(String, String)>,
+    out: &mut String,
+) -> usize {
     let input = node.document().input_text();
     let prefix = qname_prefix(input, &node).unwrap_or("");
     let uri = node.tag_name().namespace().unwrap_or("");
@@ -131,13 +160,7 @@ fn walk(
 
     let mark = rendered.len();
     out.push('<');
-    let qname_len = if prefix.is_empty() {
-        0
-    } else {
-        prefix.len() + 1
-    };
-    out.push_str(&input[node.range().start + 1..node.range().start + 1 + qname_len]);
-    out.push_str(node.tag_name().name());
+    push_qname(node, out);
     for (p, u) in &needed {
         let current = lookup(rendered, p).unwrap_or("");
         if current == *u {
@@ -163,14 +186,7 @@ fn walk(
         out.push('"');
     }
     out.push('>');
-    for child in node.children() {
-        walk(child, opts, rendered, out);
-    }
-    out.push_str("</");
-    out.push_str(&input[node.range().start + 1..node.range().start + 1 + qname_len]);
-    out.push_str(node.tag_name().name());
-    out.push('>');
-    rendered.truncate(mark);
+    mark
 }
 
 #[cfg(test)]
@@ -202,6 +218,25 @@ mod tests {
         assert_eq!(
             c14n(xml, "S"),
             r#"<a:S xmlns:a="urn:a"><T xmlns="urn:d" q="1"></T></a:S>"#
+        );
+    }
+
+    #[test]
+    fn deep_trees_do_not_use_the_thread_stack() {
+        let depth = 200_000;
+        let xml = format!("{}{}", "<e>".repeat(depth), "</e>".repeat(depth));
+        let doc = roxmltree::Document::parse_with_options(
+            &xml,
+            roxmltree::ParsingOptions {
+                nodes_limit: u32::MAX,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let out = canonicalize(doc.root_element(), &Options::default());
+        assert_eq!(
+            out,
+            format!("{}{}", "<e>".repeat(depth), "</e>".repeat(depth))
         );
     }
 

@@ -1,6 +1,7 @@
 //! The SAML 2.0 wire format, as pure functions: AuthnRequest decoding and validation
 //! (`request`), Response building (`response`), XML-DSig signing (`sign`) and verification
-//! (`verify`, `c14n`), IdP metadata (`metadata`). Nothing here does I/O or knows about HTTP.
+//! (`verify`, `c14n`), IdP metadata (`metadata`), bounded parsing of XML others send
+//! (`xml_input`). Nothing here does I/O or knows about HTTP.
 
 pub mod c14n;
 pub mod metadata;
@@ -9,26 +10,9 @@ pub mod response;
 pub mod sign;
 pub mod verify;
 pub mod xml;
+pub mod xml_input;
 
-use roxmltree::Node;
-
-/// An unqualified attribute. roxmltree's `attribute("X")` also matches a namespaced `p:X`;
-/// SAML's attributes are unqualified, so a namespaced look-alike must not count.
-pub(crate) fn attr<'a>(n: Node<'a, '_>, name: &str) -> Option<&'a str> {
-    n.attributes()
-        .find(|a| a.namespace().is_none() && a.name() == name)
-        .map(|a| a.value())
-}
-
-/// Text content as XPath `string()`: all descendant text. `Node::text()` returns only the first
-/// text child, so a comment inside a signed value (invisible to exclusive c14n) would cut it
-/// short (the CVE-2017-11427 class of bugs).
-pub(crate) fn text_content(n: Node) -> String {
-    n.descendants()
-        .filter(|d| d.is_text())
-        .filter_map(|d| d.text())
-        .collect()
-}
+pub(crate) use xml_input::{attr, text_content};
 
 /// Namespace and identifier constants of the SAML and XML-DSig specifications.
 pub mod ns {

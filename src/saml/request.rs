@@ -4,9 +4,10 @@
 
 use super::ns;
 use super::verify::decode_b64;
+use super::xml_input::{self, child, children, Exceeded, XmlError};
 use super::{attr, text_content};
 use chrono::{DateTime, Duration, Utc};
-use roxmltree::{Document, Node, ParsingOptions};
+use roxmltree::{Document, Node};
 use std::io::Read;
 
 /// Size limits applied before and after inflating.
@@ -14,7 +15,9 @@ use std::io::Read;
 pub struct Limits {
     /// Longest `SAMLRequest` accepted, as received (base64).
     pub max_encoded: usize,
-    /// Longest AuthnRequest XML accepted after base64 and inflate.
+    /// Longest AuthnRequest XML accepted after base64 and inflate. The default, 16 KiB, is eight
+    /// times the largest request Flex sends and twice a signed HTTP-POST request carrying a
+    /// 4096-bit certificate; the shape bounds are `xml_input::AUTHN_REQUEST`.
     pub max_xml: usize,
     /// Longest `RelayState` accepted (SAMLBind says 80 bytes; Flex sends more, so the default is larger).
     pub max_relay_state: usize,
@@ -24,7 +27,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_encoded: 32 * 1024,
-            max_xml: 64 * 1024,
+            max_xml: 16 * 1024,
             max_relay_state: 2048,
         }
     }
@@ -49,6 +52,12 @@ pub enum RequestError {
     Doctype,
     #[error("the AuthnRequest is not well-formed XML: {0}")]
     Xml(String),
+    #[error("the AuthnRequest {0}; flexgate refuses it unread")]
+    Bounds(Exceeded),
+    #[error("{0}")]
+    Parameter(String),
+    #[error("the AuthnRequest has two Issuer elements")]
+    TwoIssuers,
     #[error("the message is a {0}, not an AuthnRequest")]
     NotAuthnRequest(String),
     #[error("the AuthnRequest has Version {0:?}; only SAML 2.0 is supported")]
@@ -71,6 +80,8 @@ pub enum RequestError {
     AcsMismatch { found: String, expected: String },
     #[error("the AuthnRequest asks for AssertionConsumerServiceIndex {0}; flexgate knows one ACS per service provider (index 0 or 1)")]
     AcsIndex(u32),
+    #[error("the AuthnRequest's AssertionConsumerServiceIndex {0:?} is not an unsigned number")]
+    BadAcsIndex(String),
     #[error("the AuthnRequest is addressed to {found:?}, not to this identity provider's SSO URL {expected:?}")]
     Destination { found: String, expected: String },
     #[error("the AuthnRequest asks for the {0} binding; flexgate answers with HTTP-POST only")]
@@ -87,6 +98,16 @@ pub enum RequestError {
     BadSignature(String),
     #[error("the AuthnRequest is signed with {0:?}, which is not allowed (rsa-sha256/384/512; rsa-sha1 only with allow_sha1_requests)")]
     SigAlg(String),
+}
+
+impl From<XmlError> for RequestError {
+    fn from(e: XmlError) -> Self {
+        match e {
+            XmlError::Doctype => RequestError::Doctype,
+            XmlError::Syntax(m) => RequestError::Xml(m),
+            XmlError::Exceeded(b) => RequestError::Bounds(b),
+        }
+    }
 }
 
 /// `Comparison` of a `RequestedAuthnContext`.
@@ -169,29 +190,24 @@ fn decode_base64(s: &str, limits: &Limits) -> Result<Vec<u8>, RequestError> {
     decode_b64(s).ok_or(RequestError::Base64)
 }
 
-fn child<'a, 'i>(node: Node<'a, 'i>, uri: &str, name: &str) -> Option<Node<'a, 'i>> {
-    node.children().find(|c| {
-        c.is_element() && c.tag_name().namespace() == Some(uri) && c.tag_name().name() == name
-    })
-}
-
 fn xs_bool(v: Option<&str>) -> bool {
     matches!(v.map(str::trim), Some("true") | Some("1"))
 }
 
-/// Parses an AuthnRequest. DOCTYPEs (and so entity declarations) are refused outright.
+/// Parses an AuthnRequest within `xml_input::AUTHN_REQUEST`'s bounds. DOCTYPEs (and so entity
+/// declarations) are refused outright.
+pub fn parse_document(xml: &str) -> Result<Document<'_>, RequestError> {
+    Ok(xml_input::parse_bounded(xml, &xml_input::AUTHN_REQUEST)?)
+}
+
+/// Parses and reads an AuthnRequest.
 pub fn parse(xml: &str) -> Result<AuthnRequest, RequestError> {
-    let opts = ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: 10_000,
-        ..ParsingOptions::default()
-    };
-    let doc = Document::parse_with_options(xml, opts).map_err(|e| match e {
-        roxmltree::Error::DtdDetected => RequestError::Doctype,
-        e => RequestError::Xml(e.to_string()),
-    })?;
-    let root = doc.root_element();
-    if root.tag_name().namespace() != Some(ns::SAMLP) || root.tag_name().name() != "AuthnRequest" {
+    read(&parse_document(xml)?)
+}
+
+/// The root must be `samlp:AuthnRequest`, version 2.0.
+fn check_root(root: Node) -> Result<(), RequestError> {
+    if !xml_input::is(root, ns::SAMLP, "AuthnRequest") {
         let n = root.tag_name();
         return Err(RequestError::NotAuthnRequest(match n.namespace() {
             Some(u) => format!("{{{u}}}{}", n.name()),
@@ -202,6 +218,55 @@ pub fn parse(xml: &str) -> Result<AuthnRequest, RequestError> {
     if version != "2.0" {
         return Err(RequestError::Version(version.to_string()));
     }
+    Ok(())
+}
+
+/// The one non-empty `saml:Issuer`.
+fn issuer(root: Node) -> Result<String, RequestError> {
+    let mut issuers = children(root, ns::SAML, "Issuer");
+    let issuer = issuers
+        .next()
+        .map(|n| text_content(n).trim().to_string())
+        .filter(|t| !t.is_empty())
+        .ok_or(RequestError::MissingIssuer)?;
+    if issuers.next().is_some() {
+        return Err(RequestError::TwoIssuers);
+    }
+    Ok(issuer)
+}
+
+fn acs_index(root: Node) -> Result<Option<u32>, RequestError> {
+    attr(root, "AssertionConsumerServiceIndex")
+        .map(|v| {
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| RequestError::BadAcsIndex(v.to_string()))
+        })
+        .transpose()
+}
+
+fn requested_authn_context(root: Node) -> Option<RequestedAuthnContext> {
+    child(root, ns::SAMLP, "RequestedAuthnContext").map(|n| {
+        let comparison = match attr(n, "Comparison").unwrap_or("exact") {
+            "minimum" => Comparison::Minimum,
+            "maximum" => Comparison::Maximum,
+            "better" => Comparison::Better,
+            _ => Comparison::Exact,
+        };
+        let class_refs = children(n, ns::SAML, "AuthnContextClassRef")
+            .map(|c| text_content(c).trim().to_string())
+            .collect();
+        RequestedAuthnContext {
+            comparison,
+            class_refs,
+        }
+    })
+}
+
+/// Reads the parts of a parsed AuthnRequest flexgate uses.
+pub fn read(doc: &Document) -> Result<AuthnRequest, RequestError> {
+    let root = doc.root_element();
+    check_root(root)?;
     let id = attr(root, "ID").unwrap_or("");
     if !is_ncname(id) || id.len() > 256 {
         return Err(RequestError::BadId);
@@ -210,53 +275,8 @@ pub fn parse(xml: &str) -> Result<AuthnRequest, RequestError> {
     let issue_instant = DateTime::parse_from_rfc3339(instant)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| RequestError::BadIssueInstant(instant.to_string()))?;
-    let mut issuers = root.children().filter(|c| {
-        c.is_element()
-            && c.tag_name().namespace() == Some(ns::SAML)
-            && c.tag_name().name() == "Issuer"
-    });
-    let issuer = issuers
-        .next()
-        .map(|n| text_content(n).trim().to_string())
-        .filter(|t| !t.is_empty())
-        .ok_or(RequestError::MissingIssuer)?;
-    if issuers.next().is_some() {
-        return Err(RequestError::Xml(
-            "the AuthnRequest has two Issuer elements".into(),
-        ));
-    }
-    let acs_index = match attr(root, "AssertionConsumerServiceIndex") {
-        Some(v) => Some(
-            v.trim()
-                .parse::<u32>()
-                .map_err(|_| RequestError::AcsIndex(u32::MAX))?,
-        ),
-        None => None,
-    };
-    let name_id_format = child(root, ns::SAMLP, "NameIDPolicy")
-        .and_then(|n| attr(n, "Format"))
-        .map(str::to_string);
-    let requested_authn_context = child(root, ns::SAMLP, "RequestedAuthnContext").map(|n| {
-        let comparison = match attr(n, "Comparison").unwrap_or("exact") {
-            "minimum" => Comparison::Minimum,
-            "maximum" => Comparison::Maximum,
-            "better" => Comparison::Better,
-            _ => Comparison::Exact,
-        };
-        let class_refs = n
-            .children()
-            .filter(|c| {
-                c.is_element()
-                    && c.tag_name().namespace() == Some(ns::SAML)
-                    && c.tag_name().name() == "AuthnContextClassRef"
-            })
-            .map(|c| text_content(c).trim().to_string())
-            .collect();
-        RequestedAuthnContext {
-            comparison,
-            class_refs,
-        }
-    });
+    let issuer = issuer(root)?;
+    let acs_index = acs_index(root)?;
     Ok(AuthnRequest {
         id: id.to_string(),
         issue_instant,
@@ -269,8 +289,10 @@ pub fn parse(xml: &str) -> Result<AuthnRequest, RequestError> {
         protocol_binding: attr(root, "ProtocolBinding").map(str::to_string),
         force_authn: xs_bool(attr(root, "ForceAuthn")),
         is_passive: xs_bool(attr(root, "IsPassive")),
-        name_id_format,
-        requested_authn_context,
+        name_id_format: child(root, ns::SAMLP, "NameIDPolicy")
+            .and_then(|n| attr(n, "Format"))
+            .map(str::to_string),
+        requested_authn_context: requested_authn_context(root),
         has_signature: child(root, ns::DS, "Signature").is_some(),
     })
 }
@@ -435,19 +457,12 @@ pub fn verify_redirect_signature(
 /// of the root AuthnRequest and cover the root by its ID; IDs must be unique in the document, so
 /// a signed element cannot be smuggled in beside an unsigned root.
 pub fn verify_post_signature(
-    xml: &str,
+    doc: &Document,
     keys: &[openssl::pkey::PKey<openssl::pkey::Public>],
     allow_sha1: bool,
 ) -> Result<(), RequestError> {
     use super::verify::{check_unique_ids, verify_enveloped, AlgPolicy, VerifyError};
-    let opts = ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: 10_000,
-        ..ParsingOptions::default()
-    };
-    let doc =
-        Document::parse_with_options(xml, opts).map_err(|e| RequestError::Xml(e.to_string()))?;
-    check_unique_ids(&doc).map_err(|e| RequestError::BadSignature(e.to_string()))?;
+    check_unique_ids(doc).map_err(|e| RequestError::BadSignature(e.to_string()))?;
     match verify_enveloped(
         doc.root_element(),
         keys,

@@ -9,13 +9,14 @@
 
 use super::c14n::{self, Options};
 use super::ns;
+use super::xml_input::{self, child, children, Exceeded, XmlError};
 use super::{attr, text_content};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Public};
-use roxmltree::{Document, Node, ParsingOptions};
+use roxmltree::{Document, Node};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub enum VerifyError {
     Xml(String),
     #[error("the document has a DOCTYPE; SAML messages must not")]
     Doctype,
+    #[error("the document {0}; flexgate refuses it unread")]
+    Bounds(Exceeded),
     #[error("the root element is {0}, expected {1}")]
     WrongRoot(String, String),
     #[error("no signature found on the {0}")]
@@ -63,23 +66,14 @@ pub struct AlgPolicy {
     pub allow_sha1: bool,
 }
 
-fn child<'a, 'i>(node: Node<'a, 'i>, uri: &str, name: &str) -> Option<Node<'a, 'i>> {
-    node.children().find(|c| {
-        c.is_element() && c.tag_name().namespace() == Some(uri) && c.tag_name().name() == name
-    })
-}
-
-fn children<'a, 'i>(
-    node: Node<'a, 'i>,
-    uri: &'a str,
-    name: &'a str,
-) -> impl Iterator<Item = Node<'a, 'i>> + 'a
-where
-    'i: 'a,
-{
-    node.children().filter(move |c| {
-        c.is_element() && c.tag_name().namespace() == Some(uri) && c.tag_name().name() == name
-    })
+impl From<XmlError> for VerifyError {
+    fn from(e: XmlError) -> Self {
+        match e {
+            XmlError::Doctype => VerifyError::Doctype,
+            XmlError::Syntax(m) => VerifyError::Xml(m),
+            XmlError::Exceeded(b) => VerifyError::Bounds(b),
+        }
+    }
 }
 
 fn inclusive_prefixes(method: Node) -> Vec<String> {
@@ -109,17 +103,9 @@ fn is_c14n(alg: &str) -> Option<bool> {
     }
 }
 
-/// Parses a SAML message safely: no DTD, bounded size is the caller's job.
+/// Parses a SAML message within `xml_input::RESPONSE`'s bounds; no DOCTYPE.
 pub fn parse(xml: &str) -> Result<Document<'_>, VerifyError> {
-    let opts = ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: 100_000,
-        ..ParsingOptions::default()
-    };
-    Document::parse_with_options(xml, opts).map_err(|e| match e {
-        roxmltree::Error::DtdDetected => VerifyError::Doctype,
-        e => VerifyError::Xml(e.to_string()),
-    })
+    Ok(xml_input::parse_bounded(xml, &xml_input::RESPONSE)?)
 }
 
 /// Refuses documents in which an `ID` attribute value appears twice.

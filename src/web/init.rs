@@ -19,7 +19,7 @@ pub async fn get(
         Err(m) => {
             return errors::login_failed(
                 &st.idp(),
-                &LoginError::Request(RequestError::Xml(m)),
+                &LoginError::Request(RequestError::Parameter(m)),
                 Some(&sp),
             )
         }

@@ -53,7 +53,7 @@ async fn handle(
     headers: &HeaderMap,
 ) -> Response {
     let read = || -> Result<(String, Option<String>, Option<String>), LoginError> {
-        let bad = |m: String| LoginError::Request(RequestError::Xml(m));
+        let bad = |m: String| LoginError::Request(RequestError::Parameter(m));
         let req = single(msg, "SAMLRequest")
             .map_err(bad)?
             .ok_or(RequestError::MissingRequest)?;

@@ -4,6 +4,8 @@
 //! the `xmlsec1` CLI). A missing peer fails the test and names `scripts/install-test-deps`.
 #![allow(dead_code)]
 
+pub mod shapes;
+
 use base64::Engine;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -386,6 +388,11 @@ client_secret = "${{TEST_CLIENT_SECRET}}"
 
     pub fn sso_url(&self) -> String {
         format!("{}/saml/sso", self.base)
+    }
+
+    /// The server's process id (its CPU time is read from `/proc/PID/stat`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
