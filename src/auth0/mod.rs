@@ -3,5 +3,7 @@
 pub mod client;
 pub mod init;
 pub mod pacer;
+pub mod roles;
+pub mod users;
 
 pub use client::{Auth0Error, Client, ClientConfig, Credentials};

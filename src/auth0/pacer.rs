@@ -40,10 +40,12 @@ pub struct Pacer {
     limit: Option<u64>,
     remaining: u64,
     reset_at: Instant,
-    /// The gap between two requests when the bucket is nearly empty.
+    /// The gap between two requests when the bucket is nearly empty (the refill rate).
     interval: Duration,
-    /// No request starts before this (set by spreading and by a 429).
+    /// When the bucket is nearly empty, the next request starts no earlier than this.
     next_at: Instant,
+    /// After a 429, no request starts before this.
+    hold_until: Instant,
     in_flight: u64,
 }
 
@@ -55,6 +57,7 @@ impl Pacer {
             reset_at: now,
             interval: Duration::ZERO,
             next_at: now,
+            hold_until: now,
             in_flight: 0,
         }
     }
@@ -66,16 +69,17 @@ impl Pacer {
             self.remaining = limit;
         }
         let in_hand = self.limit.is_none() || self.remaining > RESERVE;
-        let at = if self.next_at <= now && in_hand {
-            now
+        let at = if in_hand {
+            now.max(self.hold_until)
         } else {
-            let at = now.max(self.next_at);
-            if at - now > max_wait {
-                return Err(at - now);
-            }
-            self.next_at = at + self.interval;
-            at
+            now.max(self.hold_until).max(self.next_at)
         };
+        if at - now > max_wait {
+            return Err(at - now);
+        }
+        if !in_hand {
+            self.next_at = at + self.interval;
+        }
         self.remaining = self.remaining.saturating_sub(1);
         self.in_flight += 1;
         Ok(at)
@@ -85,12 +89,17 @@ impl Pacer {
     pub fn observe(&mut self, now: Instant, h: Option<RateHeaders>) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let Some(h) = h else { return };
-        self.limit = Some(h.limit.max(1));
+        let limit = h.limit.max(1);
+        self.limit = Some(limit);
         self.remaining = h.remaining.saturating_sub(self.in_flight);
         self.reset_at = now + h.reset_in;
-        // The bucket refills (limit - remaining) requests by the reset: one per interval.
-        let missing = h.limit.saturating_sub(h.remaining).max(1);
-        self.interval = h.reset_in / missing as u32;
+        // The bucket refills (limit - remaining) requests by the reset. Read the rate only
+        // from a bucket at least half empty: near full, the reset's one-second resolution
+        // swamps it.
+        let missing = limit.saturating_sub(h.remaining);
+        if missing * 2 >= limit || self.interval.is_zero() {
+            self.interval = h.reset_in / missing.max(1) as u32;
+        }
     }
 
     /// A 429: nothing goes before the reset. Returns how long the caller waits.
@@ -106,7 +115,7 @@ impl Pacer {
             .unwrap_or(fallback)
             .max(Duration::from_millis(100));
         self.remaining = 0;
-        self.next_at = self.next_at.max(now + wait);
+        self.hold_until = self.hold_until.max(now + wait);
         self.reset_at = self.reset_at.max(now + wait);
         wait
     }
@@ -159,6 +168,22 @@ mod tests {
         assert_eq!(a, t);
         assert_eq!(b - a, Duration::from_micros(62_500));
         assert_eq!(c - b, Duration::from_micros(62_500));
+    }
+
+    #[test]
+    fn a_refilled_bucket_ends_the_spreading() {
+        let t = Instant::now();
+        let mut p = Pacer::new(t);
+        p.reserve(t, Duration::ZERO).unwrap();
+        p.observe(t, h(50, 0, 3_000));
+        let a = p.reserve(t, Duration::from_secs(10)).unwrap();
+        let b = p.reserve(t, Duration::from_secs(10)).unwrap();
+        assert_eq!(b - a, Duration::from_millis(60));
+        // The bucket refilled faster than requests went: they go at once again, and a nearly
+        // full bucket (reset within a second) does not slow them down.
+        p.observe(t, h(50, 45, 1_000));
+        assert_eq!(p.reserve(t, Duration::ZERO), Ok(t));
+        assert_eq!(p.reserve(t, Duration::ZERO), Ok(t));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod demo;
 mod init;
 mod keygen;
 mod metadata;
+mod roles;
 mod serve;
 mod verify;
 
@@ -45,6 +46,8 @@ pub enum Command {
     /// Set up Auth0 through its Management API (application, roles Action, Login flow) and write
     /// flexgate.toml, flexgate.env and the signing key.
     Init(init::Args),
+    /// Agents' Flex roles in Auth0 (app_metadata.flex.roles), through the Management API.
+    Roles(roles::Args),
 }
 
 impl Command {
@@ -58,6 +61,7 @@ impl Command {
             Command::Verify(args) => verify::run(args),
             Command::Metadata(args) => metadata::run(args),
             Command::Init(args) => init::run(args),
+            Command::Roles(args) => roles::run(args),
         }
     }
 }
