@@ -1458,3 +1458,35 @@ fn an_expect_file_now_outside_the_allowed_years_is_exit_2() {
         stderr(&o)
     );
 }
+
+#[test]
+fn check_and_serve_report_every_config_mistake_in_one_run() {
+    let d = Deploy::new();
+    // Three mistakes in three sections: [idp], [upstream], [[sp]].
+    d.write(
+        "https://op.invalid/",
+        "clock_skew_secs = 99999999999999999",
+        "scopes = [\"profile\"]",
+        "sign = \"everything\"",
+    );
+    for cmd in ["check", "serve"] {
+        let o = d.cmd(&[cmd, "--config", p(&d.config())]);
+        assert_exit(&o, 2);
+        let msg = stderr(&o);
+        for (key, range) in [
+            ("idp.clock_skew_secs", "between 0 and 600"),
+            ("upstream.scopes", "add \"openid\""),
+            ("sp[0].sign", "\"response\""),
+        ] {
+            assert!(
+                msg.contains(key) && msg.contains(range),
+                "{cmd}: {key} not reported: {msg}"
+            );
+        }
+        assert_eq!(
+            msg.matches("fix:").count(),
+            3,
+            "{cmd}: one fix per mistake: {msg}"
+        );
+    }
+}

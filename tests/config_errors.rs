@@ -664,3 +664,165 @@ fn store_urls() {
     );
     refused(&text, "store.url", "redis+sentinel://host:26379/SERVICE");
 }
+
+// ------------------------------------------------------------ every mistake, and absurd numbers
+
+#[test]
+fn three_mistakes_in_three_sections_are_all_reported() {
+    let text = good()
+        .replace("[server]\n", "[server]\nlisten = \"nowhere\"\n")
+        .replace(
+            "[upstream]\n",
+            "[upstream]\ntoken_auth_method = \"private_key_jwt\"\n",
+        )
+        .replace(
+            "kind = \"flex-enhanced\"\n",
+            "kind = \"flex-enhanced\"\nmfa = \"sometimes\"\n",
+        );
+    let errors = match load(&text) {
+        Err(ConfigError::Several(errors)) => errors,
+        other => panic!("expected every problem, got {other:?}"),
+    };
+    let keys: Vec<String> = errors
+        .iter()
+        .map(|e| match e {
+            ConfigError::Invalid { key, .. } => key.clone(),
+            other => panic!("not keyed: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        ["server.listen", "upstream.token_auth_method", "sp[0].mfa"],
+        "in the file's order"
+    );
+    let msg = load(&text).unwrap_err().to_string();
+    for fix in [
+        "\"127.0.0.1:8080\"",
+        "\"client_secret_basic\" or \"client_secret_post\"",
+        "\"never\", \"always\"",
+    ] {
+        assert!(msg.contains(fix), "{fix:?} missing: {msg}");
+    }
+    assert_eq!(
+        msg.matches("/etc/flexgate/flexgate.toml").count(),
+        3,
+        "{msg}"
+    );
+}
+
+#[test]
+fn several_mistakes_in_one_section_and_in_several_sps_are_all_reported() {
+    let text = good().replace(
+        "[server]\n",
+        "[server]\nshutdown_grace_secs = 9999\nrequest_timeout_secs = 1\n",
+    )
+        + "[[sp]]\nname = \"flex prod\"\nkind = \"flex-legacy\"\naccount_sid = \"AC123\"\n";
+    let msg = load(&text).unwrap_err().to_string();
+    for key in [
+        "server.shutdown_grace_secs",
+        "server.request_timeout_secs",
+        "sp[1].name",
+        "sp[1].account_sid",
+    ] {
+        assert!(msg.contains(key), "{key} missing: {msg}");
+    }
+}
+
+/// Absurd numbers in every `*_secs` / `*_ms` family: an error naming the key and its range,
+/// never a panic or a silent overflow.
+#[test]
+fn absurd_numbers_name_the_key_and_its_range() {
+    let huge = "99999999999999999";
+    let cases = [
+        (
+            "[server]\n",
+            "login_timeout_secs",
+            "server.login_timeout_secs",
+            "30 and 3600 seconds",
+        ),
+        (
+            "[server]\n",
+            "shutdown_grace_secs",
+            "server.shutdown_grace_secs",
+            "0 and 300 seconds",
+        ),
+        (
+            "[server]\n",
+            "request_timeout_secs",
+            "server.request_timeout_secs",
+            "5 and 300 seconds",
+        ),
+        (
+            "[server]\n",
+            "header_timeout_secs",
+            "server.header_timeout_secs",
+            "1 and 300 seconds",
+        ),
+        (
+            "[idp]\n",
+            "assertion_lifetime_secs",
+            "idp.assertion_lifetime_secs",
+            "30 and 3600 seconds",
+        ),
+        (
+            "[idp]\n",
+            "clock_skew_secs",
+            "idp.clock_skew_secs",
+            "0 and 600 seconds",
+        ),
+        (
+            "[idp]\n",
+            "request_max_age_secs",
+            "idp.request_max_age_secs",
+            "30 and 3600 seconds",
+        ),
+        (
+            "[upstream]\n",
+            "timeout_secs",
+            "upstream.timeout_secs",
+            "1 and 120 seconds",
+        ),
+    ];
+    for (section, name, key, range) in cases {
+        let text = good().replace(section, &format!("{section}{name} = {huge}\n"));
+        refused(&text, key, range);
+    }
+    let text = format!(
+        "{}[store]\nurl = \"redis://127.0.0.1:6379\"\ntimeout_ms = {huge}\n",
+        good()
+    );
+    refused(&text, "store.timeout_ms", "50 and 30000 milliseconds");
+    let text = format!(
+        "{}[upstream.management]\nclient_id = \"m\"\nclient_secret = \"s\"\ncache_secs = {huge}\n",
+        good()
+    );
+    refused(
+        &text,
+        "upstream.management.cache_secs",
+        "0 and 3600 seconds",
+    );
+    // Negative, and beyond what TOML integers hold: refused by the parser, naming the key.
+    for v in ["-1", "99999999999999999999999"] {
+        let text = good().replace("[idp]\n", &format!("[idp]\nclock_skew_secs = {v}\n"));
+        let msg = refused(&text, "clock_skew_secs", "configuration reference");
+        assert!(
+            matches!(load(&text), Err(ConfigError::Syntax { .. })),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn store_url_is_checked_without_a_client() {
+    for (url, problem) in [
+        ("redis+sentinel://s1:26379", "Sentinel service name"),
+        ("redis+cluster://", "missing or malformed"),
+        ("redis+cluster://n1:99999", "missing or malformed"),
+        ("redis://[::1", "is not a URL"),
+        ("memcached://x:11211", "uses the scheme \"memcached\""),
+    ] {
+        let text = format!("{}\n[store]\nurl = \"{url}\"\n", good());
+        let msg = refused(&text, "store.url", "redis+sentinel://host:26379/SERVICE");
+        assert!(msg.contains(problem), "{url}: {msg}");
+    }
+}

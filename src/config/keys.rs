@@ -26,12 +26,7 @@ impl KeyLocation {
                 .map(KeyLocation::Pkcs11)
                 .map_err(|e| format!("is a PKCS#11 URI that cannot be used: {e}"));
         }
-        let p = Path::new(s);
-        Ok(KeyLocation::File(if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }))
+        Ok(KeyLocation::File(super::resolve(base, Path::new(s))))
     }
 
     /// For messages: the path, or the URI with its PIN redacted.

@@ -4,12 +4,13 @@
 //! `keys.rs`). Every error names the file, the key and the fix, and stops start-up.
 
 pub mod keys;
+mod raw;
 pub mod secret;
+mod validate;
 
 pub use secret::Secret;
 
 use crate::saml::sign::SignMode;
-use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +33,17 @@ pub enum ConfigError {
         problem: String,
         fix: String,
     },
+    /// Several problems, each as `Invalid` says it, in the order of the file's sections.
+    #[error("{}", join(.0))]
+    Several(Vec<ConfigError>),
+}
+
+fn join(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Where the config came from, for error messages.
@@ -54,139 +66,6 @@ impl Ctx {
             fix: fix.into(),
         }
     }
-}
-
-// ---------------------------------------------------------------- raw TOML shape
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    server: RawServer,
-    idp: RawIdp,
-    upstream: RawUpstream,
-    #[serde(default)]
-    sp: Vec<RawSp>,
-    #[serde(default)]
-    limits: RawLimits,
-    mfa: Option<RawMfa>,
-    store: Option<RawStore>,
-    log: Option<RawLog>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStore {
-    url: Option<String>,
-    prefix: Option<String>,
-    timeout_ms: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLog {
-    format: Option<String>,
-    level: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTls {
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMfa {
-    acr_values: Option<String>,
-    proof: Option<String>,
-    amr_values: Option<Vec<String>>,
-    context_class: Option<String>,
-    request_classes: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServer {
-    listen: Option<String>,
-    public_url: String,
-    login_timeout_secs: Option<u64>,
-    shutdown_grace_secs: Option<u64>,
-    request_timeout_secs: Option<u64>,
-    header_timeout_secs: Option<u64>,
-    tls: Option<RawTls>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawIdp {
-    entity_id: Option<String>,
-    key: String,
-    cert: PathBuf,
-    next_cert: Option<PathBuf>,
-    assertion_lifetime_secs: Option<u64>,
-    clock_skew_secs: Option<u64>,
-    request_max_age_secs: Option<u64>,
-    authn_context_class: Option<String>,
-    #[serde(default)]
-    allow_insecure_key_permissions: bool,
-    pkcs11_sessions: Option<usize>,
-    #[serde(default)]
-    allow_extractable_key: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUpstream {
-    issuer: String,
-    client_id: String,
-    client_secret: String,
-    connection: Option<String>,
-    scopes: Option<Vec<String>>,
-    token_auth_method: Option<String>,
-    timeout_secs: Option<u64>,
-    userinfo: Option<bool>,
-    management: Option<RawManagement>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawManagement {
-    url: Option<String>,
-    client_id: String,
-    client_secret: String,
-    cache_secs: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSp {
-    name: String,
-    kind: Option<String>,
-    flex_connection: Option<String>,
-    region: Option<String>,
-    account_sid: Option<String>,
-    entity_id: Option<String>,
-    acs_url: Option<String>,
-    sign: Option<String>,
-    default_relay_state: Option<String>,
-    attributes: Option<toml::Table>,
-    #[serde(default)]
-    extra_roles: Vec<String>,
-    request_cert: Option<PathBuf>,
-    want_signed_requests: Option<bool>,
-    #[serde(default)]
-    allow_sha1_requests: bool,
-    mfa: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    max_saml_request_bytes: Option<usize>,
-    max_authn_request_xml_bytes: Option<usize>,
-    max_relay_state_bytes: Option<usize>,
-    max_pending_logins: Option<usize>,
 }
 
 // ---------------------------------------------------------------- validated config
@@ -271,7 +150,8 @@ pub struct IdpConfig {
 }
 
 /// How flexgate authenticates at the upstream's token endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TokenAuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
@@ -305,7 +185,9 @@ pub struct ManagementConfig {
     pub cache_ttl: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `sp[].kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SpKind {
     FlexEnhanced,
     FlexLegacy,
@@ -419,7 +301,7 @@ impl Config {
             message: e.to_string().trim_end().to_string(),
         })?;
         expand_env(&mut value, "", &ctx, &env)?;
-        let raw: RawConfig =
+        let raw: raw::RawConfig =
             value
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Syntax {
@@ -427,7 +309,7 @@ impl Config {
                     message: e.to_string().trim_end().to_string(),
                 })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        validate(raw, &ctx, &base)
+        validate::validate(raw, path, &base)
     }
 }
 
@@ -500,6 +382,11 @@ fn expand_str(
     Ok(out)
 }
 
+/// A path from the config: relative ones start at `base`, the config file's folder.
+pub(crate) fn resolve(base: &Path, p: &Path) -> PathBuf {
+    base.join(p)
+}
+
 fn is_loopback_host(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
@@ -520,645 +407,4 @@ pub(crate) fn https_or_loopback(s: &str) -> Result<Url, String> {
         ),
         other => Err(format!("uses the scheme {other:?}; only https is allowed")),
     }
-}
-
-fn secs(
-    v: Option<u64>,
-    default: u64,
-    key: &str,
-    range: std::ops::RangeInclusive<u64>,
-    ctx: &Ctx,
-) -> Result<Duration, ConfigError> {
-    let v = v.unwrap_or(default);
-    if !range.contains(&v) {
-        return Err(ctx.invalid(
-            key,
-            format!("is {v}, outside {}..={}", range.start(), range.end()),
-            format!(
-                "pick a value between {} and {} seconds",
-                range.start(),
-                range.end()
-            ),
-        ));
-    }
-    Ok(Duration::from_secs(v))
-}
-
-fn is_sid(s: &str, prefix: &str) -> bool {
-    s.len() == 34
-        && s.starts_with(prefix)
-        && s[2..]
-            .chars()
-            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-}
-
-fn validate(raw: RawConfig, ctx: &Ctx, base: &Path) -> Result<Config, ConfigError> {
-    // [server]
-    let listen_s = raw
-        .server
-        .listen
-        .clone()
-        .unwrap_or_else(|| "127.0.0.1:8080".into());
-    let listen: SocketAddr = listen_s.parse().map_err(|_| {
-        ctx.invalid(
-            "server.listen",
-            format!("is {listen_s:?}, not an address:port"),
-            "write e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8080\"",
-        )
-    })?;
-    let public = https_or_loopback(&raw.server.public_url).map_err(|p| {
-        ctx.invalid(
-            "server.public_url",
-            p,
-            "write the https URL browsers use to reach flexgate, e.g. \"https://sso.example.com\"",
-        )
-    })?;
-    if public.query().is_some() || public.fragment().is_some() {
-        return Err(ctx.invalid(
-            "server.public_url",
-            "has a query or fragment",
-            "remove everything after the path",
-        ));
-    }
-    let public_url = public.as_str().trim_end_matches('/').to_string();
-    let shutdown_grace = secs(
-        raw.server.shutdown_grace_secs,
-        10,
-        "server.shutdown_grace_secs",
-        0..=300,
-        ctx,
-    )?;
-    let request_timeout = secs(
-        raw.server.request_timeout_secs,
-        30,
-        "server.request_timeout_secs",
-        5..=300,
-        ctx,
-    )?;
-    let header_timeout = secs(
-        raw.server.header_timeout_secs,
-        15,
-        "server.header_timeout_secs",
-        1..=300,
-        ctx,
-    )?;
-    let tls = raw.server.tls.as_ref().map(|t| TlsConfig {
-        cert: if t.cert.is_absolute() {
-            t.cert.clone()
-        } else {
-            base.join(&t.cert)
-        },
-        key: if t.key.is_absolute() {
-            t.key.clone()
-        } else {
-            base.join(&t.key)
-        },
-    });
-    let store = match raw.store {
-        None => StoreConfig::Memory,
-        Some(RawStore { url: None, .. }) => StoreConfig::Memory,
-        Some(RawStore {
-            url: Some(url),
-            prefix,
-            timeout_ms,
-        }) => {
-            let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
-            let fix = "write redis://host:6379, redis+sentinel://host:26379/SERVICE or redis+cluster://node1:6379,node2:6379 (rediss://, rediss+sentinel://, rediss+cluster:// for TLS); leave [store] out for the in-memory store";
-            match scheme {
-                "redis" | "rediss" => {
-                    Url::parse(&url).map_err(|e| {
-                        ctx.invalid("store.url", format!("is not a URL ({e})"), fix)
-                    })?;
-                }
-                "redis+sentinel" | "redis+cluster" | "rediss+sentinel" | "rediss+cluster" => {
-                    if crate::store::redis::RedisStore::new(&url, "x", Duration::from_secs(1))
-                        .is_err()
-                    {
-                        return Err(ctx.invalid("store.url", "cannot be used (hosts or the Sentinel service name are missing or malformed)", fix));
-                    }
-                }
-                other => {
-                    return Err(ctx.invalid("store.url", format!("uses the scheme {other:?}"), fix))
-                }
-            }
-            let timeout_ms = timeout_ms.unwrap_or(2000);
-            if !(50..=30_000).contains(&timeout_ms) {
-                return Err(ctx.invalid(
-                    "store.timeout_ms",
-                    format!("is {timeout_ms}"),
-                    "pick 50 to 30000 milliseconds",
-                ));
-            }
-            StoreConfig::Redis {
-                url: Secret::new(url),
-                prefix: prefix.unwrap_or_else(|| "flexgate".into()),
-                timeout: Duration::from_millis(timeout_ms),
-            }
-        }
-    };
-    let log = match raw.log {
-        None => LogConfig {
-            json: false,
-            level: "info".into(),
-        },
-        Some(l) => LogConfig {
-            json: match l.format.as_deref().unwrap_or("text") {
-                "text" => false,
-                "json" => true,
-                other => {
-                    return Err(ctx.invalid(
-                        "log.format",
-                        format!("is {other:?}"),
-                        "use \"text\" or \"json\"",
-                    ))
-                }
-            },
-            level: l.level.unwrap_or_else(|| "info".into()),
-        },
-    };
-    let login_timeout = secs(
-        raw.server.login_timeout_secs,
-        600,
-        "server.login_timeout_secs",
-        30..=3600,
-        ctx,
-    )?;
-
-    // [idp]
-    let entity_id = raw
-        .idp
-        .entity_id
-        .clone()
-        .unwrap_or_else(|| format!("{public_url}/saml/metadata"));
-    if entity_id.trim().is_empty() || entity_id.trim() != entity_id {
-        return Err(ctx.invalid(
-            "idp.entity_id",
-            "is empty or has surrounding spaces",
-            "remove it to use {public_url}/saml/metadata, or write the issuer Flex expects",
-        ));
-    }
-    let resolve = |p: &Path| {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
-    };
-    let idp = IdpConfig {
-        entity_id,
-        key: keys::KeyLocation::parse(&raw.idp.key, base).map_err(|p| {
-            ctx.invalid("idp.key", p, "write a PEM file path, or pkcs11:token=T;object=L?module-path=M&pin-value=P (README: signing key in an HSM)")
-        })?,
-        cert: resolve(&raw.idp.cert),
-        next_cert: raw.idp.next_cert.as_deref().map(resolve),
-        assertion_lifetime: secs(
-            raw.idp.assertion_lifetime_secs,
-            300,
-            "idp.assertion_lifetime_secs",
-            30..=3600,
-            ctx,
-        )?,
-        clock_skew: secs(
-            raw.idp.clock_skew_secs,
-            60,
-            "idp.clock_skew_secs",
-            0..=600,
-            ctx,
-        )?,
-        request_max_age: secs(
-            raw.idp.request_max_age_secs,
-            300,
-            "idp.request_max_age_secs",
-            30..=3600,
-            ctx,
-        )?,
-        authn_context_class: raw
-            .idp
-            .authn_context_class
-            .clone()
-            .unwrap_or_else(|| crate::saml::ns::AC_PPT.to_string()),
-        allow_insecure_key_permissions: raw.idp.allow_insecure_key_permissions,
-        pkcs11_sessions: match raw.idp.pkcs11_sessions {
-            None => 8,
-            Some(n @ 1..=256) => n,
-            Some(n) => {
-                return Err(ctx.invalid(
-                    "idp.pkcs11_sessions",
-                    format!("is {n}"),
-                    "pick 1 to 256 (at most what the token allows)",
-                ))
-            }
-        },
-        allow_extractable_key: raw.idp.allow_extractable_key,
-    };
-
-    // [upstream]
-    let u = raw.upstream;
-    https_or_loopback(&u.issuer).map_err(|p| {
-        ctx.invalid("upstream.issuer", p, "write the issuer exactly as the provider's discovery document says, e.g. \"https://example.us.auth0.com/\" (Auth0 keeps the trailing slash)")
-    })?;
-    if u.client_id.trim().is_empty() {
-        return Err(ctx.invalid(
-            "upstream.client_id",
-            "is empty",
-            "copy the Client ID of the upstream application",
-        ));
-    }
-    if u.client_secret.is_empty() {
-        return Err(ctx.invalid(
-            "upstream.client_secret",
-            "is empty",
-            "set it, e.g. client_secret = \"${FLEXGATE_CLIENT_SECRET}\" and export that variable",
-        ));
-    }
-    let scopes = u
-        .scopes
-        .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
-    if !scopes.iter().any(|s| s == "openid") {
-        return Err(ctx.invalid(
-            "upstream.scopes",
-            "does not include \"openid\"",
-            "add \"openid\" (OpenID Connect needs it)",
-        ));
-    }
-    if scopes
-        .iter()
-        .any(|s| s.is_empty() || s.contains(char::is_whitespace))
-    {
-        return Err(ctx.invalid(
-            "upstream.scopes",
-            "has an empty scope or one with spaces",
-            "list one scope per string",
-        ));
-    }
-    let token_auth_method = match u.token_auth_method.as_deref() {
-        None => None,
-        Some("client_secret_basic") => Some(TokenAuthMethod::ClientSecretBasic),
-        Some("client_secret_post") => Some(TokenAuthMethod::ClientSecretPost),
-        Some(other) => {
-            return Err(ctx.invalid("upstream.token_auth_method", format!("is {other:?}"), "use \"client_secret_basic\" or \"client_secret_post\", or leave it out to follow discovery"))
-        }
-    };
-    let management = match u.management {
-        None => None,
-        Some(m) => {
-            let url = match m.url {
-                Some(url) => url,
-                None => {
-                    let issuer = Url::parse(&u.issuer).map_err(|e| {
-                        ctx.invalid("upstream.issuer", e.to_string(), "write an absolute URL")
-                    })?;
-                    format!("{}://{}", issuer.scheme(), issuer.host_str().unwrap_or(""))
-                }
-            };
-            let parsed = https_or_loopback(&url).map_err(|p| {
-                ctx.invalid("upstream.management.url", p, "write your tenant's canonical domain, e.g. \"https://example.us.auth0.com\" (not a custom domain)")
-            })?;
-            if parsed.path() != "/" || parsed.query().is_some() {
-                return Err(ctx.invalid(
-                    "upstream.management.url",
-                    "has a path or query",
-                    "write only scheme and host, e.g. \"https://example.us.auth0.com\"",
-                ));
-            }
-            if m.client_id.is_empty() || m.client_secret.is_empty() {
-                return Err(ctx.invalid("upstream.management", "has an empty client_id or client_secret", "create a Machine-to-Machine application authorized for the Auth0 Management API with the read:users scope, and copy its credentials"));
-            }
-            Some(ManagementConfig {
-                url: url.trim_end_matches('/').to_string(),
-                client_id: m.client_id,
-                client_secret: Secret::new(m.client_secret),
-                cache_ttl: secs(
-                    m.cache_secs,
-                    60,
-                    "upstream.management.cache_secs",
-                    0..=3600,
-                    ctx,
-                )?,
-            })
-        }
-    };
-    let upstream = UpstreamConfig {
-        management,
-        issuer: u.issuer,
-        client_id: u.client_id,
-        client_secret: Secret::new(u.client_secret),
-        connection: u.connection.filter(|c| !c.is_empty()),
-        scopes,
-        token_auth_method,
-        timeout: secs(u.timeout_secs, 10, "upstream.timeout_secs", 1..=120, ctx)?,
-        userinfo: u.userinfo.unwrap_or(true),
-    };
-
-    // [[sp]]
-    if raw.sp.is_empty() {
-        return Err(ctx.invalid("sp", "has no entry", "add an [[sp]] table for your Flex instance (kind = \"flex-enhanced\", flex_connection = \"JQ…\")"));
-    }
-    let mut sps: Vec<SpConfig> = Vec::new();
-    for (i, s) in raw.sp.into_iter().enumerate() {
-        let sp = validate_sp(s, i, ctx, base)?;
-        if sps.iter().any(|o| o.name == sp.name) {
-            return Err(ctx.invalid(
-                format!("sp[{i}].name"),
-                format!("{:?} is used by two [[sp]] entries", sp.name),
-                "give each service provider its own name",
-            ));
-        }
-        if let Some(o) = sps.iter().find(|o| o.entity_id == sp.entity_id) {
-            return Err(ctx.invalid(format!("sp[{i}]"), format!("has the entity id {:?}, which [[sp]] {:?} already has", sp.entity_id, o.name), "each service provider needs its own entity id (requests are matched by their Issuer)"));
-        }
-        sps.push(sp);
-    }
-
-    let d = crate::saml::request::Limits::default();
-    let limits = LimitsConfig {
-        saml: crate::saml::request::Limits {
-            max_encoded: raw.limits.max_saml_request_bytes.unwrap_or(d.max_encoded),
-            max_xml: raw.limits.max_authn_request_xml_bytes.unwrap_or(d.max_xml),
-            max_relay_state: raw
-                .limits
-                .max_relay_state_bytes
-                .unwrap_or(d.max_relay_state),
-        },
-        max_pending_logins: raw.limits.max_pending_logins.unwrap_or(100_000),
-    };
-
-    let mut mfa = crate::mfa::MfaPolicy::default();
-    if let Some(m) = raw.mfa {
-        if let Some(a) = m.acr_values {
-            mfa.acr_values = a;
-        }
-        if let Some(p) = m.proof {
-            mfa.proof = match p.as_str() {
-                "amr" => crate::mfa::Proof::Amr,
-                "acr" => crate::mfa::Proof::Acr,
-                "amr-or-acr" => crate::mfa::Proof::AmrOrAcr,
-                other => {
-                    return Err(ctx.invalid(
-                        "mfa.proof",
-                        format!("is {other:?}"),
-                        "use \"amr\" (amr contains one of amr_values), \"acr\" (acr equals acr_values) or \"amr-or-acr\"",
-                    ))
-                }
-            };
-        }
-        if let Some(v) = m.amr_values {
-            if v.is_empty() {
-                return Err(ctx.invalid(
-                    "mfa.amr_values",
-                    "is empty",
-                    "list the amr values that mean a second factor, e.g. [\"mfa\"]",
-                ));
-            }
-            mfa.amr_values = v;
-        }
-        if let Some(c) = m.context_class {
-            mfa.context_class = c;
-        }
-        if let Some(r) = m.request_classes {
-            mfa.request_classes = r;
-        }
-    }
-    mfa.plain_class = idp.authn_context_class.clone();
-
-    Ok(Config {
-        mfa,
-        source: ctx.path.clone(),
-        server: ServerConfig {
-            listen,
-            public_url,
-            login_timeout,
-            shutdown_grace,
-            request_timeout,
-            header_timeout,
-            tls,
-        },
-        store,
-        log,
-        idp,
-        upstream,
-        sps,
-        limits,
-    })
-}
-
-fn validate_sp(s: RawSp, i: usize, ctx: &Ctx, base: &Path) -> Result<SpConfig, ConfigError> {
-    let k = |name: &str| format!("sp[{i}].{name}");
-    if s.name.is_empty()
-        || !s
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(ctx.invalid(
-            k("name"),
-            format!("is {:?}", s.name),
-            "use letters, digits, - and _ (it appears in URLs: /saml/init/{name})",
-        ));
-    }
-    let kind = match s.kind.as_deref().unwrap_or("flex-enhanced") {
-        "flex-enhanced" => SpKind::FlexEnhanced,
-        "flex-legacy" => SpKind::FlexLegacy,
-        "generic" => SpKind::Generic,
-        other => {
-            return Err(ctx.invalid(
-                k("kind"),
-                format!("is {other:?}"),
-                "use \"flex-enhanced\", \"flex-legacy\" or \"generic\"",
-            ))
-        }
-    };
-    let (preset_entity, preset_acs) = match kind {
-        SpKind::FlexEnhanced => {
-            let jq = s.flex_connection.as_deref().ok_or_else(|| {
-                ctx.invalid(k("flex_connection"), "is missing (needed by kind = \"flex-enhanced\")", "copy the SSO connection id (JQ followed by 32 hex digits) from Flex Console → Single Sign-On")
-            })?;
-            if !is_sid(jq, "JQ") {
-                return Err(ctx.invalid(k("flex_connection"), format!("is {jq:?}, not JQ followed by 32 lowercase hex digits"), "copy the id from the ACS URL Flex Console shows (…/login/callback?connection=JQ…)"));
-            }
-            let region = s.region.as_deref().unwrap_or("us1");
-            let b = region.as_bytes();
-            let ok = b.len() == 3
-                && b[0].is_ascii_lowercase()
-                && b[1].is_ascii_lowercase()
-                && b[2].is_ascii_digit();
-            if !ok {
-                return Err(ctx.invalid(
-                    k("region"),
-                    format!("is {region:?}"),
-                    "use the Flex region id, e.g. \"us1\", \"ie1\" or \"au1\"",
-                ));
-            }
-            (
-                Some(format!("urn:flex:{jq}")),
-                Some(format!(
-                    "https://login.flex.{region}.twilio.com/login/callback?connection={jq}"
-                )),
-            )
-        }
-        SpKind::FlexLegacy => {
-            let ac = s.account_sid.as_deref().ok_or_else(|| {
-                ctx.invalid(
-                    k("account_sid"),
-                    "is missing (needed by kind = \"flex-legacy\")",
-                    "copy the Account SID (AC followed by 32 hex digits) from the Twilio Console",
-                )
-            })?;
-            if !is_sid(ac, "AC") {
-                return Err(ctx.invalid(
-                    k("account_sid"),
-                    format!("is {ac:?}, not AC followed by 32 lowercase hex digits"),
-                    "copy the Account SID from the Twilio Console",
-                ));
-            }
-            (
-                Some(format!(
-                    "https://iam.twilio.com/v1/Accounts/{ac}/saml2/metadata"
-                )),
-                Some(format!("https://iam.twilio.com/v1/Accounts/{ac}/saml2")),
-            )
-        }
-        SpKind::Generic => (None, None),
-    };
-    let entity_id = s.entity_id.clone().or(preset_entity).ok_or_else(|| {
-        ctx.invalid(
-            k("entity_id"),
-            "is missing (needed by kind = \"generic\")",
-            "write the service provider's entity id (the Issuer of its AuthnRequests)",
-        )
-    })?;
-    if entity_id.is_empty() || entity_id.trim() != entity_id {
-        return Err(ctx.invalid(
-            k("entity_id"),
-            "is empty or has surrounding spaces",
-            "write the service provider's entity id exactly",
-        ));
-    }
-    let acs_url = s.acs_url.clone().or(preset_acs).ok_or_else(|| {
-        ctx.invalid(
-            k("acs_url"),
-            "is missing (needed by kind = \"generic\")",
-            "write the service provider's Assertion Consumer Service URL",
-        )
-    })?;
-    https_or_loopback(&acs_url).map_err(|p| {
-        ctx.invalid(
-            k("acs_url"),
-            p,
-            "write the https ACS URL of the service provider",
-        )
-    })?;
-    let sign = match s.sign.as_deref().unwrap_or("response") {
-        "response" => SignMode::Response,
-        "assertion" => SignMode::Assertion,
-        "both" => SignMode::Both,
-        other => {
-            return Err(ctx.invalid(
-                k("sign"),
-                format!("is {other:?}"),
-                "use \"response\" (Flex Enhanced), \"assertion\" or \"both\"",
-            ))
-        }
-    };
-    let mut attributes = Vec::new();
-    match s.attributes {
-        None => {
-            for (a, c) in [
-                ("email", "email"),
-                ("full_name", "name"),
-                ("image_url", "picture"),
-                ("roles", "app_metadata.flex.roles"),
-            ] {
-                attributes.push(AttributeMapping {
-                    saml_name: a.into(),
-                    claim: c.into(),
-                });
-            }
-        }
-        Some(table) => {
-            for (name, v) in table {
-                let key = format!("sp[{i}].attributes.{name}");
-                let claim = v.as_str().ok_or_else(|| {
-                    ctx.invalid(
-                        &key,
-                        "is not a string",
-                        "write the claim name, e.g. roles = \"https://example.com/flex_roles\"",
-                    )
-                })?;
-                if claim.is_empty() {
-                    return Err(ctx.invalid(
-                        &key,
-                        "is empty",
-                        "write the claim name or dotted path",
-                    ));
-                }
-                if name.is_empty() || name.contains(char::is_whitespace) || name.contains("://") {
-                    return Err(ctx.invalid(
-                        &key,
-                        "is not a bare attribute name",
-                        "Flex wants bare names such as email, full_name, roles",
-                    ));
-                }
-                attributes.push(AttributeMapping {
-                    saml_name: name,
-                    claim: claim.to_string(),
-                });
-            }
-        }
-    }
-    let has = |n: &str| attributes.iter().any(|a| a.saml_name == n);
-    if !has("email") {
-        return Err(ctx.invalid(
-            format!("sp[{i}].attributes"),
-            "has no `email` (it is also the NameID)",
-            "add email = \"email\"",
-        ));
-    }
-    if kind.is_flex() {
-        for required in ["full_name", "roles"] {
-            if !has(required) {
-                return Err(ctx.invalid(
-                    format!("sp[{i}].attributes"),
-                    format!("has no `{required}`, which Flex requires"),
-                    format!("add {required} = \"<claim>\" (see the README's mapping section)"),
-                ));
-            }
-        }
-    }
-    let mfa = match s.mfa.as_deref().unwrap_or("never") {
-        "never" => crate::mfa::MfaMode::Never,
-        "always" => crate::mfa::MfaMode::Always,
-        "on-request" => crate::mfa::MfaMode::OnRequest,
-        other => {
-            return Err(ctx.invalid(
-                k("mfa"),
-                format!("is {other:?}"),
-                "use \"never\", \"always\" (every login needs a second factor) or \"on-request\" (when the AuthnRequest asks for it)",
-            ))
-        }
-    };
-    let want_signed_requests = s.want_signed_requests.unwrap_or(s.request_cert.is_some());
-    if want_signed_requests && s.request_cert.is_none() {
-        return Err(ctx.invalid(
-            k("want_signed_requests"),
-            "is true, but no request_cert is configured to check the signatures with",
-            "set request_cert to the service provider's signing certificate (PEM), or remove want_signed_requests",
-        ));
-    }
-    Ok(SpConfig {
-        name: s.name,
-        kind,
-        entity_id,
-        acs_url,
-        sign,
-        default_relay_state: s.default_relay_state,
-        attributes,
-        extra_roles: s.extra_roles,
-        request_cert: s
-            .request_cert
-            .map(|p| if p.is_absolute() { p } else { base.join(p) }),
-        want_signed_requests,
-        allow_sha1_requests: s.allow_sha1_requests,
-        mfa,
-    })
 }

@@ -87,6 +87,34 @@ fn split_multi(rest: &str) -> Result<(Option<String>, Vec<String>, String), Stor
     Ok((password, hosts, path.to_string()))
 }
 
+/// Checks the form of a store URL without building a client or connecting: the scheme is one
+/// of the six above, a one-server URL parses, a Sentinel or Cluster URL names hosts that parse
+/// (and a Sentinel URL its service). The error says what is wrong.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    match scheme {
+        "redis" | "rediss" => url::Url::parse(url)
+            .map(drop)
+            .map_err(|e| format!("is not a URL ({e})")),
+        "redis+sentinel" | "rediss+sentinel" | "redis+cluster" | "rediss+cluster" => {
+            let malformed = || {
+                "cannot be used (hosts or the Sentinel service name are missing or malformed)"
+                    .to_string()
+            };
+            let (_, hosts, path) = split_multi(rest).map_err(|_| malformed())?;
+            let bad_host = hosts
+                .iter()
+                .any(|h| url::Url::parse(&format!("redis://{h}")).is_err());
+            let no_service = scheme.ends_with("sentinel") && path.split('/').all(str::is_empty);
+            if bad_host || no_service {
+                return Err(malformed());
+            }
+            Ok(())
+        }
+        other => Err(format!("uses the scheme {other:?}")),
+    }
+}
+
 impl RedisStore {
     /// `url`: see the module documentation.
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
