@@ -6,11 +6,30 @@ use crate::config::{Config, SpConfig};
 use crate::oidc::Upstream;
 use serde::Serialize;
 
+/// How a finding bears on the deployment; any `Fail` fails the check (exit 1).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl Level {
+    /// The column printed before a finding.
+    fn tag(self) -> &'static str {
+        match self {
+            Level::Ok => "  ok  ",
+            Level::Warn => "  WARN",
+            Level::Fail => "  FAIL",
+        }
+    }
+}
+
 /// One finding.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Finding {
-    /// `ok`, `warn` or `fail`.
-    pub level: &'static str,
+    pub level: Level,
     pub what: String,
     pub detail: String,
 }
@@ -57,11 +76,11 @@ pub struct Report {
 
 impl Report {
     pub fn failed(&self) -> bool {
-        self.findings.iter().any(|f| f.level == "fail")
+        self.findings.iter().any(|f| f.level == Level::Fail)
     }
 }
 
-fn finding(level: &'static str, what: impl Into<String>, detail: impl Into<String>) -> Finding {
+fn finding(level: Level, what: impl Into<String>, detail: impl Into<String>) -> Finding {
     Finding {
         level,
         what: what.into(),
@@ -81,10 +100,10 @@ fn cert_info(role: &'static str, c: &PublishedCert) -> CertInfo {
 
 fn cert_findings(role: &str, c: &PublishedCert, out: &mut Vec<Finding>) {
     if c.days_left < 0 {
-        out.push(finding("fail", format!("{role} certificate"), format!("expired on {}; generate a new pair with `flexgate keygen` and follow the README's key rollover", c.not_after)));
+        out.push(finding(Level::Fail, format!("{role} certificate"), format!("expired on {}; generate a new pair with `flexgate keygen` and follow the README's key rollover", c.not_after)));
     } else if c.days_left < 30 {
         out.push(finding(
-            "warn",
+            Level::Warn,
             format!("{role} certificate"),
             format!(
                 "expires on {} ({} days); plan a rollover (README: key rollover)",
@@ -93,7 +112,7 @@ fn cert_findings(role: &str, c: &PublishedCert, out: &mut Vec<Finding>) {
         ));
     } else {
         out.push(finding(
-            "ok",
+            Level::Ok,
             format!("{role} certificate"),
             format!("valid until {} ({} days)", c.not_after, c.days_left),
         ));
@@ -142,12 +161,43 @@ pub fn flex_console(cfg: &Config) -> Vec<FlexConsole> {
         .collect()
 }
 
+/// Runs every check. Config errors are the caller's (they stop before this).
+pub async fn run(cfg: &Config) -> Report {
+    let mut findings = vec![finding(
+        Level::Ok,
+        "configuration",
+        format!(
+            "{} is valid ({} service provider(s))",
+            cfg.source.display(),
+            cfg.sps.len()
+        ),
+    )];
+    let keys = key_findings(cfg, &mut findings);
+    upstream_findings(cfg, &mut findings).await;
+    let namespaced = cfg
+        .sps
+        .iter()
+        .filter_map(roles_claim)
+        .find(|c| c.starts_with("https://") || c.starts_with("http://"));
+    Report {
+        config: cfg.source.display().to_string(),
+        findings,
+        certificates: keys.certificates,
+        certificate_pem: keys.certificate_pem,
+        flex_console: flex_console(cfg),
+        auth0: Auth0Setup {
+            allowed_callback_url: cfg.callback_url(),
+            post_login_action: namespaced.map(|c| action_snippet(&c)),
+        },
+    }
+}
+
 /// Where the signing key lives and, for a token key, its attributes (an extractable key warns).
-fn key_findings(cfg: &Config, k: &keys::KeyMaterial, out: &mut Vec<Finding>) {
+fn signing_key_findings(cfg: &Config, k: &keys::KeyMaterial, out: &mut Vec<Finding>) {
     use crate::saml::sign::SigningKey;
     match k.signer.key() {
         SigningKey::Pem(_) => out.push(finding(
-            "ok",
+            Level::Ok,
             "signing key",
             format!(
                 "{} is an RSA key that matches {}",
@@ -158,7 +208,7 @@ fn key_findings(cfg: &Config, k: &keys::KeyMaterial, out: &mut Vec<Finding>) {
         SigningKey::Token(t) => {
             let facts = t.facts();
             out.push(finding(
-                "ok",
+                Level::Ok,
                 "signing key",
                 format!(
                     "in a PKCS#11 token: {} — {}; it matches {}",
@@ -168,92 +218,88 @@ fn key_findings(cfg: &Config, k: &keys::KeyMaterial, out: &mut Vec<Finding>) {
                 ),
             ));
             if facts.extractable || !facts.sensitive {
-                out.push(finding("warn", "signing key", "the key can be read out of the token (CKA_EXTRACTABLE true or CKA_SENSITIVE false; accepted because idp.allow_extractable_key = true): make a non-extractable one with `flexgate keygen --pkcs11 URI` and roll over to it (README: key rollover)"));
+                out.push(finding(Level::Warn, "signing key", "the key can be read out of the token (CKA_EXTRACTABLE true or CKA_SENSITIVE false; accepted because idp.allow_extractable_key = true): make a non-extractable one with `flexgate keygen --pkcs11 URI` and roll over to it (README: key rollover)"));
             }
         }
     }
 }
 
-/// Runs every check. Config errors are the caller's (they stop before this).
-pub async fn run(cfg: &Config) -> Report {
-    let mut findings = vec![finding(
-        "ok",
-        "configuration",
-        format!(
-            "{} is valid ({} service provider(s))",
-            cfg.source.display(),
-            cfg.sps.len()
-        ),
-    )];
-    let mut certificates = Vec::new();
-    let mut certificate_pem = String::new();
-    match keys::load(cfg) {
-        Ok(k) => {
-            key_findings(cfg, &k, &mut findings);
-            cert_findings("live", &k.cert, &mut findings);
-            certificates.push(cert_info("live", &k.cert));
-            if let Some(n) = &k.next_cert {
-                cert_findings("next", n, &mut findings);
-                certificates.push(cert_info("next", n));
-                findings.push(finding("ok", "key rollover", "the next certificate is published in metadata; Flex still validates with the live one until you swap it in Flex Console"));
-            }
-            certificate_pem = k.cert.pem.clone();
-        }
-        Err(e) => findings.push(finding("fail", "signing key", e.to_string())),
-    }
+/// The certificates the report shows.
+#[derive(Default)]
+struct KeyReport {
+    certificates: Vec<CertInfo>,
+    certificate_pem: String,
+}
 
-    match Upstream::new(cfg.upstream.clone(), cfg.callback_url()) {
-        Ok(up) => {
-            match up.warm_up().await {
-                Ok(meta) => {
-                    findings.push(finding(
-                        "ok",
-                        "upstream discovery",
-                        format!(
-                            "{} answered; issuer matches",
-                            crate::oidc::discovery::discovery_url(&cfg.upstream.issuer)
-                        ),
-                    ));
-                    findings.push(finding(
-                        "ok",
-                        "upstream keys",
-                        format!("JWKS fetched from {}", meta.jwks_uri),
-                    ));
-                    if let Some(algs) = &meta.id_token_signing_alg_values_supported {
-                        let allowed: Vec<String> = crate::oidc::id_token::ALLOWED_ALGS
-                            .iter()
-                            .map(|a| a.to_string())
-                            .collect();
-                        if !algs.iter().any(|a| allowed.contains(a)) {
-                            findings.push(finding("fail", "ID token algorithm", format!("the upstream signs ID tokens with {} only; flexgate accepts {}", algs.join(", "), allowed.join(", "))));
-                        }
-                    }
-                    if meta.userinfo_endpoint.is_none() && cfg.upstream.userinfo {
-                        findings.push(finding("warn", "userinfo", "the upstream has no userinfo endpoint; claims come from the ID token only"));
-                    }
-                }
-                Err(e) => findings.push(finding("fail", "upstream discovery", e.to_string())),
-            }
+/// The signing key, the live certificate and the next one.
+fn key_findings(cfg: &Config, findings: &mut Vec<Finding>) -> KeyReport {
+    let k = match keys::load(cfg) {
+        Ok(k) => k,
+        Err(e) => {
+            findings.push(finding(Level::Fail, "signing key", e.to_string()));
+            return KeyReport::default();
         }
-        Err(e) => findings.push(finding("fail", "upstream", e.to_string())),
+    };
+    signing_key_findings(cfg, &k, findings);
+    cert_findings("live", &k.cert, findings);
+    let mut certificates = vec![cert_info("live", &k.cert)];
+    if let Some(n) = &k.next_cert {
+        cert_findings("next", n, findings);
+        certificates.push(cert_info("next", n));
+        findings.push(finding(Level::Ok, "key rollover", "the next certificate is published in metadata; Flex still validates with the live one until you swap it in Flex Console"));
     }
-
-    let flex_console = flex_console(cfg);
-    let namespaced = cfg
-        .sps
-        .iter()
-        .filter_map(roles_claim)
-        .find(|c| c.starts_with("https://") || c.starts_with("http://"));
-    Report {
-        config: cfg.source.display().to_string(),
-        findings,
+    KeyReport {
         certificates,
-        certificate_pem,
-        flex_console,
-        auth0: Auth0Setup {
-            allowed_callback_url: cfg.callback_url(),
-            post_login_action: namespaced.map(|c| action_snippet(&c)),
-        },
+        certificate_pem: k.cert.pem.clone(),
+    }
+}
+
+/// Discovery, the JWKS, the ID-token algorithms and userinfo at the upstream.
+async fn upstream_findings(cfg: &Config, findings: &mut Vec<Finding>) {
+    let up = match Upstream::new(cfg.upstream.clone(), cfg.callback_url()) {
+        Ok(up) => up,
+        Err(e) => return findings.push(finding(Level::Fail, "upstream", e.to_string())),
+    };
+    let meta = match up.warm_up().await {
+        Ok(meta) => meta,
+        Err(e) => return findings.push(finding(Level::Fail, "upstream discovery", e.to_string())),
+    };
+    findings.push(finding(
+        Level::Ok,
+        "upstream discovery",
+        format!(
+            "{} answered; issuer matches",
+            crate::oidc::discovery::discovery_url(&cfg.upstream.issuer)
+        ),
+    ));
+    findings.push(finding(
+        Level::Ok,
+        "upstream keys",
+        format!("JWKS fetched from {}", meta.jwks_uri),
+    ));
+    if let Some(algs) = &meta.id_token_signing_alg_values_supported {
+        let allowed: Vec<String> = crate::oidc::id_token::ALLOWED_ALGS
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        if !algs.iter().any(|a| allowed.contains(a)) {
+            findings.push(finding(
+                Level::Fail,
+                "ID token algorithm",
+                format!(
+                    "the upstream signs ID tokens with {} only; flexgate accepts {}",
+                    algs.join(", "),
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    if meta.userinfo_endpoint.is_none() && cfg.upstream.userinfo {
+        findings.push(finding(
+            Level::Warn,
+            "userinfo",
+            "the upstream has no userinfo endpoint; claims come from the ID token only",
+        ));
     }
 }
 
@@ -295,12 +341,7 @@ pub fn render_text(r: &Report) -> String {
     let mut o = String::new();
     o.push_str(&format!("flexgate check — {}\n\n", r.config));
     for f in &r.findings {
-        let tag = match f.level {
-            "ok" => "  ok  ",
-            "warn" => "  WARN",
-            _ => "  FAIL",
-        };
-        o.push_str(&format!("{tag} {}: {}\n", f.what, f.detail));
+        o.push_str(&format!("{} {}: {}\n", f.level.tag(), f.what, f.detail));
     }
     for c in &r.certificates {
         o.push_str(&format!(

@@ -1,6 +1,7 @@
 //! `flexgate demo`: the proxy, a development issuer and a Flex stand-in on one port.
 
 use super::{init_tracing, runtime, usage, Failure};
+use flexgate::config::DEFAULT_LOG_LEVEL;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -11,7 +12,7 @@ pub struct Args {
 
 /// Runs the demo until Ctrl-C; a port that cannot be bound is a usage error.
 pub fn run(args: Args) -> Result<(), Failure> {
-    let _log = init_tracing(false, "info");
+    let _log = init_tracing(false, DEFAULT_LOG_LEVEL);
     runtime()?
         .block_on(flexgate::demo::run(args.port))
         .map_err(|e| usage(anyhow::anyhow!(e)))

@@ -139,7 +139,9 @@ fn init_tracing(json: bool, level: &str) -> tracing_appender::non_blocking::Work
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLEXGATE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(flexgate::config::DEFAULT_LOG_LEVEL)
+        });
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stderr());

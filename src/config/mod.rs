@@ -123,6 +123,9 @@ pub enum StoreConfig {
     },
 }
 
+/// `log.level` when it is not set (and when it cannot be read).
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {

@@ -2,7 +2,9 @@
 
 use super::Problems;
 use crate::config::raw::{RawLog, RawServer, RawStore};
-use crate::config::{https_or_loopback, LogConfig, Secret, ServerConfig, StoreConfig, TlsConfig};
+use crate::config::{
+    https_or_loopback, LogConfig, Secret, ServerConfig, StoreConfig, TlsConfig, DEFAULT_LOG_LEVEL,
+};
 use serde::Deserialize;
 use std::net::SocketAddr;
 
@@ -124,6 +126,6 @@ pub(super) fn log(raw: Option<RawLog>, p: &mut Problems) -> Option<LogConfig> {
     )?;
     Some(LogConfig {
         json: matches!(format, LogFormat::Json),
-        level: raw.level.unwrap_or_else(|| "info".into()),
+        level: raw.level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.into()),
     })
 }
