@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 const PUBLIC: &str = "https://sso.example.com";
 
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flexgate"));
+    let mut c = Command::new(common::flexgate_bin());
     c.env_remove("FLEXGATE_CONFIG").env_remove("FLEXGATE_LOG");
     c
 }
