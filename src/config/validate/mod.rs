@@ -57,18 +57,7 @@ impl Problems {
             .map(Duration::from_secs)
     }
 
-    /// `v` (else `default`) milliseconds, if within `range`.
-    fn millis(
-        &mut self,
-        key: &str,
-        v: Option<u64>,
-        default: u64,
-        range: RangeInclusive<u64>,
-    ) -> Option<Duration> {
-        self.within(key, v, default, range, "milliseconds")
-            .map(Duration::from_millis)
-    }
-
+    /// `v` (else `default`) if within `range`; otherwise the problem names the range in `unit`.
     fn within(
         &mut self,
         key: &str,

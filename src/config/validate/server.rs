@@ -7,6 +7,7 @@ use crate::config::{
 };
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// `server.listen` when it is not set.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -99,7 +100,15 @@ pub(super) fn store(raw: Option<RawStore>, p: &mut Problems) -> Option<StoreConf
             false
         }
     };
-    let timeout = p.millis("store.timeout_ms", timeout_ms, 2000, 50..=30_000);
+    let timeout = p
+        .within(
+            "store.timeout_ms",
+            timeout_ms,
+            2000,
+            50..=30_000,
+            "milliseconds",
+        )
+        .map(Duration::from_millis);
     url_ok.then_some(())?;
     Some(StoreConfig::Redis {
         url: Secret::new(url),
