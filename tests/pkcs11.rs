@@ -13,7 +13,7 @@ const PIN: &str = "4711-pin";
 
 /// One SoftHSM2 token in its own directory.
 struct Token {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     conf: PathBuf,
     label: String,
 }
@@ -37,7 +37,7 @@ impl Token {
         )
         .expect("softhsm2.conf");
         let t = Token {
-            _dir: dir,
+            dir,
             conf,
             label: label.to_string(),
         };
@@ -55,6 +55,18 @@ impl Token {
             ],
         );
         t
+    }
+
+    /// The token's own folder inside the token directory (SoftHSM2 names it by a UUID).
+    fn storage(&self) -> PathBuf {
+        let tokens = self.dir.path().join("tokens");
+        let mut dirs = std::fs::read_dir(&tokens)
+            .expect("token dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.is_dir());
+        let one = dirs.next().expect("the token's folder");
+        assert!(dirs.next().is_none(), "one token per test");
+        one
     }
 
     fn tool(&self, prog: &str, args: &[&str]) -> String {
@@ -518,4 +530,95 @@ fn check_reports_where_the_key_lives_and_warns_when_it_is_extractable() {
             .contains("keygen --pkcs11"),
         "{warn}"
     );
+}
+
+async fn readyz(base: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::get(format!("{base}/readyz"))
+        .await
+        .expect("readyz");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("json"))
+}
+
+async fn login(fg: &Flexgate) -> common::Outcome {
+    let b = Browser::new();
+    b.login(
+        b.client.get(format!("{}/saml/init/flex", fg.base)),
+        "agent1",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_goes_away_ends_logins_on_a_503_page_and_is_found_again_when_back() {
+    let t = Token::new("flaky");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = t.keygen("idp-signing", dir.path(), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let port = free_port();
+    let secret = "test-secret-pkcs11";
+    let op = Op::start(
+        &format!("http://127.0.0.1:{port}/oidc/callback"),
+        "flexgate",
+        secret,
+        serde_json::json!({}),
+    );
+    let env = t.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let idp = idp_lines(&t.uri("idp-signing"), "");
+    let fg = Flexgate::start_in(
+        dir,
+        port,
+        &op.issuer,
+        secret,
+        &default_sps(),
+        "",
+        &idp,
+        &env,
+    );
+    assert_eq!(login(&fg).await.status, 200);
+
+    // The token's storage disappears (as an HSM that is unplugged or fails over).
+    let storage = t.storage();
+    let away = t.dir.path().join("away");
+    std::fs::rename(&storage, &away).expect("move the token away");
+    let out = login(&fg).await;
+    assert_eq!(out.status, 503, "{}", out.body);
+    assert!(out.body.contains("security module"), "{}", out.body);
+    assert!(
+        out.form.is_none() && !out.body.contains("SAMLResponse"),
+        "{}",
+        out.body
+    );
+    let (status, ready) = readyz(&fg.base).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_ne!(ready["checks"]["keys"], "ok", "{ready}");
+    assert!(fg
+        .wait_log("signing_unavailable")
+        .contains("signing_unavailable"));
+
+    // It comes back: flexgate finds it again by itself.
+    std::fs::rename(&away, &storage).expect("move the token back");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, ready) = readyz(&fg.base).await;
+        if status == 200 {
+            assert_eq!(ready["checks"]["keys"], "ok");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ready again: {ready}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let out = login(&fg).await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    let e = SpExpect {
+        cert_pem: fg.cert_pem.clone(),
+        idp_entity_id: fg.entity_id.clone(),
+        sp_entity_id: format!("urn:flex:{JQ}"),
+        acs_url: format!("https://login.flex.us1.twilio.com/login/callback?connection={JQ}"),
+        request_id: None,
+        response_signed: true,
+        assertion_signed: false,
+    };
+    validate_everywhere(&out.form.expect("a POST form"), &e);
 }

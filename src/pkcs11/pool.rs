@@ -25,13 +25,45 @@ const SHA256_DIGEST_INFO: [u8; 19] = [
     0x00, 0x04, 0x20,
 ];
 
+/// A pooled session. One opened before the module was initialised again is forgotten, not
+/// closed: its handle number may belong to a new session by then.
+struct Held {
+    session: Option<Session>,
+    epoch: u64,
+}
+
+impl Held {
+    fn new(session: Session) -> Held {
+        Held {
+            session: Some(session),
+            epoch: token::epoch(),
+        }
+    }
+}
+
+impl std::ops::Deref for Held {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        // Always Some until drop.
+        self.session.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.epoch != token::epoch() {
+            std::mem::forget(self.session.take());
+        }
+    }
+}
+
 /// Where the key is now: changes when the token is found again.
 struct Place {
     slot: Slot,
     key: ObjectHandle,
     /// Bumped on every re-open: sessions of an older generation are dropped, not reused.
     generation: u64,
-    idle: Vec<Session>,
+    idle: Vec<Held>,
     /// Sessions open (idle or in use) of this generation.
     open: usize,
 }
@@ -81,7 +113,7 @@ impl TokenKey {
                 slot,
                 key,
                 generation: 0,
-                idle: vec![session],
+                idle: vec![Held::new(session)],
                 open: 1,
             }),
             freed: Condvar::new(),
@@ -156,7 +188,7 @@ impl TokenKey {
         })
     }
 
-    fn checkout(&self) -> Result<(Session, ObjectHandle, u64), Fail> {
+    fn checkout(&self) -> Result<(Held, ObjectHandle, u64), Fail> {
         let mut p = self.place.lock();
         loop {
             if let Some(s) = p.idle.pop() {
@@ -167,7 +199,7 @@ impl TokenKey {
                 let (slot, key, generation) = (p.slot, p.key, p.generation);
                 drop(p);
                 return match token::open_session(&self.ctx, slot, &self.uri, false) {
-                    Ok(s) => Ok((s, key, generation)),
+                    Ok(s) => Ok((Held::new(s), key, generation)),
                     Err(e) => {
                         self.checkin_failed(generation);
                         Err(Fail::Reopen(generation, e.to_string()))
@@ -180,7 +212,7 @@ impl TokenKey {
         }
     }
 
-    fn checkin(&self, session: Session, generation: u64, broken: bool) {
+    fn checkin(&self, session: Held, generation: u64, broken: bool) {
         let mut p = self.place.lock();
         if generation == p.generation {
             if broken {
@@ -216,7 +248,14 @@ impl TokenKey {
             p.open = 0;
         }
         self.freed.notify_all();
-        let slot = token::find_slot(&self.ctx, &self.uri)?;
+        let slot = match token::find_slot(&self.ctx, &self.uri) {
+            Ok(slot) => slot,
+            Err(_) => {
+                // The module may know the token only after scanning again.
+                token::reinitialize(&self.uri.module_path)?;
+                token::find_slot(&self.ctx, &self.uri)?
+            }
+        };
         let session = token::open_session(&self.ctx, slot, &self.uri, false)?;
         let key = token::find_private_key(&session, &self.uri)?;
         match token::public_key(&session, key) {
@@ -227,7 +266,7 @@ impl TokenKey {
         let mut p = self.place.lock();
         p.slot = slot;
         p.key = key;
-        p.idle.push(session);
+        p.idle.push(Held::new(session));
         p.open = 1;
         drop(p);
         self.freed.notify_all();

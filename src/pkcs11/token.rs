@@ -15,11 +15,37 @@ use openssl::rsa::Rsa;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// PKCS#11 allows one `C_Initialize` per module and process: modules stay loaded for the
 /// process's life and are shared by every key (and by a reload).
 static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+
+/// Bumped whenever a module is initialised again: sessions opened before belong to a finished
+/// module and must be forgotten, not closed (their handle numbers may name new sessions).
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// The current module epoch (see [`reinitialize`]).
+pub fn epoch() -> u64 {
+    EPOCH.load(Ordering::SeqCst)
+}
+
+/// Finalises and initialises the module at `path` again, so it scans its tokens anew (a token
+/// that went away and came back is found only then). Every session of the module ends.
+pub fn reinitialize(path: &Path) -> Result<(), Pkcs11Error> {
+    let modules = MODULES.get_or_init(Default::default).lock();
+    let Some(ctx) = modules.get(path) else {
+        return Ok(());
+    };
+    EPOCH.fetch_add(1, Ordering::SeqCst);
+    let _ = ctx.clone().finalize();
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .map_err(|e| Pkcs11Error::Module {
+            path: path.display().to_string(),
+            reason: format!("C_Initialize failed after the token went away: {e}"),
+        })
+}
 
 /// The module at `path`, loaded and initialised (for use from several threads) on first use.
 pub fn module(path: &Path) -> Result<Pkcs11, Pkcs11Error> {
@@ -56,14 +82,18 @@ fn matches(m: &TokenMatch, slot: Slot, info: &cryptoki::slot::TokenInfo) -> bool
 /// The one slot whose token matches the URI.
 pub fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, Pkcs11Error> {
     let slots = ctx
-        .get_slots_with_initialized_token()
+        .get_slots_with_token()
         .map_err(|e| super::token_err("C_GetSlotList", e))?;
     let mut present = Vec::new();
     let mut found = Vec::new();
     for slot in slots {
+        // A token that fails to answer (e.g. its storage vanished) does not hide the others.
         let Ok(info) = ctx.get_token_info(slot) else {
             continue;
         };
+        if !info.token_initialized() {
+            continue;
+        }
         present.push(format!(
             "{:?} in slot {}",
             info.label().trim_end(),
