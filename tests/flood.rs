@@ -48,7 +48,7 @@ async fn healthz_and_logins_answer_while_four_clients_flood() {
     let addr = base.trim_start_matches("http://").to_string();
     let shapes = attacker_shapes(&sso);
     let costliest = std::env::var("FLOOD_SHAPE").unwrap_or_else(|_| {
-        "Redirect, within every bound: 50 elements with 32 attributes each".into()
+        "signed SP, POST enveloped signature, right digest: 1,000 elements".into()
     });
     let flood = shapes
         .iter()

@@ -151,19 +151,26 @@ async fn acs(State(s): State<Arc<StandIn>>, body: Bytes) -> Response {
         },
         None => None,
     };
-    let exp = Expectations {
-        audience: &s.entity_id,
-        recipient: &s.acs_url,
-        in_response_to: expected_irt.as_deref(),
-        issuer: Some(&s.idp_entity_id),
-        now: chrono::Utc::now(),
-        skew: chrono::Duration::seconds(60),
-        require_response_signature: true,
-        require_assertion_signature: false,
-        policy: AlgPolicy::default(),
-    };
+    // Signature checks and c14n of a posted Response run off the reactor.
+    let (job_s, job_xml) = (s.clone(), xml.clone());
+    let verified = crate::blocking::run(move || {
+        let exp = Expectations {
+            audience: &job_s.entity_id,
+            recipient: &job_s.acs_url,
+            in_response_to: expected_irt.as_deref(),
+            issuer: Some(&job_s.idp_entity_id),
+            now: chrono::Utc::now(),
+            skew: chrono::Duration::seconds(60),
+            require_response_signature: true,
+            require_assertion_signature: false,
+            policy: AlgPolicy::default(),
+        };
+        verify::verify_response(&job_xml, std::slice::from_ref(&job_s.key), &exp)
+    })
+    .await
+    .unwrap_or_else(|e| Err(verify::VerifyError::Malformed(e.to_string())));
     let relay = form.get("RelayState").map(String::as_str).unwrap_or("");
-    match verify::verify_response(&xml, std::slice::from_ref(&s.key), &exp) {
+    match verified {
         Ok(v) => {
             let mut rows = String::new();
             for (name, values) in &v.attributes {
