@@ -122,12 +122,34 @@ pub fn check_unique_ids(doc: &Document) -> Result<(), VerifyError> {
 }
 
 /// Verifies the enveloped signature that is a direct child of `element` and covers it by ID.
+///
+/// Stages, in the order their failures are reported: the one Signature → its SignedInfo's
+/// algorithms → the one Reference, pointing at `element` → its transforms → the digest of
+/// `element` → the signature over SignedInfo by one of `keys`.
 pub fn verify_enveloped(
     element: Node,
     keys: &[PKey<Public>],
     policy: AlgPolicy,
     what: &'static str,
 ) -> Result<(), VerifyError> {
+    let sig = the_signature(element, what)?;
+    let signed_info = child(sig, ns::DS, "SignedInfo").ok_or_else(|| malformed("no SignedInfo"))?;
+    let method = signature_method(signed_info, policy)?;
+    let reference = the_reference(signed_info, element)?;
+    let transforms = reference_transforms(reference)?;
+    check_digest(element, sig, reference, &transforms, policy)?;
+    check_signature_value(sig, signed_info, &method, keys)
+}
+
+fn malformed(m: &str) -> VerifyError {
+    VerifyError::Malformed(m.to_string())
+}
+
+/// The single `ds:Signature` child of `element`.
+fn the_signature<'a, 'i>(
+    element: Node<'a, 'i>,
+    what: &'static str,
+) -> Result<Node<'a, 'i>, VerifyError> {
     let mut sigs = children(element, ns::DS, "Signature");
     let sig = sigs.next().ok_or(VerifyError::Unsigned(what))?;
     if sigs.next().is_some() {
@@ -135,23 +157,47 @@ pub fn verify_enveloped(
             "the {what} has two signatures"
         )));
     }
-    let malformed = |m: &str| VerifyError::Malformed(m.to_string());
-    let signed_info = child(sig, ns::DS, "SignedInfo").ok_or_else(|| malformed("no SignedInfo"))?;
+    Ok(sig)
+}
+
+/// SignedInfo's canonicalisation and signature algorithms.
+struct SignatureMethod<'a, 'i> {
+    c14n_method: Node<'a, 'i>,
+    with_comments: bool,
+    digest: MessageDigest,
+}
+
+fn signature_method<'a, 'i>(
+    signed_info: Node<'a, 'i>,
+    policy: AlgPolicy,
+) -> Result<SignatureMethod<'a, 'i>, VerifyError> {
     let c14n_method = child(signed_info, ns::DS, "CanonicalizationMethod")
         .ok_or_else(|| malformed("no CanonicalizationMethod"))?;
     let c14n_alg = attr(c14n_method, "Algorithm").unwrap_or("");
-    let si_comments =
+    let with_comments =
         is_c14n(c14n_alg).ok_or_else(|| VerifyError::Algorithm(c14n_alg.to_string()))?;
     let sig_alg = child(signed_info, ns::DS, "SignatureMethod")
         .and_then(|n| attr(n, "Algorithm"))
         .ok_or_else(|| malformed("no SignatureMethod"))?;
-    let md = match sig_alg {
+    let digest = match sig_alg {
         ns::RSA_SHA256 => MessageDigest::sha256(),
         ns::RSA_SHA384 => MessageDigest::sha384(),
         ns::RSA_SHA512 => MessageDigest::sha512(),
         ns::RSA_SHA1 if policy.allow_sha1 => MessageDigest::sha1(),
         other => return Err(VerifyError::Algorithm(other.to_string())),
     };
+    Ok(SignatureMethod {
+        c14n_method,
+        with_comments,
+        digest,
+    })
+}
+
+/// The single Reference of SignedInfo; it must point at `element` by its ID.
+fn the_reference<'a, 'i>(
+    signed_info: Node<'a, 'i>,
+    element: Node,
+) -> Result<Node<'a, 'i>, VerifyError> {
     let mut refs = children(signed_info, ns::DS, "Reference");
     let reference = refs.next().ok_or_else(|| malformed("no Reference"))?;
     if refs.next().is_some() {
@@ -166,8 +212,21 @@ pub fn verify_enveloped(
             expected: format!("#{id}"),
         });
     }
-    let mut ref_comments = false;
-    let mut ref_prefixes = Vec::new();
+    Ok(reference)
+}
+
+/// The Reference's canonicalisation: comments or not, and the inclusive prefixes.
+struct Transforms {
+    with_comments: bool,
+    inclusive_prefixes: Vec<String>,
+}
+
+/// Only the enveloped-signature transform (required) and exclusive c14n are accepted.
+fn reference_transforms(reference: Node) -> Result<Transforms, VerifyError> {
+    let mut out = Transforms {
+        with_comments: false,
+        inclusive_prefixes: Vec::new(),
+    };
     let mut enveloped = false;
     if let Some(transforms) = child(reference, ns::DS, "Transforms") {
         for t in children(transforms, ns::DS, "Transform") {
@@ -175,8 +234,8 @@ pub fn verify_enveloped(
             if alg == ns::ENVELOPED {
                 enveloped = true;
             } else if let Some(c) = is_c14n(alg) {
-                ref_comments = c;
-                ref_prefixes = inclusive_prefixes(t);
+                out.with_comments = c;
+                out.inclusive_prefixes = inclusive_prefixes(t);
             } else {
                 return Err(VerifyError::Algorithm(alg.to_string()));
             }
@@ -187,6 +246,17 @@ pub fn verify_enveloped(
             "the Reference lacks the enveloped-signature transform",
         ));
     }
+    Ok(out)
+}
+
+/// The digest of `element`, canonicalised without its signature, must equal DigestValue.
+fn check_digest(
+    element: Node,
+    sig: Node,
+    reference: Node,
+    transforms: &Transforms,
+    policy: AlgPolicy,
+) -> Result<(), VerifyError> {
     let digest_alg = child(reference, ns::DS, "DigestMethod")
         .and_then(|n| attr(n, "Algorithm"))
         .ok_or_else(|| malformed("no DigestMethod"))?;
@@ -202,12 +272,11 @@ pub fn verify_enveloped(
         .ok_or_else(|| malformed("no DigestValue"))?;
     let digest_value =
         decode_b64(digest_value).ok_or_else(|| malformed("DigestValue is not base64"))?;
-
     let canonical = c14n::canonicalize(
         element,
         &Options {
-            with_comments: ref_comments,
-            inclusive_prefixes: &ref_prefixes,
+            with_comments: transforms.with_comments,
+            inclusive_prefixes: &transforms.inclusive_prefixes,
             exclude: Some(sig.id()),
         },
     );
@@ -216,12 +285,21 @@ pub fn verify_enveloped(
     if digest.as_ref() != digest_value.as_slice() {
         return Err(VerifyError::Digest);
     }
+    Ok(())
+}
 
-    let si_prefixes = inclusive_prefixes(c14n_method);
+/// SignatureValue must verify over the canonical SignedInfo with one of the trusted keys.
+fn check_signature_value(
+    sig: Node,
+    signed_info: Node,
+    method: &SignatureMethod,
+    keys: &[PKey<Public>],
+) -> Result<(), VerifyError> {
+    let si_prefixes = inclusive_prefixes(method.c14n_method);
     let signed_info_c14n = c14n::canonicalize(
         signed_info,
         &Options {
-            with_comments: si_comments,
+            with_comments: method.with_comments,
             inclusive_prefixes: &si_prefixes,
             exclude: None,
         },
@@ -230,18 +308,19 @@ pub fn verify_enveloped(
         .and_then(|n| n.text())
         .ok_or_else(|| malformed("no SignatureValue"))?;
     let value = decode_b64(value).ok_or_else(|| malformed("SignatureValue is not base64"))?;
-    for key in keys {
-        let ok = openssl::sign::Verifier::new(md, key)
+    let verifies = |key: &PKey<Public>| {
+        openssl::sign::Verifier::new(method.digest, key)
             .and_then(|mut v| {
                 v.update(signed_info_c14n.as_bytes())?;
                 v.verify(&value)
             })
-            .unwrap_or(false);
-        if ok {
-            return Ok(());
-        }
+            .unwrap_or(false)
+    };
+    if keys.iter().any(verifies) {
+        Ok(())
+    } else {
+        Err(VerifyError::BadSignature)
     }
-    Err(VerifyError::BadSignature)
 }
 
 /// Base64 as XML carries it: whitespace anywhere is ignored.
@@ -309,6 +388,10 @@ fn expect_eq(what: &'static str, found: Option<&str>, expected: &str) -> Result<
 }
 
 /// Verifies a SAML Response (XML text) as a careful SP would.
+///
+/// Stages, in the order their failures are reported: parse (bounded) with unique IDs → the one
+/// Assertion → signatures → Response status, Destination, InResponseTo → Issuer → a bearer
+/// SubjectConfirmation → Conditions → read the values, only from the verified Assertion.
 pub fn verify_response(
     xml: &str,
     keys: &[PKey<Public>],
@@ -316,6 +399,52 @@ pub fn verify_response(
 ) -> Result<VerifiedResponse, VerifyError> {
     let doc = parse(xml)?;
     check_unique_ids(&doc)?;
+    let (root, assertion) = the_one_assertion(&doc)?;
+    let (response_signed, assertion_signed) = check_signatures(root, assertion, keys, exp)?;
+    check_status(root)?;
+    let destination = attr(root, "Destination");
+    expect_eq("the Response Destination", destination, exp.recipient)?;
+    let in_response_to = attr(root, "InResponseTo");
+    expect_in_response_to(
+        "the Response InResponseTo",
+        "the Response InResponseTo (IdP-initiated login expected)",
+        exp.in_response_to,
+        in_response_to,
+    )?;
+    let issuer = check_issuer(root, assertion, exp)?;
+    let name_id = confirmed_name_id(assertion, exp)?;
+    let conditions = check_conditions(assertion, exp)?;
+    let authn = child(assertion, ns::SAML, "AuthnStatement");
+    Ok(VerifiedResponse {
+        issuer,
+        destination: destination.unwrap_or("").to_string(),
+        in_response_to: in_response_to.map(str::to_string),
+        response_signed,
+        assertion_signed,
+        name_id: text_content(name_id),
+        name_id_format: attr(name_id, "Format").map(str::to_string),
+        session_index: authn
+            .and_then(|a| attr(a, "SessionIndex"))
+            .map(str::to_string),
+        authn_instant: authn
+            .and_then(|a| attr(a, "AuthnInstant"))
+            .map(str::to_string),
+        authn_context_class: authn
+            .and_then(|a| child(a, ns::SAML, "AuthnContext"))
+            .and_then(|c| child(c, ns::SAML, "AuthnContextClassRef"))
+            .map(|c| text_content(c).trim().to_string()),
+        not_before: conditions.not_before.map(str::to_string),
+        not_on_or_after: conditions.not_on_or_after.map(str::to_string),
+        audiences: conditions.audiences,
+        attributes: attributes(assertion),
+    })
+}
+
+/// The root must be a SAML 2.0 `samlp:Response` with exactly one, unencrypted, Assertion as a
+/// direct child and no other Assertion anywhere in the document.
+fn the_one_assertion<'a, 'i>(
+    doc: &'a Document<'i>,
+) -> Result<(Node<'a, 'i>, Node<'a, 'i>), VerifyError> {
     let root = doc.root_element();
     if root.tag_name().namespace() != Some(ns::SAMLP) || root.tag_name().name() != "Response" {
         return Err(VerifyError::WrongRoot(
@@ -337,18 +466,24 @@ pub fn verify_response(
     if assertions.len() != 1 || nested != 1 {
         return Err(VerifyError::AssertionCount(nested.max(assertions.len())));
     }
-    let assertion = assertions[0];
+    Ok((root, assertions[0]))
+}
 
-    let response_signed = match verify_enveloped(root, keys, exp.policy, "Response") {
-        Ok(()) => true,
-        Err(VerifyError::Unsigned(_)) => false,
-        Err(e) => return Err(e),
+/// Checks whichever of the Response and the Assertion is signed, and that what `exp` requires is:
+/// returns (Response signed, Assertion signed).
+fn check_signatures(
+    root: Node,
+    assertion: Node,
+    keys: &[PKey<Public>],
+    exp: &Expectations<'_>,
+) -> Result<(bool, bool), VerifyError> {
+    let signed = |element, what| match verify_enveloped(element, keys, exp.policy, what) {
+        Ok(()) => Ok(true),
+        Err(VerifyError::Unsigned(_)) => Ok(false),
+        Err(e) => Err(e),
     };
-    let assertion_signed = match verify_enveloped(assertion, keys, exp.policy, "Assertion") {
-        Ok(()) => true,
-        Err(VerifyError::Unsigned(_)) => false,
-        Err(e) => return Err(e),
-    };
+    let response_signed = signed(root, "Response")?;
+    let assertion_signed = signed(assertion, "Assertion")?;
     if exp.require_response_signature && !response_signed {
         return Err(VerifyError::Unsigned("Response"));
     }
@@ -358,7 +493,10 @@ pub fn verify_response(
     if !response_signed && !assertion_signed {
         return Err(VerifyError::Unsigned("Response or its Assertion"));
     }
+    Ok((response_signed, assertion_signed))
+}
 
+fn check_status(root: Node) -> Result<(), VerifyError> {
     let status = child(root, ns::SAMLP, "Status")
         .and_then(|s| child(s, ns::SAMLP, "StatusCode"))
         .and_then(|c| attr(c, "Value"))
@@ -366,20 +504,34 @@ pub fn verify_response(
     if status != ns::STATUS_SUCCESS {
         return Err(VerifyError::Status(status.to_string()));
     }
-    let destination = attr(root, "Destination");
-    expect_eq("the Response Destination", destination, exp.recipient)?;
-    let in_response_to = attr(root, "InResponseTo");
-    match (exp.in_response_to, in_response_to) {
-        (Some(e), f) => expect_eq("the Response InResponseTo", f, e)?,
-        (None, Some(f)) => {
-            return Err(VerifyError::Mismatch {
-                what: "the Response InResponseTo (IdP-initiated login expected)",
-                found: f.to_string(),
-                expected: String::new(),
-            })
-        }
-        (None, None) => {}
+    Ok(())
+}
+
+/// `Some(id)` expected: InResponseTo must equal it. `None` (IdP-initiated): it must be absent.
+fn expect_in_response_to(
+    what: &'static str,
+    what_if_unexpected: &'static str,
+    expected: Option<&str>,
+    found: Option<&str>,
+) -> Result<(), VerifyError> {
+    match (expected, found) {
+        (Some(e), f) => expect_eq(what, f, e),
+        (None, Some(f)) => Err(VerifyError::Mismatch {
+            what: what_if_unexpected,
+            found: f.to_string(),
+            expected: String::new(),
+        }),
+        (None, None) => Ok(()),
     }
+}
+
+/// The Assertion's Issuer (required); when the IdP is known, it and the Response's Issuer (if
+/// any) must name it.
+fn check_issuer(
+    root: Node,
+    assertion: Node,
+    exp: &Expectations<'_>,
+) -> Result<String, VerifyError> {
     let issuer = text_of(child(assertion, ns::SAML, "Issuer"))
         .ok_or(VerifyError::Missing("the Assertion Issuer"))?;
     if let Some(expected) = exp.issuer {
@@ -388,69 +540,75 @@ pub fn verify_response(
             expect_eq("the Response Issuer", Some(&ri), expected)?;
         }
     }
+    Ok(issuer)
+}
 
+/// The Subject's NameID, once one bearer SubjectConfirmation passes every check; otherwise the
+/// last confirmation's failure.
+fn confirmed_name_id<'a, 'i>(
+    assertion: Node<'a, 'i>,
+    exp: &Expectations<'_>,
+) -> Result<Node<'a, 'i>, VerifyError> {
     let subject =
         child(assertion, ns::SAML, "Subject").ok_or(VerifyError::Missing("the Subject"))?;
-    let name_id_node =
-        child(subject, ns::SAML, "NameID").ok_or(VerifyError::Missing("the NameID"))?;
-    let mut bearer_ok = false;
+    let name_id = child(subject, ns::SAML, "NameID").ok_or(VerifyError::Missing("the NameID"))?;
     let mut last_err = VerifyError::Missing("a bearer SubjectConfirmation");
     for sc in children(subject, ns::SAML, "SubjectConfirmation") {
         if attr(sc, "Method") != Some(ns::CM_BEARER) {
             continue;
         }
-        let Some(data) = child(sc, ns::SAML, "SubjectConfirmationData") else {
-            last_err = VerifyError::Missing("the SubjectConfirmationData");
-            continue;
-        };
-        let check = (|| {
-            expect_eq(
-                "the SubjectConfirmationData Recipient",
-                attr(data, "Recipient"),
-                exp.recipient,
-            )?;
-            let noa = attr(data, "NotOnOrAfter").ok_or(VerifyError::Missing(
-                "the SubjectConfirmationData NotOnOrAfter",
-            ))?;
-            if parse_time("SubjectConfirmationData NotOnOrAfter", noa)? + exp.skew <= exp.now {
-                return Err(VerifyError::Time(format!(
-                    "the subject confirmation expired at {noa}"
-                )));
-            }
-            // SAML profiles 4.1.4.2 lets a bearer confirmation carry NotBefore; when it does, the
-            // subject cannot be confirmed before it (python3-saml and node-saml refuse it too).
-            if let Some(nb) = attr(data, "NotBefore") {
-                if parse_time("SubjectConfirmationData NotBefore", nb)? - exp.skew > exp.now {
-                    return Err(VerifyError::Time(format!(
-                        "the subject cannot be confirmed before {nb}"
-                    )));
-                }
-            }
-            match (exp.in_response_to, attr(data, "InResponseTo")) {
-                (Some(e), f) => expect_eq("the SubjectConfirmationData InResponseTo", f, e)?,
-                (None, Some(f)) => {
-                    return Err(VerifyError::Mismatch {
-                        what: "the SubjectConfirmationData InResponseTo",
-                        found: f.to_string(),
-                        expected: String::new(),
-                    })
-                }
-                (None, None) => {}
-            }
-            Ok(())
-        })();
-        match check {
-            Ok(()) => {
-                bearer_ok = true;
-                break;
-            }
+        let checked = child(sc, ns::SAML, "SubjectConfirmationData")
+            .ok_or(VerifyError::Missing("the SubjectConfirmationData"))
+            .and_then(|data| check_bearer_data(data, exp));
+        match checked {
+            Ok(()) => return Ok(name_id),
             Err(e) => last_err = e,
         }
     }
-    if !bearer_ok {
-        return Err(last_err);
-    }
+    Err(last_err)
+}
 
+/// A bearer SubjectConfirmationData: Recipient, NotOnOrAfter, NotBefore, InResponseTo.
+fn check_bearer_data(data: Node, exp: &Expectations<'_>) -> Result<(), VerifyError> {
+    expect_eq(
+        "the SubjectConfirmationData Recipient",
+        attr(data, "Recipient"),
+        exp.recipient,
+    )?;
+    let noa = attr(data, "NotOnOrAfter").ok_or(VerifyError::Missing(
+        "the SubjectConfirmationData NotOnOrAfter",
+    ))?;
+    if parse_time("SubjectConfirmationData NotOnOrAfter", noa)? + exp.skew <= exp.now {
+        return Err(VerifyError::Time(format!(
+            "the subject confirmation expired at {noa}"
+        )));
+    }
+    // SAML profiles 4.1.4.2 lets a bearer confirmation carry NotBefore; when it does, the
+    // subject cannot be confirmed before it (python3-saml and node-saml refuse it too).
+    if let Some(nb) = attr(data, "NotBefore") {
+        if parse_time("SubjectConfirmationData NotBefore", nb)? - exp.skew > exp.now {
+            return Err(VerifyError::Time(format!(
+                "the subject cannot be confirmed before {nb}"
+            )));
+        }
+    }
+    let what = "the SubjectConfirmationData InResponseTo";
+    expect_in_response_to(what, what, exp.in_response_to, attr(data, "InResponseTo"))
+}
+
+/// The Conditions' time window and audiences, as checked.
+struct Conditions<'a> {
+    not_before: Option<&'a str>,
+    not_on_or_after: Option<&'a str>,
+    audiences: Vec<String>,
+}
+
+/// Conditions are required: the window (± skew) must hold now, and every AudienceRestriction
+/// must name our audience (at least one restriction).
+fn check_conditions<'a>(
+    assertion: Node<'a, '_>,
+    exp: &Expectations<'_>,
+) -> Result<Conditions<'a>, VerifyError> {
     let conditions =
         child(assertion, ns::SAML, "Conditions").ok_or(VerifyError::Missing("the Conditions"))?;
     let not_before = attr(conditions, "NotBefore");
@@ -484,39 +642,86 @@ pub fn verify_response(
     if audiences.is_empty() {
         return Err(VerifyError::Missing("the AudienceRestriction"));
     }
+    Ok(Conditions {
+        not_before,
+        not_on_or_after,
+        audiences,
+    })
+}
 
-    let authn = child(assertion, ns::SAML, "AuthnStatement");
-    let mut attributes = Vec::new();
+/// Every Attribute of every AttributeStatement: (Name, values in order).
+fn attributes(assertion: Node) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
     for stmt in children(assertion, ns::SAML, "AttributeStatement") {
         for attribute in children(stmt, ns::SAML, "Attribute") {
             let name = attr(attribute, "Name").unwrap_or("").to_string();
             let values = children(attribute, ns::SAML, "AttributeValue")
                 .map(text_content)
                 .collect();
-            attributes.push((name, values));
+            out.push((name, values));
         }
     }
-    Ok(VerifiedResponse {
-        issuer,
-        destination: destination.unwrap_or("").to_string(),
-        in_response_to: in_response_to.map(str::to_string),
-        response_signed,
-        assertion_signed,
-        name_id: text_content(name_id_node),
-        name_id_format: attr(name_id_node, "Format").map(str::to_string),
-        session_index: authn
-            .and_then(|a| attr(a, "SessionIndex"))
-            .map(str::to_string),
-        authn_instant: authn
-            .and_then(|a| attr(a, "AuthnInstant"))
-            .map(str::to_string),
-        authn_context_class: authn
-            .and_then(|a| child(a, ns::SAML, "AuthnContext"))
-            .and_then(|c| child(c, ns::SAML, "AuthnContextClassRef"))
-            .map(|c| text_content(c).trim().to_string()),
-        not_before: not_before.map(str::to_string),
-        not_on_or_after: not_on_or_after.map(str::to_string),
-        audiences,
-        attributes,
-    })
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_response_to_is_required_when_expected_and_refused_when_not() {
+        let check = |e, f| expect_in_response_to("irt", "irt (unexpected)", e, f);
+        assert_eq!(check(Some("id1"), Some("id1")), Ok(()));
+        assert_eq!(check(None, None), Ok(()));
+        assert_eq!(check(Some("id1"), None), Err(VerifyError::Missing("irt")));
+        assert!(matches!(
+            check(Some("id1"), Some("id2")),
+            Err(VerifyError::Mismatch { what: "irt", .. })
+        ));
+        assert!(matches!(
+            check(None, Some("id2")),
+            Err(VerifyError::Mismatch {
+                what: "irt (unexpected)",
+                ..
+            })
+        ));
+    }
+
+    fn reference(transforms: &str) -> String {
+        format!(
+            r##"<ds:Reference xmlns:ds="{}" URI="#x"><ds:Transforms>{transforms}</ds:Transforms></ds:Reference>"##,
+            ns::DS
+        )
+    }
+
+    #[test]
+    fn a_reference_needs_the_enveloped_transform_and_only_exclusive_c14n() {
+        let enveloped = format!(r#"<ds:Transform Algorithm="{}"/>"#, ns::ENVELOPED);
+        let exc = format!(
+            r#"<ds:Transform Algorithm="{}"><ec:InclusiveNamespaces xmlns:ec="{}" PrefixList="xs #default"/></ds:Transform>"#,
+            ns::EXC_C14N,
+            ns::EXC_C14N
+        );
+        let xml = reference(&format!("{enveloped}{exc}"));
+        let doc = parse(&xml).unwrap();
+        let t = reference_transforms(doc.root_element()).unwrap();
+        assert!(!t.with_comments);
+        assert_eq!(t.inclusive_prefixes, vec!["xs".to_string(), String::new()]);
+
+        let xml = reference(&exc);
+        let doc = parse(&xml).unwrap();
+        assert!(matches!(
+            reference_transforms(doc.root_element()),
+            Err(VerifyError::Malformed(_))
+        ));
+
+        let inclusive =
+            r#"<ds:Transform Algorithm="http://www.w3.org/TR/2001/REC-xml-c14n-20010315"/>"#;
+        let xml = reference(&format!("{enveloped}{inclusive}"));
+        let doc = parse(&xml).unwrap();
+        assert!(matches!(
+            reference_transforms(doc.root_element()),
+            Err(VerifyError::Algorithm(_))
+        ));
+    }
 }
