@@ -174,19 +174,10 @@ fn message_of(body: &[u8]) -> String {
 
 impl Client {
     pub fn new(cfg: ClientConfig) -> Result<Self, Auth0Error> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            // Drop idle connections before common server keep-alive limits (node: 5 s), so a
-            // request never races the server closing the connection it was about to reuse.
-            .pool_idle_timeout(Duration::from_secs(4))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("flexgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Auth0Error::Unreachable {
-                url: cfg.base_url.clone(),
-                reason: e.to_string(),
-            })?;
+        let http = crate::http_client::build(cfg.timeout).map_err(|e| Auth0Error::Unreachable {
+            url: cfg.base_url.clone(),
+            reason: e.to_string(),
+        })?;
         Ok(Client {
             cfg,
             http,

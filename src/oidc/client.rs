@@ -127,19 +127,10 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     pub fn new(cfg: UpstreamConfig, redirect_uri: String) -> Result<Self, OidcError> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout)
-            // Drop idle connections before common server keep-alive limits (node: 5 s), so a
-            // request never races the server closing the connection it was about to reuse.
-            .pool_idle_timeout(Duration::from_secs(4))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("flexgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| OidcError::Unreachable {
-                url: cfg.issuer.clone(),
-                reason: format!("cannot build the HTTP client: {e}"),
-            })?;
+        let http = crate::http_client::build(cfg.timeout).map_err(|e| OidcError::Unreachable {
+            url: cfg.issuer.clone(),
+            reason: format!("cannot build the HTTP client: {e}"),
+        })?;
         Ok(Upstream {
             cfg,
             redirect_uri,
