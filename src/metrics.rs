@@ -2,7 +2,8 @@
 //! signing latency, store errors. One registry per process, created at start-up.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// flexgate's metrics.
@@ -15,6 +16,12 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     pub signing_duration: Histogram,
     pub store_errors: IntCounterVec,
+    /// Where a login's roles came from: `snapshot`, `cache` or `api` (Management API).
+    pub roles_reads: IntCounterVec,
+    /// Bulk reads of every user's roles by this instance, by `result` (`ok`, `failed`).
+    pub roles_refreshes: IntCounterVec,
+    pub roles_snapshot_users: IntGauge,
+    pub roles_snapshot_age: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -64,6 +71,16 @@ impl Metrics {
             ]),
         )?;
         r.register(Box::new(signing_duration.clone()))?;
+        let roles_snapshot_users = IntGauge::new(
+            "flexgate_roles_snapshot_users",
+            "Users in the roles snapshot this instance serves from (0: none yet)",
+        )?;
+        r.register(Box::new(roles_snapshot_users.clone()))?;
+        let roles_snapshot_age = Gauge::new(
+            "flexgate_roles_snapshot_age_seconds",
+            "Age of the roles snapshot this instance serves from",
+        )?;
+        r.register(Box::new(roles_snapshot_age.clone()))?;
         Ok(Metrics {
             logins_started: counter(
                 &r,
@@ -89,6 +106,20 @@ impl Metrics {
                 "State store operations that failed",
                 &["op"],
             )?,
+            roles_reads: counter(
+                &r,
+                "flexgate_roles_reads_total",
+                "Roles read at login from the Management API, by source (snapshot, cache, api)",
+                &["source"],
+            )?,
+            roles_refreshes: counter(
+                &r,
+                "flexgate_roles_snapshot_refreshes_total",
+                "Bulk reads of every user's roles made by this instance, by result",
+                &["result"],
+            )?,
+            roles_snapshot_users,
+            roles_snapshot_age,
             login_duration,
             upstream_duration,
             signing_duration,

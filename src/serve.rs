@@ -75,6 +75,7 @@ pub fn build_idp(
                 })
             })?;
             mgmt.set_metrics(metrics.clone());
+            mgmt.start_prefetch(store.clone());
             Some(Arc::new(mgmt))
         }
         None => None,

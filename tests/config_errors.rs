@@ -801,6 +801,35 @@ fn absurd_numbers_name_the_key_and_its_range() {
         "upstream.management.cache_secs",
         "0 and 3600 seconds",
     );
+    for v in ["1", "4", "86401", huge] {
+        let text = format!(
+            "{}[upstream.management]\nclient_id = \"m\"\nclient_secret = \"s\"\nprefetch_secs = {v}\n",
+            good()
+        );
+        refused(
+            &text,
+            "upstream.management.prefetch_secs",
+            "between 5 and 86400 seconds, or 0",
+        );
+    }
+    for (v, want) in [("0", None), ("5", Some(5)), ("86400", Some(86_400))] {
+        let text = format!(
+            "{}[upstream.management]\nclient_id = \"m\"\nclient_secret = \"s\"\nprefetch_secs = {v}\n",
+            good()
+        );
+        let got = load(&text).unwrap().upstream.management.unwrap().prefetch;
+        assert_eq!(got, want.map(std::time::Duration::from_secs), "{v}");
+    }
+    let text = format!(
+        "{}[upstream.management]\nclient_id = \"m\"\nclient_secret = \"s\"\n",
+        good()
+    );
+    let got = load(&text).unwrap().upstream.management.unwrap().prefetch;
+    assert_eq!(
+        got,
+        Some(std::time::Duration::from_secs(300)),
+        "on by default"
+    );
     // Negative, and beyond what TOML integers hold: refused by the parser, naming the key.
     for v in ["-1", "99999999999999999999999"] {
         let text = good().replace("[idp]\n", &format!("[idp]\nclock_skew_secs = {v}\n"));

@@ -557,6 +557,9 @@ fn mgmt_env(mgmt_cfg: serde_json::Value, mgmt_extra: &str) -> (Env, Mgmt) {
     (env, mgmt)
 }
 
+/// Roles read at each login only (the tests that count per-login Management API calls).
+const PER_LOGIN: &str = "prefetch_secs = 0\n";
+
 fn mgmt_users() -> serde_json::Value {
     serde_json::json!({"norole": {"email": "norole@example.com", "app_metadata": {"flex": {"roles": ["supervisor"]}}}})
 }
@@ -576,7 +579,7 @@ async fn legacy_login(env: &Env, user: &str) -> (Outcome, String) {
 async fn roles_from_the_auth0_management_api_cached() {
     let (env, mgmt) = mgmt_env(
         serde_json::json!({"client_id": "mgmt", "client_secret": "mgmt-secret", "users": mgmt_users(), "rate_limit_first": 1, "retry_after": 1}),
-        "",
+        PER_LOGIN,
     );
     // The upstream's ID token has no roles for "norole"; the Management API has ["supervisor"].
     // Its first answer is a 429 with Retry-After: 1, which flexgate waits out once.
@@ -608,7 +611,7 @@ async fn management_api_failures_stop_the_login() {
     // A long Retry-After is not waited out.
     let (env, _m) = mgmt_env(
         serde_json::json!({"client_id": "mgmt", "client_secret": "mgmt-secret", "users": mgmt_users(), "rate_limit_first": 100, "retry_after": 30}),
-        "",
+        PER_LOGIN,
     );
     let (out, _) = legacy_login(&env, "norole").await;
     assert_eq!(out.status, 502, "{}", out.body);
@@ -619,7 +622,7 @@ async fn management_api_failures_stop_the_login() {
     // Wrong credentials, and a user the directory does not know.
     let (env, _m) = mgmt_env(
         serde_json::json!({"client_id": "mgmt", "client_secret": "other", "users": mgmt_users()}),
-        "",
+        PER_LOGIN,
     );
     let (out, _) = legacy_login(&env, "norole").await;
     assert_eq!(out.status, 502, "{}", out.body);
@@ -629,7 +632,7 @@ async fn management_api_failures_stop_the_login() {
         .contains("refused flexgate's client credentials"));
     let (env, _m) = mgmt_env(
         serde_json::json!({"client_id": "mgmt", "client_secret": "mgmt-secret", "users": {}}),
-        "",
+        PER_LOGIN,
     );
     let (out, _) = legacy_login(&env, "agent1").await;
     assert_eq!(out.status, 502, "{}", out.body);
@@ -637,8 +640,139 @@ async fn management_api_failures_stop_the_login() {
     // A slow directory: 504 after the upstream timeout.
     let (env, _m) = mgmt_env(
         serde_json::json!({"client_id": "mgmt", "client_secret": "mgmt-secret", "users": mgmt_users(), "user_delay_ms": 5000}),
-        "",
+        PER_LOGIN,
     );
     let (out, _) = legacy_login(&env, "norole").await;
     assert_eq!(out.status, 504, "{}", out.body);
+}
+
+/// The stand-in's count of one route (e.g. `search_users`, `get_user`).
+fn route_count(stats: &serde_json::Value, route: &str) -> u64 {
+    stats["by_route"][route].as_u64().unwrap_or(0)
+}
+
+/// Logs `user` in through the Legacy SP and returns the roles Flex would receive.
+async fn legacy_roles(env: &Env, user: &str) -> Vec<String> {
+    let (out, id) = legacy_login(env, user).await;
+    assert_eq!(out.status, 200, "{}\n{}", out.body, env.fg.log_text());
+    let e = SpExpect {
+        cert_pem: env.fg.cert_pem.clone(),
+        idp_entity_id: env.fg.entity_id.clone(),
+        sp_entity_id: format!("https://iam.twilio.com/v1/Accounts/{AC}/saml2/metadata"),
+        acs_url: format!("https://iam.twilio.com/v1/Accounts/{AC}/saml2"),
+        request_id: Some(id),
+        response_signed: true,
+        assertion_signed: false,
+    };
+    let (_, got) = validate_everywhere(&out.form.unwrap(), &e);
+    got["roles"].clone()
+}
+
+/// `PATCH /api/v2/users/{id}` on the stand-in, as an admin (or `flexgate roles set`) would.
+async fn set_app_metadata(mgmt: &Mgmt, user_id: &str, app_metadata: serde_json::Value) {
+    let r = reqwest::Client::new()
+        .patch(format!("{}/api/v2/users/{user_id}", mgmt.url))
+        .bearer_auth("admin-token")
+        .json(&serde_json::json!({ "app_metadata": app_metadata }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_at_shift_start_come_from_the_shared_snapshot() {
+    let users = serde_json::json!({
+        "norole": {"email": "norole@example.com", "app_metadata": {"flex": {"roles": ["supervisor"]}, "plan": "gold"}},
+        "sup1": {"email": "sup1@example.com", "app_metadata": {"plan": "gold"}},
+    });
+    let (env, mgmt) = mgmt_env(
+        serde_json::json!({"client_id": "mgmt", "client_secret": "mgmt-secret", "static_token": "admin-token", "users": users, "rate": {"per_sec": 2, "burst": 10}}),
+        "prefetch_secs = 5\n",
+    );
+    env.fg.wait_log("roles snapshot read");
+    let base = env.fg.base.clone();
+    assert_eq!(
+        metric(&base, "flexgate_roles_snapshot_users").await,
+        1.0,
+        "only users with a Flex role are kept"
+    );
+
+    // Logins find their roles in the snapshot: no per-login call.
+    for _ in 0..3 {
+        assert_eq!(legacy_roles(&env, "norole").await, vec!["supervisor"]);
+    }
+    let stats = mgmt.stats().await;
+    assert!(route_count(&stats, "search_users") >= 1, "{stats}");
+    assert_eq!(stats["user_requests"], 0, "{stats}");
+    assert_eq!(
+        metric(&base, "flexgate_roles_reads_total{source=\"snapshot\"}").await,
+        3.0
+    );
+
+    // A role given after the snapshot was read: the login misses and reads the user once.
+    set_app_metadata(
+        &mgmt,
+        "sup1",
+        serde_json::json!({"flex": {"roles": ["agent"]}}),
+    )
+    .await;
+    assert_eq!(legacy_roles(&env, "sup1").await, vec!["agent"]);
+    assert_eq!(mgmt.stats().await["user_requests"], 1);
+    assert_eq!(
+        metric(&base, "flexgate_roles_reads_total{source=\"api\"}").await,
+        1.0
+    );
+
+    // A role changed in Auth0 reaches logins with the next snapshot (one interval).
+    set_app_metadata(
+        &mgmt,
+        "norole",
+        serde_json::json!({"flex": {"roles": ["agent"]}}),
+    )
+    .await;
+    // Wait for a bulk read that began after the change, and for its snapshot to be in use
+    // (one search page per read: nothing here reaches the rate limit).
+    let after_change = route_count(&mgmt.stats().await, "search_users");
+    let refreshed = "flexgate_roles_snapshot_refreshes_total{result=\"ok\"}";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let searches = route_count(&mgmt.stats().await, "search_users");
+        if searches > after_change && metric(&base, refreshed).await >= searches as f64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no bulk read after the change: {}",
+            env.fg.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(legacy_roles(&env, "norole").await, vec!["agent"]);
+    let stats = mgmt.stats().await;
+    assert_eq!(
+        stats["user_requests"], 1,
+        "still no per-login call: {stats}"
+    );
+    assert_eq!(metric(&base, "flexgate_roles_snapshot_users").await, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_read_roles_one_by_one_while_the_bulk_read_fails() {
+    // Users search is down: no snapshot, and logins read their roles one by one.
+    let (env, mgmt) = mgmt_env(
+        serde_json::json!({"client_id": "mgmt", "client_secret": "mgmt-secret", "users": mgmt_users(), "search_unavailable": 1000}),
+        "prefetch_secs = 5\n",
+    );
+    env.fg.wait_log("roles snapshot could not be refreshed");
+    assert_eq!(legacy_roles(&env, "norole").await, vec!["supervisor"]);
+    let stats = mgmt.stats().await;
+    assert_eq!(stats["user_requests"], 1, "{stats}");
+    let log = env.fg.log_text();
+    assert!(
+        log.contains("/api/v2/users") && log.contains("503"),
+        "the warning names the failed call: {log}"
+    );
+    // Retried after the pause, not at every tick.
+    assert_eq!(route_count(&stats, "search_users"), 1, "{stats}");
 }

@@ -467,8 +467,10 @@ async fn management_api_credentials_and_tokens_stay_out_of_the_log() {
         SECRET,
         json!({}),
     );
+    // Roles read at login here; the second instance below keeps the bulk read on (the default),
+    // so its failure with the wrong secret is logged too.
     let extra = format!(
-        "[upstream.management]\nurl = \"{}\"\nclient_id = \"mgmt\"\nclient_secret = \"${{FLEXGATE_MGMT_SECRET}}\"\n",
+        "[upstream.management]\nurl = \"{}\"\nclient_id = \"mgmt\"\nclient_secret = \"${{FLEXGATE_MGMT_SECRET}}\"\nprefetch_secs = 0\n",
         proxy.base
     );
     let fg = tokio::task::block_in_place(|| Traced::start(port, &op.issuer, SECRET, &extra));
@@ -532,6 +534,10 @@ async fn management_api_credentials_and_tokens_stay_out_of_the_log() {
 
     let log2 = fg2.log_after("login failed", 1).await;
     assert!(log2.contains("login failed"), "{log2}");
+    assert!(
+        log2.contains("roles snapshot could not be refreshed"),
+        "the bulk read's failure is logged too: {log2}"
+    );
     assert_absent(
         &log2,
         &[

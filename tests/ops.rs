@@ -1075,3 +1075,81 @@ async fn redis_over_tls() {
     assert!(why.contains("certificate") || why.contains("tls"), "{body}");
     assert!(why.contains("ssl_cert_file"), "the fix is named: {body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_one_roles_snapshot_through_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let redis = Redis::start(free_port());
+    let (pa, pb) = (free_port(), free_port());
+    let op = Op::start(
+        &format!("http://127.0.0.1:{pa}/oidc/callback"),
+        "flexgate",
+        "test-secret-5f1d2c",
+        json!({}),
+    );
+    let mgmt = Mgmt::start(json!({
+        "client_id": "mgmt", "client_secret": "mgmt-secret", "rate": {"per_sec": 2, "burst": 10},
+        "users": {"norole": {"email": "norole@example.com", "app_metadata": {"flex": {"roles": ["supervisor"]}}}},
+    }));
+    let management = format!(
+        "client_secret = \"test-secret-5f1d2c\"\n[upstream.management]\nurl = \"{}\"\nclient_id = \"mgmt\"\nclient_secret = \"mgmt-secret\"\nprefetch_secs = 60\n",
+        mgmt.url
+    );
+    let start = |name: &str, port: u16| {
+        let text = config_text(port, pa, &op.issuer, "").replacen(
+            "client_secret = \"test-secret-5f1d2c\"\n",
+            &management,
+            1,
+        ) + &format!("\n[store]\nurl = \"{}\"\ntimeout_ms = 500\n", redis.url());
+        Instance::start_text(dir.path(), name, port, text)
+    };
+    let a = start("a", pa);
+    let b = start("b", pb);
+
+    // Both serve from one snapshot, read once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in [&a, &b] {
+        while metric(&i.base(), "flexgate_roles_snapshot_users").await < 1.0 {
+            assert!(Instant::now() < deadline, "no snapshot: {}", i.log_text());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let stats = mgmt.stats().await;
+    assert_eq!(
+        stats["by_route"]["search_users"], 1,
+        "one instance read: {stats}"
+    );
+    let refreshes = "flexgate_roles_snapshot_refreshes_total{result=\"ok\"}";
+    assert_eq!(
+        metric(&a.base(), refreshes).await + metric(&b.base(), refreshes).await,
+        1.0
+    );
+
+    // A login begun on each instance gets its roles with no per-login call.
+    let cert = std::fs::read_to_string(dir.path().join("idp-cert.pem")).unwrap();
+    for on in [&a, &b] {
+        let id = unique_id("ONELOGIN_");
+        let xml = legacy_request(&id, &format!("http://127.0.0.1:{pa}/saml/sso"));
+        let url = format!(
+            "{}/saml/sso?SAMLRequest={}",
+            on.base(),
+            urlencode(&deflate_b64(&xml))
+        );
+        let br = Browser::new();
+        let out = br.login(br.client.get(url), "norole").await;
+        assert_eq!(out.status, 200, "{}", out.body);
+        let e = SpExpect {
+            cert_pem: cert.clone(),
+            idp_entity_id: "https://sso.example.com/saml/metadata".into(),
+            sp_entity_id: format!("https://iam.twilio.com/v1/Accounts/{AC}/saml2/metadata"),
+            acs_url: format!("https://iam.twilio.com/v1/Accounts/{AC}/saml2"),
+            request_id: Some(id),
+            response_signed: true,
+            assertion_signed: false,
+        };
+        let (_, got) = python3_saml(&out.form.unwrap().saml_response, &e).expect("python3-saml");
+        assert_eq!(got["roles"], vec!["supervisor".to_string()]);
+    }
+    assert_eq!(mgmt.stats().await["user_requests"], 0);
+}

@@ -5,7 +5,8 @@
 //!   shortly before it expires, fetched again after a 401), or a fixed token (`AUTH0_MGMT_TOKEN`).
 //! - Pacing: every response's `X-RateLimit-*` headers feed one [`Pacer`] per client; a 429 is
 //!   waited out until `X-RateLimit-Reset`. The caller's patience is [`ClientConfig::max_wait`]:
-//!   a login gives a few seconds, a CLI import minutes. Past it, [`Auth0Error::RateLimited`].
+//!   a login gives a few seconds, a CLI import minutes; [`with_patience`] gives one task more
+//!   (the bulk role read shares the login client's pacer). Past it, [`Auth0Error::RateLimited`].
 //! - Every call has a timeout; bodies are capped; errors are typed and name the fix.
 //!
 //! Errors follow Auth0's body `{"statusCode","error","message","errorCode"}`
@@ -21,6 +22,16 @@ use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+tokio::task_local! {
+    static PATIENCE: Duration;
+}
+
+/// Runs `f` with calls that may wait up to `max_wait` for the rate limit, instead of the
+/// client's [`ClientConfig::max_wait`]. Pacing stays shared with every other caller.
+pub async fn with_patience<F: std::future::Future>(max_wait: Duration, f: F) -> F::Output {
+    PATIENCE.scope(max_wait, f).await
+}
 
 /// How flexgate proves itself to the Management API.
 #[derive(Debug, Clone)]
@@ -301,18 +312,20 @@ impl Client {
         Ok(jwt_scopes(token.expose()))
     }
 
+    /// This call's patience: [`with_patience`]'s, else the client's.
+    fn max_wait(&self) -> Duration {
+        PATIENCE.try_with(|d| *d).unwrap_or(self.cfg.max_wait)
+    }
+
     /// Waits for the pacer's slot; `Err` when it is beyond the caller's deadline.
-    async fn paced(&self, deadline: Instant) -> Result<(), Auth0Error> {
+    async fn paced(&self, deadline: Instant, max_wait: Duration) -> Result<(), Auth0Error> {
         let now = Instant::now();
         let left = deadline.saturating_duration_since(now);
         let at = self
             .pacer
             .lock()
             .reserve(now, left)
-            .map_err(|wait| Auth0Error::RateLimited {
-                wait,
-                max_wait: self.cfg.max_wait,
-            })?;
+            .map_err(|wait| Auth0Error::RateLimited { wait, max_wait })?;
         if at > now {
             tokio::time::sleep_until(at.into()).await;
         }
@@ -328,11 +341,12 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<(u16, Vec<u8>), Auth0Error> {
         let url = format!("{}{}", self.cfg.base_url, path_and_query);
-        let deadline = Instant::now() + self.cfg.max_wait;
+        let max_wait = self.max_wait();
+        let deadline = Instant::now() + max_wait;
         let mut token = self.token(false).await?;
         let mut refreshed = false;
         loop {
-            self.paced(deadline).await?;
+            self.paced(deadline, max_wait).await?;
             let t0 = Instant::now();
             let mut req = self
                 .http
@@ -361,10 +375,7 @@ impl Client {
                     .lock()
                     .rate_limited(Instant::now(), rate, FALLBACK_WAIT);
                 if Instant::now() + wait > deadline {
-                    return Err(Auth0Error::RateLimited {
-                        wait,
-                        max_wait: self.cfg.max_wait,
-                    });
+                    return Err(Auth0Error::RateLimited { wait, max_wait });
                 }
                 tracing::warn!(
                     wait_ms = wait.as_millis() as u64,

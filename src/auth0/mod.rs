@@ -3,6 +3,7 @@
 pub mod client;
 pub mod init;
 pub mod pacer;
+pub mod prefetch;
 pub mod roles;
 pub mod users;
 

@@ -84,7 +84,7 @@ struct SearchPage {
 /// search can page through. `progress` is told (done, total) as pages arrive.
 pub async fn all_with_roles(
     c: &Client,
-    progress: &dyn Fn(u64, u64),
+    progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<Vec<User>, Auth0Error> {
     let mut users = Vec::new();
     let mut page = 0u64;

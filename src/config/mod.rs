@@ -186,6 +186,9 @@ pub struct ManagementConfig {
     pub client_secret: Secret,
     /// How long a user's app_metadata is reused.
     pub cache_ttl: Duration,
+    /// How often every user with a Flex role is read in bulk and shared through the store
+    /// (`prefetch_secs`; `None` = roles are read at each login only).
+    pub prefetch: Option<Duration>,
 }
 
 /// `sp[].kind`.

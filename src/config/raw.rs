@@ -103,6 +103,7 @@ pub(super) struct RawManagement {
     pub(super) client_id: String,
     pub(super) client_secret: String,
     pub(super) cache_secs: Option<u64>,
+    pub(super) prefetch_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

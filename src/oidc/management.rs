@@ -1,14 +1,21 @@
-//! Roles from the Auth0 Management API, for tenants that will not add a post-login Action:
-//! `GET /api/v2/users/{id}` → `app_metadata` through the shared pacing [`crate::auth0::Client`],
-//! cached per user for a short time. A login waits for the rate limit a few seconds at most.
+//! Roles from the Auth0 Management API, for tenants that will not add a post-login Action.
+//! A login's `app_metadata` comes from, in order:
+//! 1. the shared roles snapshot ([`crate::auth0::prefetch`], `prefetch_secs`), no API call;
+//! 2. a short per-user cache;
+//! 3. `GET /api/v2/users/{id}` through the shared pacing [`crate::auth0::Client`]; a login waits
+//!    for the rate limit a few seconds at most.
+//!
 //! Any failure stops the login: never an assertion without roles.
 
+use crate::auth0::prefetch::{self, Refresher, Roles};
 use crate::auth0::{client::segment, Client, ClientConfig, Credentials};
 use crate::config::ManagementConfig;
+use crate::metrics::Metrics;
+use crate::store::Store;
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 pub type ManagementError = crate::auth0::Auth0Error;
@@ -21,6 +28,19 @@ pub struct Management {
     cfg: ManagementConfig,
     client: Arc<Client>,
     cache: Mutex<HashMap<String, (Instant, Value)>>,
+    /// The shared snapshot, when `prefetch_secs` is on.
+    roles: Option<Arc<Roles>>,
+    /// The task keeping `roles` current; stopped with this configuration generation.
+    refresher: Mutex<Option<tokio::task::AbortHandle>>,
+    metrics: OnceLock<Arc<Metrics>>,
+}
+
+impl Drop for Management {
+    fn drop(&mut self) {
+        if let Some(task) = self.refresher.lock().take() {
+            task.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for Management {
@@ -44,10 +64,40 @@ impl Management {
             max_wait: LOGIN_MAX_WAIT.min(timeout),
         })?;
         Ok(Management {
+            roles: cfg.prefetch.map(|every| Arc::new(Roles::new(every))),
             cfg,
             client: Arc::new(client),
             cache: Mutex::new(HashMap::new()),
+            refresher: Mutex::new(None),
+            metrics: OnceLock::new(),
         })
+    }
+
+    /// Starts keeping the roles snapshot current through `store` (nothing when `prefetch_secs`
+    /// is 0). Call once, inside the runtime.
+    pub fn start_prefetch(&self, store: Arc<dyn Store>) {
+        let Some(roles) = &self.roles else { return };
+        let refresher = Refresher::new(
+            roles.clone(),
+            store,
+            self.client.clone(),
+            self.metrics.get().cloned(),
+        );
+        let task = tokio::spawn(refresher.run());
+        if let Some(old) = self.refresher.lock().replace(task.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    /// The snapshot logins are served from, if `prefetch_secs` is on.
+    pub fn roles(&self) -> Option<&Arc<Roles>> {
+        self.roles.as_ref()
+    }
+
+    fn count(&self, source: &str) {
+        if let Some(m) = self.metrics.get() {
+            m.roles_reads.with_label_values(&[source]).inc();
+        }
     }
 
     /// The pacing client (shared with the role prefetch).
@@ -56,17 +106,28 @@ impl Management {
     }
 
     /// Records Management API latency in `m` from now on.
-    pub fn set_metrics(&self, m: Arc<crate::metrics::Metrics>) {
-        self.client.set_metrics(m);
+    pub fn set_metrics(&self, m: Arc<Metrics>) {
+        self.client.set_metrics(m.clone());
+        let _ = self.metrics.set(m);
     }
 
     /// The user's `app_metadata` (an empty object when the user has none).
     pub async fn app_metadata(&self, user_id: &str) -> Result<Value, ManagementError> {
+        if let Some(meta) = self
+            .roles
+            .as_ref()
+            .and_then(|r| r.lookup(user_id, prefetch::now_ms()))
+        {
+            self.count("snapshot");
+            return Ok(meta);
+        }
         if let Some((at, v)) = self.cache.lock().get(user_id) {
             if at.elapsed() < self.cfg.cache_ttl {
+                self.count("cache");
                 return Ok(v.clone());
             }
         }
+        self.count("api");
         let path = format!("/api/v2/users/{}", segment(user_id));
         let v: Value = self
             .client

@@ -80,6 +80,14 @@ impl Store for MemoryStore {
         self.insert(space, key, value, ttl, false).map(|_| ())
     }
 
+    async fn get(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let inner = self.inner.lock();
+        match inner.entries.get(&(space, key.to_string())) {
+            Some((exp, v)) if *exp > Instant::now() => Ok(Some(v.clone())),
+            _ => Ok(None),
+        }
+    }
+
     async fn take(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut inner = self.inner.lock();
         match inner.entries.remove(&(space, key.to_string())) {
@@ -112,6 +120,12 @@ mod tests {
             Some(b"1".to_vec())
         );
         assert_eq!(s.take(Space::Pending, "a").await.unwrap(), None);
+        s.put(Space::Roles, "v", b"3".to_vec(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(s.get(Space::Roles, "v").await.unwrap(), Some(b"3".to_vec()));
+        assert_eq!(s.get(Space::Roles, "v").await.unwrap(), Some(b"3".to_vec()));
+        assert_eq!(s.get(Space::Pending, "v").await.unwrap(), None);
         s.put(Space::Pending, "b", b"2".to_vec(), Duration::from_millis(0))
             .await
             .unwrap();

@@ -1,5 +1,5 @@
-//! Shared login state behind one small interface. Entries are opaque bytes with a TTL, so a
-//! backend needs only three operations. `memory` is the default (one instance).
+//! Shared state behind one small interface. Entries are opaque bytes with a TTL, so a backend
+//! needs only four operations. `memory` is the default (one instance).
 
 pub mod memory;
 pub mod redis;
@@ -22,6 +22,8 @@ pub enum Space {
     Pending,
     /// AuthnRequest IDs already answered (single use), keyed by `issuer|ID`.
     RequestId,
+    /// The shared snapshot of Flex roles read from the Auth0 Management API.
+    Roles,
 }
 
 impl Space {
@@ -29,6 +31,7 @@ impl Space {
         match self {
             Space::Pending => "pending",
             Space::RequestId => "reqid",
+            Space::Roles => "roles",
         }
     }
 }
@@ -43,6 +46,8 @@ pub trait Store: Send + Sync {
         value: Vec<u8>,
         ttl: Duration,
     ) -> Result<(), StoreError>;
+    /// Returns the entry and leaves it in place.
+    async fn get(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Removes and returns the entry: each entry can be taken once.
     async fn take(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Marks `key` used; `false` when it already was (within `ttl`).

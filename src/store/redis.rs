@@ -254,6 +254,12 @@ impl Store for RedisStore {
         self.run::<()>(cmd).await
     }
 
+    async fn get(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.key(space, key));
+        self.run::<Option<Vec<u8>>>(cmd).await
+    }
+
     async fn take(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut cmd = redis::cmd("GETDEL");
         cmd.arg(self.key(space, key));

@@ -199,6 +199,20 @@ impl Mgmt {
     }
 }
 
+/// A Prometheus sample's value on the flexgate at `base`, e.g.
+/// `flexgate_roles_reads_total{source="snapshot"}` (0 when absent).
+pub async fn metric(base: &str, sample: &str) -> f64 {
+    let text = ::reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// A running `flexgate serve` with its config and keys in a temp dir.
 pub struct Flexgate {
     pub base: String,

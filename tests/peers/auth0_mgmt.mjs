@@ -30,6 +30,7 @@
 //          "rate_limit_first":0,      // answer the first N GET /api/v2/users/{id} with 429
 //          "retry_after":1,           // Retry-After / reset seconds on those 429s
 //          "user_delay_ms":0,         // delay GET /api/v2/users/{id} (timeout tests)
+//          "search_unavailable":0,    // answer the first N users searches with 503 (outage tests)
 //          "export_delay_ms":200}     // how long a users-export job takes
 // GET /__stats -> {"token_requests","user_requests","requests","writes","rate_limited","by_route":{name:n}}
 // (test-only introspection, not an Auth0 endpoint; `user_requests` counts GET /api/v2/users/{id}).

@@ -49,8 +49,14 @@ export function routes(ctx) {
     return null;
   }
 
+  let searchFailures = cfg.search_unavailable ?? 0;
   function search({ res, url }) {
     const p = url.searchParams;
+    // Test-only fault: the first N searches fail as an Auth0 outage does (503, Auth0's error body).
+    if (searchFailures > 0) {
+      searchFailures -= 1;
+      return apiError(res, 503, 'Service Unavailable', 'The service is temporarily unavailable');
+    }
     if (p.get('search_engine') !== 'v3') return apiError(res, 400, 'Bad Request', 'Only search_engine=v3 is supported here', 'invalid_query_string');
     const filter = matches(p.get('q'));
     if (!filter) return apiError(res, 400, 'Bad Request', `Unsupported query: ${p.get('q')}`, 'invalid_query_string');

@@ -113,11 +113,34 @@ fn management(m: RawManagement, issuer: &Url, p: &mut Problems) -> Option<Manage
         p.add("upstream.management", "has an empty client_id or client_secret", "create a Machine-to-Machine application authorized for the Auth0 Management API with the read:users scope, and copy its credentials");
     }
     let cache_ttl = p.secs("upstream.management.cache_secs", m.cache_secs, 60, 0..=3600);
+    let prefetch = prefetch(m.prefetch_secs, p);
     (url_ok && credentials_ok).then_some(())?;
     Some(ManagementConfig {
         url: url.trim_end_matches('/').to_string(),
         client_id: m.client_id,
         client_secret: Secret::new(m.client_secret),
         cache_ttl: cache_ttl?,
+        prefetch: prefetch?,
     })
 }
+
+/// `upstream.management.prefetch_secs`: 0 turns the bulk read of roles off.
+fn prefetch(v: Option<u64>, p: &mut Problems) -> Option<Option<std::time::Duration>> {
+    const KEY: &str = "upstream.management.prefetch_secs";
+    match v {
+        Some(0) => Some(None),
+        Some(v) if !PREFETCH_RANGE.contains(&v) => {
+            let (lo, hi) = (PREFETCH_RANGE.start(), PREFETCH_RANGE.end());
+            p.add(
+                KEY,
+                format!("is {v}, outside {lo}..={hi}"),
+                format!("pick a value between {lo} and {hi} seconds, or 0 to read roles at each login only"),
+            );
+            None
+        }
+        v => Some(Some(std::time::Duration::from_secs(v.unwrap_or(300)))),
+    }
+}
+
+/// How often every user's roles may be read in bulk: not more than every 5 s, at least daily.
+const PREFETCH_RANGE: std::ops::RangeInclusive<u64> = 5..=86_400;
