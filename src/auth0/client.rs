@@ -555,3 +555,25 @@ pub fn segment(s: &str) -> String {
         .collect::<String>()
         .replace('+', "%20")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_given_patience_waits_longer_than_the_client_default() {
+        let c = Client::new(ClientConfig {
+            base_url: "http://127.0.0.1:9".into(),
+            audience: "http://127.0.0.1:9/api/v2/".into(),
+            credentials: Credentials::Token(Secret::new("t".to_string())),
+            timeout: Duration::from_secs(1),
+            max_wait: Duration::from_secs(2),
+        })
+        .unwrap();
+        assert_eq!(c.max_wait(), Duration::from_secs(2));
+        let patient = with_patience(Duration::from_secs(60), async { c.max_wait() }).await;
+        assert_eq!(patient, Duration::from_secs(60));
+        // Only inside the scope.
+        assert_eq!(c.max_wait(), Duration::from_secs(2));
+    }
+}
