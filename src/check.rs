@@ -1,8 +1,10 @@
 //! `flexgate check`: a doctor for a deployment. Validates the config and key material, reaches
-//! the upstream (discovery + JWKS), and prints exactly what to paste into Flex Console and Auth0.
+//! the upstream (discovery + JWKS) and the Auth0 Management API when roles are read there, and
+//! prints exactly what to paste into Flex Console and Auth0.
 
 use crate::config::keys::{self, PublishedCert};
 use crate::config::{Config, SpConfig};
+use crate::oidc::management::Management;
 use crate::oidc::Upstream;
 use serde::Serialize;
 
@@ -174,6 +176,7 @@ pub async fn run(cfg: &Config) -> Report {
     )];
     let keys = key_findings(cfg, &mut findings);
     upstream_findings(cfg, &mut findings).await;
+    management_findings(cfg, &mut findings).await;
     let namespaced = cfg
         .sps
         .iter()
@@ -252,6 +255,33 @@ fn key_findings(cfg: &Config, findings: &mut Vec<Finding>) -> KeyReport {
         certificates,
         certificate_pem: k.cert.pem.clone(),
     }
+}
+
+/// `[upstream.management]`: a token from the Management API that carries `read:users`, and how
+/// roles will be read.
+async fn management_findings(cfg: &Config, out: &mut Vec<Finding>) {
+    let Some(m) = &cfg.upstream.management else {
+        return;
+    };
+    let what = "Auth0 Management API";
+    let mgmt = match Management::new(m.clone(), cfg.upstream.timeout) {
+        Ok(mgmt) => mgmt,
+        Err(e) => return out.push(finding(Level::Fail, what, e.to_string())),
+    };
+    let how = match m.prefetch {
+        Some(every) => format!("every user with a Flex role is read in bulk every {} s and shared through the store; others are read at login", every.as_secs()),
+        None => "roles are read at each login (prefetch_secs = 0)".to_string(),
+    };
+    out.push(
+        match crate::auth0::users::count_with_roles(mgmt.client()).await {
+            Err(e) => finding(Level::Fail, what, e.to_string()),
+            Ok(n) => finding(
+                Level::Ok,
+                what,
+                format!("{} answered: {n} user(s) have a Flex role; {how}", m.url),
+            ),
+        },
+    );
 }
 
 /// Discovery, the JWKS, the ID-token algorithms and userinfo at the upstream.

@@ -1490,3 +1490,43 @@ fn check_and_serve_report_every_config_mistake_in_one_run() {
         );
     }
 }
+
+#[test]
+fn check_reaches_the_management_api_and_names_a_missing_scope() {
+    let run_with = |scope: &str, secret: &str| {
+        let m = common::Mgmt::start(serde_json::json!({
+            "client_id": "mgmt", "client_secret": "mgmt-secret", "scope": scope,
+            "users": {"auth0|1": {"app_metadata": {"flex": {"roles": ["agent"]}}}, "auth0|2": {}},
+        }));
+        let d = Deploy::new();
+        let management = format!(
+            "[upstream.management]\nurl = \"{}\"\nclient_id = \"mgmt\"\nclient_secret = \"{secret}\"\n",
+            m.url
+        );
+        d.write(&op().issuer, "", &management, "");
+        d.cmd(&["check", "--config", p(&d.config())])
+    };
+    let o = run_with("read:users update:users", "mgmt-secret");
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains(
+            "1 user(s) have a Flex role; every user with a Flex role is read in bulk every 300 s"
+        ),
+        "{}",
+        both(&o)
+    );
+    let o = run_with("update:users", "mgmt-secret");
+    assert_exit(&o, 1);
+    assert!(
+        both(&o).contains("Insufficient scope, expected any of: read:users"),
+        "{}",
+        both(&o)
+    );
+    let o = run_with("read:users", "wrong");
+    assert_exit(&o, 1);
+    assert!(
+        both(&o).contains("refused flexgate's client credentials"),
+        "{}",
+        both(&o)
+    );
+}

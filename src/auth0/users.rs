@@ -80,6 +80,25 @@ struct SearchPage {
     users: Vec<User>,
 }
 
+/// How many users have a Flex role (one users search call, `read:users`).
+pub async fn count_with_roles(c: &Client) -> Result<u64, Auth0Error> {
+    let got: SearchPage = c
+        .get(
+            "/api/v2/users",
+            &[
+                ("q", HAS_ROLES),
+                ("search_engine", "v3"),
+                ("fields", "user_id"),
+                ("include_fields", "true"),
+                ("include_totals", "true"),
+                ("page", "0"),
+                ("per_page", "1"),
+            ],
+        )
+        .await?;
+    Ok(got.total)
+}
+
 /// Every user with a Flex role: users search, or a users-export job when there are more than
 /// search can page through. `progress` is told (done, total) as pages arrive.
 pub async fn all_with_roles(
