@@ -68,14 +68,15 @@ pub fn build_idp(
     upstream.set_metrics(metrics.clone());
     let management = match &config.upstream.management {
         Some(m) => {
-            let mgmt = Management::new(m.clone(), config.upstream.timeout).map_err(|e| {
+            let unusable = |e: crate::oidc::management::ManagementError| {
                 ServeError::Upstream(OidcError::Unreachable {
                     url: m.url.clone(),
                     reason: e.to_string(),
                 })
-            })?;
+            };
+            let mgmt = Management::new(m.clone(), config.upstream.timeout).map_err(unusable)?;
             mgmt.set_metrics(metrics.clone());
-            mgmt.start_prefetch(store.clone());
+            mgmt.start_prefetch(store.clone()).map_err(unusable)?;
             Some(Arc::new(mgmt))
         }
         None => None,

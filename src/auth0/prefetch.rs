@@ -8,7 +8,10 @@
 //! In the store (space `roles`):
 //! - `refresh`: the refresh lock (`first_use`, one interval): the instance that sets it reads;
 //!   after a failed read it is set again for [`RETRY_AFTER`] so no instance retries sooner;
-//! - `snap:{version}`: the snapshot, gzip JSON `{"created_ms", "users": {user_id: app_metadata}}`;
+//! - `snap:{version}`: the snapshot, gzip JSON `{"created_ms", "users": {user_id: app_metadata}}`,
+//!   behind an HMAC-SHA256 of the version and the gzip under a key derived from the Management
+//!   API client secret (which every instance has): whoever can write to Redis cannot hand out
+//!   roles; a snapshot that does not verify is not used;
 //! - `version`: the newest snapshot's version, `{created_ms}.{random}`.
 //!
 //! Both keep three intervals. Each instance reads `version` (a few bytes) every tick and loads a
@@ -50,6 +53,63 @@ pub enum PrefetchError {
     Store(#[from] StoreError),
     #[error("the roles snapshot {version} in the store cannot be read: {reason}")]
     Corrupt { version: String, reason: String },
+    #[error("the roles snapshot {version} in the store is not signed by this deployment's key; it is not used (another deployment with other Management API credentials shares this Redis prefix, or the entry was tampered with: give each deployment its own store.prefix)")]
+    Forged { version: String },
+}
+
+/// The key that signs snapshots in the store, derived from a secret every instance shares.
+#[derive(Clone)]
+pub struct SnapshotKey(openssl::pkey::PKey<openssl::pkey::Private>);
+
+impl std::fmt::Debug for SnapshotKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotKey(…)")
+    }
+}
+
+const MAC_LEN: usize = 32;
+
+impl SnapshotKey {
+    /// SHA-256 of a label and `secret`, as an HMAC key.
+    pub fn derive(secret: &str) -> Result<Self, openssl::error::ErrorStack> {
+        let mut h = openssl::sha::Sha256::new();
+        h.update(b"flexgate roles snapshot v1\0");
+        h.update(secret.as_bytes());
+        Ok(SnapshotKey(openssl::pkey::PKey::hmac(&h.finish())?))
+    }
+
+    fn mac(&self, version: &str, body: &[u8]) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+        let mut signer =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &self.0)?;
+        signer.update(&(version.len() as u64).to_be_bytes())?;
+        signer.update(version.as_bytes())?;
+        signer.update(body)?;
+        signer.sign_to_vec()
+    }
+
+    /// `mac || body`.
+    pub fn seal(&self, version: &str, body: Vec<u8>) -> Vec<u8> {
+        let mut out = self.mac(version, &body).unwrap_or_default();
+        out.extend(body);
+        out
+    }
+
+    /// The body, if its MAC verifies.
+    pub fn open<'a>(&self, version: &str, sealed: &'a [u8]) -> Result<&'a [u8], PrefetchError> {
+        let forged = || PrefetchError::Forged {
+            version: version.to_string(),
+        };
+        if sealed.len() < MAC_LEN {
+            return Err(forged());
+        }
+        let (mac, body) = sealed.split_at(MAC_LEN);
+        let want = self.mac(version, body).map_err(|_| forged())?;
+        if crate::constant_time::eq(mac, &want) {
+            Ok(body)
+        } else {
+            Err(forged())
+        }
+    }
 }
 
 /// Every user with a Flex role, as read at one moment.
@@ -205,6 +265,7 @@ pub enum Tick {
 /// Keeps one instance's [`Roles`] current: loads what others published, reads when due.
 pub struct Refresher {
     roles: Arc<Roles>,
+    key: SnapshotKey,
     store: Arc<dyn Store>,
     source: Arc<dyn RoleSource>,
     metrics: Option<Arc<Metrics>>,
@@ -213,12 +274,14 @@ pub struct Refresher {
 impl Refresher {
     pub fn new(
         roles: Arc<Roles>,
+        key: SnapshotKey,
         store: Arc<dyn Store>,
         source: Arc<dyn RoleSource>,
         metrics: Option<Arc<Metrics>>,
     ) -> Self {
         Refresher {
             roles,
+            key,
             store,
             source,
             metrics,
@@ -251,8 +314,13 @@ impl Refresher {
     /// and read.
     pub async fn tick(&self, now_ms: u64) -> Tick {
         let tick = match self.load_published().await {
-            Err(e) => Tick::Failed(e.to_string()),
             Ok(()) => self.refresh_if_due(now_ms).await,
+            Err(e @ PrefetchError::Store(_)) => Tick::Failed(e.to_string()),
+            // A published snapshot that cannot be used is replaced by the next read.
+            Err(e) => match self.refresh_if_due(now_ms).await {
+                done @ Tick::Refreshed { .. } => done,
+                _ => Tick::Failed(e.to_string()),
+            },
         };
         if let Some(m) = &self.metrics {
             let snap = self.roles.current();
@@ -272,15 +340,18 @@ impl Refresher {
         if self.roles.current().is_some_and(|s| s.version == version) {
             return Ok(());
         }
-        let Some(gz) = self.store.get(Space::Roles, &snap_key(&version)).await? else {
+        let Some(sealed) = self.store.get(Space::Roles, &snap_key(&version)).await? else {
             return Ok(()); // expired between the two reads: due, read again
         };
-        let snap = tokio::task::spawn_blocking(move || Snapshot::decode(&version, &gz))
-            .await
-            .map_err(|e| PrefetchError::Corrupt {
-                version: String::new(),
-                reason: e.to_string(),
-            })??;
+        let key = self.key.clone();
+        let snap = tokio::task::spawn_blocking(move || {
+            Snapshot::decode(&version, key.open(&version, &sealed)?)
+        })
+        .await
+        .map_err(|e| PrefetchError::Corrupt {
+            version: String::new(),
+            reason: e.to_string(),
+        })??;
         tracing::debug!(version = %snap.version, users = snap.len(), "roles snapshot loaded");
         self.roles.install(Arc::new(snap));
         Ok(())
@@ -326,7 +397,8 @@ impl Refresher {
         self.roles.install(snap.clone());
         let n = snap.len();
         let version = snap.version.clone();
-        let gz = tokio::task::spawn_blocking(move || snap.encode())
+        let key = self.key.clone();
+        let gz = tokio::task::spawn_blocking(move || key.seal(&snap.version, snap.encode()))
             .await
             .unwrap_or_default();
         let bytes = gz.len();
@@ -401,7 +473,11 @@ mod tests {
         let roles = Arc::new(Roles::new(Duration::from_secs(60)));
         let store: Arc<dyn Store> = store.clone();
         let source: Arc<dyn RoleSource> = source.clone();
-        (roles.clone(), Refresher::new(roles, store, source, None))
+        let key = SnapshotKey::derive("mgmt-secret").unwrap();
+        (
+            roles.clone(),
+            Refresher::new(roles, key, store, source, None),
+        )
     }
 
     #[test]
@@ -485,6 +561,63 @@ mod tests {
         assert_eq!(source.calls.load(Ordering::SeqCst), 2);
         assert!(roles.lookup("auth0|a", t + 179_000).is_some());
         assert_eq!(roles.lookup("auth0|a", t + 180_000), None);
+    }
+
+    #[test]
+    fn a_snapshot_is_used_only_under_this_deployments_key() {
+        let key = SnapshotKey::derive("mgmt-secret").unwrap();
+        let sealed = key.seal("1.a", b"body".to_vec());
+        assert_eq!(key.open("1.a", &sealed).unwrap(), b"body");
+        // Another version, another secret, a changed byte, a short entry: refused.
+        assert!(matches!(
+            key.open("2.a", &sealed),
+            Err(PrefetchError::Forged { .. })
+        ));
+        let other = SnapshotKey::derive("other-secret").unwrap();
+        assert!(other.open("1.a", &sealed).is_err());
+        let mut bad = sealed.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert!(key.open("1.a", &bad).is_err());
+        assert!(key.open("1.a", &sealed[..10]).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_forged_snapshot_in_the_store_is_not_used() {
+        let store = Arc::new(MemoryStore::new(100));
+        let source = fake();
+        let (_, a) = instance(&store, &source);
+        a.tick(1_000_000).await;
+        // Someone with write access to the store hands out a role.
+        let forged = Snapshot::new(
+            vec![User {
+                user_id: "auth0|mallory".into(),
+                email: None,
+                app_metadata: json!({"flex": {"roles": ["admin"]}}),
+            }],
+            1_000_000,
+            "9.ff".into(),
+        );
+        let ttl = Duration::from_secs(60);
+        store
+            .put(Space::Roles, "snap:9.ff", forged.encode(), ttl)
+            .await
+            .unwrap();
+        store
+            .put(Space::Roles, VERSION_KEY, b"9.ff".to_vec(), ttl)
+            .await
+            .unwrap();
+        let (roles_b, b) = instance(&store, &source);
+        let tick = b.tick(1_000_010).await;
+        assert!(
+            matches!(&tick, Tick::Failed(why) if why.contains("not signed")),
+            "{tick:?}"
+        );
+        assert_eq!(roles_b.lookup("auth0|mallory", 1_000_010), None);
+        // The next read (here: once the lock is free) replaces it.
+        store.take(Space::Roles, LOCK_KEY).await.unwrap();
+        assert_eq!(b.tick(1_000_020).await, Tick::Refreshed { users: 1 });
+        assert_eq!(roles_b.lookup("auth0|mallory", 1_000_020), None);
+        assert!(roles_b.lookup("auth0|a", 1_000_020).is_some());
     }
 
     #[tokio::test]

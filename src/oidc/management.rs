@@ -7,7 +7,7 @@
 //!
 //! Any failure stops the login: never an assertion without roles.
 
-use crate::auth0::prefetch::{self, Refresher, Roles};
+use crate::auth0::prefetch::{self, Refresher, Roles, SnapshotKey};
 use crate::auth0::{client::segment, Client, ClientConfig, Credentials};
 use crate::config::ManagementConfig;
 use crate::metrics::Metrics;
@@ -75,10 +75,19 @@ impl Management {
 
     /// Starts keeping the roles snapshot current through `store` (nothing when `prefetch_secs`
     /// is 0). Call once, inside the runtime.
-    pub fn start_prefetch(&self, store: Arc<dyn Store>) {
-        let Some(roles) = &self.roles else { return };
+    pub fn start_prefetch(&self, store: Arc<dyn Store>) -> Result<(), ManagementError> {
+        let Some(roles) = &self.roles else {
+            return Ok(());
+        };
+        let key = SnapshotKey::derive(self.cfg.client_secret.expose()).map_err(|e| {
+            ManagementError::Unreachable {
+                url: self.cfg.url.clone(),
+                reason: format!("deriving the roles snapshot key failed: {e}"),
+            }
+        })?;
         let refresher = Refresher::new(
             roles.clone(),
+            key,
             store,
             self.client.clone(),
             self.metrics.get().cloned(),
@@ -87,6 +96,7 @@ impl Management {
         if let Some(old) = self.refresher.lock().replace(task.abort_handle()) {
             old.abort();
         }
+        Ok(())
     }
 
     /// The snapshot logins are served from, if `prefetch_secs` is on.
