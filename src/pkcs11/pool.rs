@@ -25,6 +25,75 @@ const SHA256_DIGEST_INFO: [u8; 19] = [
     0x00, 0x04, 0x20,
 ];
 
+/// What the mechanism choice signs at start-up.
+const PROBE: &[u8] = b"flexgate: which mechanism signs with this key";
+
+fn mechanism(raw_rsa: bool) -> Mechanism<'static> {
+    if raw_rsa {
+        Mechanism::RsaPkcs
+    } else {
+        Mechanism::Sha256RsaPkcs
+    }
+}
+
+/// What `C_Sign` is given: the SHA-256 DigestInfo for CKM_RSA_PKCS, the data itself for
+/// CKM_SHA256_RSA_PKCS (the token hashes).
+fn sign_input(raw_rsa: bool, data: &[u8]) -> Vec<u8> {
+    if raw_rsa {
+        let mut v = SHA256_DIGEST_INFO.to_vec();
+        v.extend_from_slice(&openssl::sha::sha256(data));
+        v
+    } else {
+        data.to_vec()
+    }
+}
+
+/// CKM_RSA_PKCS (`true`) or CKM_SHA256_RSA_PKCS (`false`). A token lists mechanisms per slot,
+/// not per key, and some keys sign with one only (Google Cloud KMS makes a key for one
+/// algorithm), so each listed mechanism is tried in that order with one signature of [`PROBE`],
+/// checked against the public key; the first that verifies is used. A token that lists neither
+/// is tried with both.
+pub(crate) fn choose_mechanism(
+    listed: &[MechanismType],
+    public: &PKey<Public>,
+    uri: &Pkcs11Uri,
+    probe: impl Fn(bool) -> Result<Vec<u8>, cryptoki::error::Error>,
+) -> Result<bool, Pkcs11Error> {
+    let raw = listed.contains(&MechanismType::RSA_PKCS);
+    let hashed = listed.contains(&MechanismType::SHA256_RSA_PKCS);
+    let order: &[bool] = match (raw, hashed) {
+        (true, false) => &[true],
+        (false, true) => &[false],
+        _ => &[true, false],
+    };
+    let mut tried = Vec::new();
+    for &raw_rsa in order {
+        let name = if raw_rsa {
+            "CKM_RSA_PKCS"
+        } else {
+            "CKM_SHA256_RSA_PKCS"
+        };
+        match probe(raw_rsa) {
+            Ok(sig) if verifies(public, &sig) => return Ok(raw_rsa),
+            Ok(_) => tried.push(format!(
+                "{name}: the signature does not verify with the key's public half"
+            )),
+            Err(e) => tried.push(format!("{name}: C_Sign: {e}")),
+        }
+    }
+    Err(Pkcs11Error::Token(format!(
+        "{} cannot make an RSASSA-PKCS1-v1_5 SHA-256 signature ({}); use an RSA signing key that allows CKM_RSA_PKCS or CKM_SHA256_RSA_PKCS (Google Cloud KMS: algorithm RSA_SIGN_PKCS1_2048_SHA256 or larger)",
+        uri.key_name(),
+        tried.join("; ")
+    )))
+}
+
+fn verifies(public: &PKey<Public>, sig: &[u8]) -> bool {
+    openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), public)
+        .and_then(|mut v| v.verify_oneshot(sig, PROBE))
+        .unwrap_or(false)
+}
+
 /// A pooled session. One opened before the module was initialised again is forgotten, not
 /// closed: its handle number may belong to a new session by then.
 struct Held {
@@ -72,7 +141,7 @@ struct Place {
 pub struct TokenKey {
     uri: Pkcs11Uri,
     ctx: Pkcs11,
-    /// CKM_RSA_PKCS over a DigestInfo when the token has it, else CKM_SHA256_RSA_PKCS.
+    /// CKM_RSA_PKCS over a DigestInfo, or CKM_SHA256_RSA_PKCS ([`choose_mechanism`]).
     raw_rsa: bool,
     max_sessions: usize,
     place: Mutex<Place>,
@@ -102,8 +171,9 @@ impl TokenKey {
         facts.check(&uri, allow_extractable)?;
         let public = public.ok_or_else(|| Pkcs11Error::Token(format!("the public half of {} cannot be read (neither CKA_MODULUS on the private key nor a public key with the same label/id)", uri.key_name())))?;
         let mechs = ctx.get_mechanism_list(slot).unwrap_or_default();
-        let raw_rsa = mechs.contains(&MechanismType::RSA_PKCS)
-            || !mechs.contains(&MechanismType::SHA256_RSA_PKCS);
+        let raw_rsa = choose_mechanism(&mechs, &public, &uri, |raw| {
+            session.sign(&mechanism(raw), key, &sign_input(raw, PROBE))
+        })?;
         Ok(TokenKey {
             uri,
             ctx,
@@ -135,13 +205,7 @@ impl TokenKey {
 
     /// RSASSA-PKCS1-v1_5 with SHA-256 over `data` (blocking; the same bytes openssl produces).
     pub fn sign_sha256(&self, data: &[u8]) -> Result<Vec<u8>, Pkcs11Error> {
-        let input = if self.raw_rsa {
-            let mut v = SHA256_DIGEST_INFO.to_vec();
-            v.extend_from_slice(&openssl::sha::sha256(data));
-            v
-        } else {
-            data.to_vec()
-        };
+        let input = sign_input(self.raw_rsa, data);
         let result = match self.try_sign(&input) {
             Err(Fail::Reopen(generation, why)) => {
                 tracing::warn!(key = %self.uri, error = %why, "PKCS#11 session lost; opening the token again");
@@ -171,12 +235,7 @@ impl TokenKey {
     /// One attempt on a pooled session.
     fn try_sign(&self, input: &[u8]) -> Result<Vec<u8>, Fail> {
         let (session, key, generation) = self.checkout()?;
-        let mech = if self.raw_rsa {
-            Mechanism::RsaPkcs
-        } else {
-            Mechanism::Sha256RsaPkcs
-        };
-        let out = session.sign(&mech, key, input);
+        let out = session.sign(&mechanism(self.raw_rsa), key, input);
         let broken = matches!(&out, Err(e) if needs_reopen(e));
         self.checkin(session, generation, broken);
         out.map_err(|e| {
@@ -280,4 +339,64 @@ enum Fail {
     /// The session, login or token went away while in generation `.0`: open it again and retry.
     Reopen(u64, String),
     Final(Pkcs11Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::pkey::Private;
+    use openssl::rsa::Rsa;
+
+    fn key() -> (PKey<Private>, PKey<Public>) {
+        let rsa = Rsa::generate(2048).unwrap();
+        let private = PKey::from_rsa(rsa).unwrap();
+        let public = PKey::public_key_from_der(&private.public_key_to_der().unwrap()).unwrap();
+        (private, public)
+    }
+
+    /// What a token whose key accepts only `accepts` answers.
+    fn token(
+        private: &PKey<Private>,
+        accepts: Option<bool>,
+    ) -> impl Fn(bool) -> Result<Vec<u8>, cryptoki::error::Error> + '_ {
+        move |raw| {
+            if accepts != Some(raw) {
+                return Err(cryptoki::error::Error::Pkcs11(
+                    cryptoki::error::RvError::KeyFunctionNotPermitted,
+                    cryptoki::context::Function::Sign,
+                ));
+            }
+            let mut s = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), private)
+                .unwrap();
+            Ok(s.sign_oneshot_to_vec(PROBE).unwrap())
+        }
+    }
+
+    #[test]
+    fn the_mechanism_is_the_one_the_key_signs_with() {
+        let (private, public) = key();
+        let uri =
+            Pkcs11Uri::parse("pkcs11:token=t;object=k?module-path=/m.so&pin-value=1").unwrap();
+        let both = [MechanismType::RSA_PKCS, MechanismType::SHA256_RSA_PKCS];
+        let choose = |listed: &[MechanismType], accepts| {
+            choose_mechanism(listed, &public, &uri, token(&private, accepts))
+        };
+        assert!(choose(&both, Some(true)).unwrap());
+        // Listed by the token, refused by this key: the other one.
+        assert!(!choose(&both, Some(false)).unwrap());
+        assert!(!choose(&[], Some(false)).unwrap());
+        // Only what is listed is tried.
+        assert!(choose(&[MechanismType::SHA256_RSA_PKCS], Some(true)).is_err());
+        let e = choose(&both, None).unwrap_err().to_string();
+        assert!(
+            e.contains("CKM_RSA_PKCS: C_Sign") && e.contains("CKM_SHA256_RSA_PKCS: C_Sign"),
+            "{e}"
+        );
+        // A signature from another key does not verify.
+        let (other, _) = key();
+        let e = choose_mechanism(&both, &public, &uri, token(&other, Some(true)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not verify"), "{e}");
+    }
 }
