@@ -344,6 +344,23 @@ async fn drift_is_repaired_and_said() {
         [&format!("PATCH /api/v2/clients/{client_id}")]
     );
 
+    // 1b. The application switched to Auth0's legacy (not OIDC-conformant) flows.
+    api(
+        &m,
+        "PATCH",
+        &format!("/api/v2/clients/{client_id}"),
+        Some(json!({"oidc_conformant": false})),
+    )
+    .await;
+    let o = init(&m, &out, &[]);
+    assert_exit(&o, 0);
+    assert!(
+        text(&o).contains("oidc_conformant: false -> true"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(app(&m).await["oidc_conformant"], json!(true));
+
     // 2. The Action's code edited (saved, not deployed): replaced and deployed again.
     api(
         &m,

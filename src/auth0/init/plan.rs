@@ -42,6 +42,8 @@ pub struct AppState {
     pub callbacks: Vec<String>,
     pub grant_types: Vec<String>,
     pub token_endpoint_auth_method: Option<String>,
+    /// `false` when the application still follows Auth0's legacy (pre-OIDC) flows.
+    pub oidc_conformant: Option<bool>,
 }
 
 impl AppState {
@@ -58,6 +60,7 @@ impl AppState {
                 .get("token_endpoint_auth_method")
                 .and_then(Value::as_str)
                 .map(str::to_string),
+            oidc_conformant: v.get("oidc_conformant").and_then(Value::as_bool),
         }
     }
 }
@@ -199,6 +202,12 @@ pub fn plan_app(name: &str, callback: &str, current: Option<&AppState>) -> AppPl
             json!(SECRET_METHODS[0]),
         );
     }
+    // A legacy (not OIDC-conformant) application gets ID tokens without the namespaced claim
+    // rules and with legacy scopes; flexgate needs the OIDC-conformant pipeline.
+    if cur.oidc_conformant == Some(false) {
+        diffs.push("oidc_conformant: false -> true (OIDC-conformant flows)".into());
+        body.insert("oidc_conformant".into(), json!(true));
+    }
     if diffs.is_empty() {
         AppPlan {
             change: Change::Unchanged,
@@ -337,6 +346,7 @@ mod tests {
             callbacks: callbacks.iter().map(|s| s.to_string()).collect(),
             grant_types: grants.iter().map(|s| s.to_string()).collect(),
             token_endpoint_auth_method: method.map(str::to_string),
+            oidc_conformant: Some(true),
         }
     }
 
@@ -365,6 +375,21 @@ mod tests {
             )
         );
         assert_eq!(planned_auth_method(Some(&a)), "client_secret_basic");
+    }
+
+    #[test]
+    fn a_legacy_application_is_made_oidc_conformant() {
+        let mut a = app(&[CB], &[GRANT], Some("client_secret_post"));
+        a.oidc_conformant = Some(false);
+        let p = plan_app("flexgate", CB, Some(&a));
+        assert!(
+            matches!(&p.change, Change::Update(d) if d.len() == 1 && d[0].starts_with("oidc_conformant")),
+            "{p:?}"
+        );
+        assert_eq!(p.body, Some(json!({"oidc_conformant": true})));
+        // Not reported by the tenant: left alone.
+        a.oidc_conformant = None;
+        assert_eq!(plan_app("flexgate", CB, Some(&a)).change, Change::Unchanged);
     }
 
     fn action(code: &str, deployed: Option<&str>, all: bool) -> ActionState {

@@ -12,7 +12,7 @@ use std::time::Duration;
 /// `ListActionTriggerBindingsRequestParameters`: `PerPage = 50`).
 const PER_PAGE: usize = 50;
 const CLIENT_FIELDS: &str =
-    "client_id,name,app_type,callbacks,grant_types,token_endpoint_auth_method";
+    "client_id,name,app_type,callbacks,grant_types,token_endpoint_auth_method,oidc_conformant";
 
 fn array<'a>(v: &'a Value, key: &str) -> &'a [Value] {
     v.get(key)
