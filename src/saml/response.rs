@@ -110,9 +110,7 @@ pub fn build(p: &ResponseParams<'_>, now: DateTime<Utc>, ids: &dyn IdGen) -> Uns
     let assertion_id = ids.saml_id();
     let session_index = ids.saml_id();
     let instant = saml_time(now);
-    let not_before = saml_time(now - p.skew);
     let not_on_or_after = saml_time(now + p.lifetime);
-    let authn_instant = saml_time(p.authn_instant);
 
     let mut w = CanonWriter::with_capacity(4096);
     response_start(
@@ -138,7 +136,26 @@ pub fn build(p: &ResponseParams<'_>, now: DateTime<Utc>, ids: &dyn IdGen) -> Uns
     );
     w.leaf("saml:Issuer", &[], &[], p.issuer);
     let assertion_signature_at = w.len();
+    write_subject(&mut w, p, &not_on_or_after);
+    write_conditions(&mut w, p, &saml_time(now - p.skew), &not_on_or_after);
+    write_authn_statement(&mut w, p, &session_index);
+    write_attributes(&mut w, p.attributes);
+    w.end("saml:Assertion");
+    let assertion_end = w.len();
+    w.end("samlp:Response");
 
+    UnsignedResponse {
+        xml: w.finish(),
+        response_id,
+        assertion_id,
+        response_signature_at,
+        assertion: assertion_start..assertion_end,
+        assertion_signature_at,
+    }
+}
+
+/// `<saml:Subject>`: the NameID and its bearer confirmation (recipient, expiry, request).
+fn write_subject(w: &mut CanonWriter, p: &ResponseParams<'_>, not_on_or_after: &str) {
     w.start("saml:Subject", &[], &[]);
     w.leaf(
         "saml:NameID",
@@ -152,7 +169,7 @@ pub fn build(p: &ResponseParams<'_>, now: DateTime<Utc>, ids: &dyn IdGen) -> Uns
         &[("Method", ns::CM_BEARER)],
     );
     let mut scd = vec![
-        ("NotOnOrAfter", not_on_or_after.as_str()),
+        ("NotOnOrAfter", not_on_or_after),
         ("Recipient", p.destination),
     ];
     if let Some(irt) = p.in_response_to {
@@ -162,60 +179,60 @@ pub fn build(p: &ResponseParams<'_>, now: DateTime<Utc>, ids: &dyn IdGen) -> Uns
     w.end("saml:SubjectConfirmationData");
     w.end("saml:SubjectConfirmation");
     w.end("saml:Subject");
+}
 
+/// `<saml:Conditions>`: the validity window and the one audience.
+fn write_conditions(
+    w: &mut CanonWriter,
+    p: &ResponseParams<'_>,
+    not_before: &str,
+    not_on_or_after: &str,
+) {
     w.start(
         "saml:Conditions",
         &[],
-        &[
-            ("NotBefore", &not_before),
-            ("NotOnOrAfter", &not_on_or_after),
-        ],
+        &[("NotBefore", not_before), ("NotOnOrAfter", not_on_or_after)],
     );
     w.start("saml:AudienceRestriction", &[], &[]);
     w.leaf("saml:Audience", &[], &[], p.audience);
     w.end("saml:AudienceRestriction");
     w.end("saml:Conditions");
+}
 
+/// `<saml:AuthnStatement>`: when and how the person signed in.
+fn write_authn_statement(w: &mut CanonWriter, p: &ResponseParams<'_>, session_index: &str) {
     w.start(
         "saml:AuthnStatement",
         &[],
         &[
-            ("AuthnInstant", &authn_instant),
-            ("SessionIndex", &session_index),
+            ("AuthnInstant", &saml_time(p.authn_instant)),
+            ("SessionIndex", session_index),
         ],
     );
     w.start("saml:AuthnContext", &[], &[]);
     w.leaf("saml:AuthnContextClassRef", &[], &[], p.authn_context_class);
     w.end("saml:AuthnContext");
     w.end("saml:AuthnStatement");
+}
 
-    if !p.attributes.is_empty() {
-        w.start("saml:AttributeStatement", &[], &[]);
-        for (name, values) in p.attributes {
-            w.start(
-                "saml:Attribute",
-                &[],
-                &[("Name", name), ("NameFormat", ns::ATTRNAME_BASIC)],
-            );
-            for v in values {
-                w.leaf("saml:AttributeValue", &[], &[], v);
-            }
-            w.end("saml:Attribute");
+/// `<saml:AttributeStatement>` (none when there are no attributes), basic name format.
+fn write_attributes(w: &mut CanonWriter, attributes: &[(String, Vec<String>)]) {
+    if attributes.is_empty() {
+        return;
+    }
+    w.start("saml:AttributeStatement", &[], &[]);
+    for (name, values) in attributes {
+        w.start(
+            "saml:Attribute",
+            &[],
+            &[("Name", name), ("NameFormat", ns::ATTRNAME_BASIC)],
+        );
+        for v in values {
+            w.leaf("saml:AttributeValue", &[], &[], v);
         }
-        w.end("saml:AttributeStatement");
+        w.end("saml:Attribute");
     }
-    w.end("saml:Assertion");
-    let assertion_end = w.len();
-    w.end("samlp:Response");
-
-    UnsignedResponse {
-        xml: w.finish(),
-        response_id,
-        assertion_id,
-        response_signature_at,
-        assertion: assertion_start..assertion_end,
-        assertion_signature_at,
-    }
+    w.end("saml:AttributeStatement");
 }
 
 /// Builds a Response that carries only a status, for errors SAML answers with a Response
