@@ -52,7 +52,8 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benches"
 RESULTS = BENCH / "results"
 # FLEXGATE_BIN: another build to measure (A/B against an older commit built elsewhere)
-FLEXGATE = Path(os.environ.get("FLEXGATE_BIN") or REPO / "target" / "release" / "flexgate")
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
+FLEXGATE = Path(os.environ.get("FLEXGATE_BIN") or TARGET / "release" / "flexgate")
 OP_MJS = REPO / "tests" / "peers" / "op.mjs"
 VENV_BIN = Path(sys.executable).parent
 
@@ -573,7 +574,7 @@ def criterion(measure_s):
         say("criterion bench failed (src/ being edited?): " + err[-800:])
         return {"error": err[-800:], "command": " ".join(cmd)}
     res = {"command": " ".join(cmd)}
-    crit = REPO / "target" / "criterion"
+    crit = TARGET / "criterion"
     for key, rel in (("openssl_rsa2048_sign", "issuance/openssl_rsa2048_sign"),
                      ("issue_flex_response", "issuance/issue_flex_response"),
                      ("issue_flex_response_pkcs11", "issuance/issue_flex_response_pkcs11_softhsm2"),

@@ -30,7 +30,7 @@ fn stand_in(extra: Value) -> Mgmt {
 
 /// `flexgate init` against the stand-in, with no Management API credentials in its environment.
 fn command(m: &Mgmt, out: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flexgate"));
+    let mut c = Command::new(common::flexgate_bin());
     c.args(["init", "--auth0-domain", DOMAIN, "--public-url", PUBLIC])
         .args(["--flex-connection", JQ, "--management-url", &m.url])
         .arg("--out")
@@ -539,7 +539,7 @@ async fn bad_options_exit_2_before_any_call() {
     let m = stand_in(json!({}));
     let dir = tempfile::tempdir().expect("tempdir");
     let run = |domain: &str, jq: &str| {
-        Command::new(env!("CARGO_BIN_EXE_flexgate"))
+        Command::new(common::flexgate_bin())
             .args(["init", "--auth0-domain", domain, "--public-url", PUBLIC])
             .args(["--flex-connection", jq, "--management-url", &m.url, "--out"])
             .arg(dir.path())

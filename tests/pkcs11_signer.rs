@@ -8,6 +8,14 @@ use flexgate::pkcs11::{token, Pkcs11Uri, TokenKey};
 use flexgate::saml::sign::{SignError, Signer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// cargo's binary, or `FLEXGATE_TEST_BIN` (as `tests/common` has it).
+fn flexgate_bin() -> PathBuf {
+    match std::env::var_os("FLEXGATE_TEST_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_flexgate")),
+    }
+}
 use std::sync::{Arc, OnceLock};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -72,7 +80,7 @@ fn token_with_imported_key(label: &str, pem_dir: &Path) -> Pkcs11Uri {
             PIN,
         ],
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_flexgate"))
+    let out = Command::new(flexgate_bin())
         .args(["keygen", "--out"])
         .arg(pem_dir)
         .output()

@@ -116,7 +116,7 @@ impl Verdict {
 }
 
 fn flexgate_verify(xml: &str, sp: &Sp) -> Verdict {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flexgate"));
+    let mut cmd = Command::new(common::flexgate_bin());
     cmd.args(["verify", "--json", "--cert"])
         .arg(&sp.cert)
         .args(["--audience", &sp.audience, "--recipient", &sp.acs])
