@@ -292,10 +292,18 @@ impl Refresher {
         self.roles.interval * KEEP_INTERVALS
     }
 
+    /// How long until the next tick: every second while this instance has no snapshot (it
+    /// starts while another instance reads, and picks that up at once), else a quarter interval
+    /// between 1 and 15 s.
+    fn next_tick(&self) -> Duration {
+        if self.roles.current().is_none() {
+            return Duration::from_secs(1);
+        }
+        (self.roles.interval / 4).clamp(Duration::from_secs(1), Duration::from_secs(15))
+    }
+
     /// Ticks until dropped (the task is aborted with its configuration generation).
     pub async fn run(self) {
-        let every =
-            (self.roles.interval / 4).clamp(Duration::from_secs(1), Duration::from_secs(15));
         let mut last_failure = String::new();
         loop {
             match self.tick(now_ms()).await {
@@ -306,7 +314,7 @@ impl Refresher {
                 Tick::Failed(_) => {}
                 _ => last_failure.clear(),
             }
-            tokio::time::sleep(every).await;
+            tokio::time::sleep(self.next_tick()).await;
         }
     }
 
@@ -352,7 +360,7 @@ impl Refresher {
             version: String::new(),
             reason: e.to_string(),
         })??;
-        tracing::debug!(version = %snap.version, users = snap.len(), "roles snapshot loaded");
+        tracing::info!(version = %snap.version, users = snap.len(), "roles snapshot shared by another instance loaded");
         self.roles.install(Arc::new(snap));
         Ok(())
     }
@@ -517,6 +525,17 @@ mod tests {
         // Both still fresh a moment later: nothing read.
         assert_eq!(a.tick(t + 30_000).await, Tick::Fresh);
         assert_eq!(source.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(a.next_tick(), Duration::from_secs(15));
+    }
+
+    #[tokio::test]
+    async fn without_a_snapshot_an_instance_looks_every_second() {
+        let store = Arc::new(MemoryStore::new(100));
+        let source = fake();
+        source.fail.store(true, Ordering::SeqCst);
+        let (_, a) = instance(&store, &source);
+        assert!(matches!(a.tick(1_000).await, Tick::Failed(_)));
+        assert_eq!(a.next_tick(), Duration::from_secs(1));
     }
 
     #[tokio::test]
