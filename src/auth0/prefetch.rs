@@ -345,7 +345,18 @@ impl Refresher {
             return Ok(());
         };
         let version = String::from_utf8_lossy(&version).into_owned();
-        if self.roles.current().is_some_and(|s| s.version == version) {
+        // The version starts with its creation time: one older than this instance's own (read
+        // here, not yet shared) is not loaded.
+        let published_ms: u64 = version
+            .split('.')
+            .next()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(0);
+        if self
+            .roles
+            .current()
+            .is_some_and(|s| s.version == version || s.created_ms > published_ms)
+        {
             return Ok(());
         }
         let Some(sealed) = self.store.get(Space::Roles, &snap_key(&version)).await? else {
@@ -557,6 +568,30 @@ mod tests {
         assert_eq!(source.calls.load(Ordering::SeqCst), 2);
         assert_eq!(
             roles_b.lookup("auth0|a", t + 61_001).unwrap()["flex"]["roles"],
+            json!(["supervisor"])
+        );
+    }
+
+    #[tokio::test]
+    async fn an_older_published_snapshot_does_not_replace_a_newer_one() {
+        let store = Arc::new(MemoryStore::new(100));
+        let source = fake();
+        let (_, a) = instance(&store, &source);
+        let (roles_b, b) = instance(&store, &source);
+        a.tick(1_000_000).await;
+        let first = store.get(Space::Roles, VERSION_KEY).await.unwrap().unwrap();
+        store.take(Space::Roles, LOCK_KEY).await.unwrap();
+        *source.roles.lock() = vec!["supervisor"];
+        assert_eq!(b.tick(1_061_000).await, Tick::Refreshed { users: 1 });
+        // The version key goes back to the first snapshot (a slow writer, a restored backup).
+        let ttl = Duration::from_secs(60);
+        store
+            .put(Space::Roles, VERSION_KEY, first, ttl)
+            .await
+            .unwrap();
+        assert_eq!(b.tick(1_062_000).await, Tick::Fresh);
+        assert_eq!(
+            roles_b.lookup("auth0|a", 1_062_000).unwrap()["flex"]["roles"],
             json!(["supervisor"])
         );
     }

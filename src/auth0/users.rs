@@ -177,7 +177,11 @@ pub async fn export_with_roles(c: &Client) -> Result<Vec<User>, Auth0Error> {
             .await?;
     };
     let gz = c.download(&location, MAX_EXPORT).await?;
-    parse_export(&gz).map_err(|reason| Auth0Error::Garbage {
+    // Unzipping and parsing every user is CPU work: off the async reactor.
+    let parsed = tokio::task::spawn_blocking(move || parse_export(&gz))
+        .await
+        .unwrap_or_else(|e| Err(format!("the export parser stopped: {e}")));
+    parsed.map_err(|reason| Auth0Error::Garbage {
         url: location,
         reason,
     })
