@@ -273,9 +273,10 @@ fn keygen_makes_a_sensitive_key_in_the_token_and_writes_only_the_certificate() {
     assert!(text(&exists).contains("idp-cert.pem"), "{}", text(&exists));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logins_are_signed_through_the_token_and_pass_every_validator() {
-    let t = Token::new("flexgate");
+/// A new token `label` with a key made by `keygen --pkcs11`, and `flexgate serve` signing with it
+/// (`idp_extra` added to `[idp]`) against its own OP.
+fn serving(label: &str, idp_extra: &str) -> (Token, Flexgate, Op) {
+    let t = Token::new(label);
     let dir = tempfile::tempdir().expect("tempdir");
     let o = t.keygen("idp-signing", dir.path(), &[]);
     assert!(o.status.success(), "{}", text(&o));
@@ -289,7 +290,7 @@ async fn logins_are_signed_through_the_token_and_pass_every_validator() {
     );
     let env = t.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let idp = idp_lines(&t.uri("idp-signing"), "pkcs11_sessions = 2");
+    let idp = idp_lines(&t.uri("idp-signing"), idp_extra);
     let fg = Flexgate::start_in(
         dir,
         port,
@@ -300,6 +301,12 @@ async fn logins_are_signed_through_the_token_and_pass_every_validator() {
         &idp,
         &env,
     );
+    (t, fg, op)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_are_signed_through_the_token_and_pass_every_validator() {
+    let (_t, fg, _op) = serving("flexgate", "pkcs11_sessions = 2");
     let log = fg.log_text();
     assert!(!log.contains(PIN), "the PIN is in the log");
 
@@ -551,31 +558,7 @@ async fn login(fg: &Flexgate) -> common::Outcome {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_that_goes_away_ends_logins_on_a_503_page_and_is_found_again_when_back() {
-    let t = Token::new("flaky");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let o = t.keygen("idp-signing", dir.path(), &[]);
-    assert!(o.status.success(), "{}", text(&o));
-    let port = free_port();
-    let secret = "test-secret-pkcs11";
-    let op = Op::start(
-        &format!("http://127.0.0.1:{port}/oidc/callback"),
-        "flexgate",
-        secret,
-        serde_json::json!({}),
-    );
-    let env = t.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let idp = idp_lines(&t.uri("idp-signing"), "");
-    let fg = Flexgate::start_in(
-        dir,
-        port,
-        &op.issuer,
-        secret,
-        &default_sps(),
-        "",
-        &idp,
-        &env,
-    );
+    let (t, fg, _op) = serving("flaky", "");
     assert_eq!(login(&fg).await.status, 200);
 
     // The token's storage disappears (as an HSM that is unplugged or fails over).
