@@ -697,6 +697,19 @@ async fn roles_at_shift_start_come_from_the_shared_snapshot() {
         1.0,
         "only users with a Flex role are kept"
     );
+    let ready: serde_json::Value = reqwest::get(format!("{base}/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        ready["roles"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("snapshot of 1 user(s) with a Flex role"),
+        "{ready}"
+    );
 
     // Logins find their roles in the snapshot: no per-login call.
     for _ in 0..3 {
@@ -765,6 +778,17 @@ async fn logins_read_roles_one_by_one_while_the_bulk_read_fails() {
         "prefetch_secs = 5\n",
     );
     env.fg.wait_log("roles snapshot could not be refreshed");
+    let ready: serde_json::Value = reqwest::get(format!("{}/readyz", env.fg.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["ready"], true, "no snapshot is not unready: {ready}");
+    assert_eq!(
+        ready["roles"], "no snapshot yet: roles are read at each login",
+        "{ready}"
+    );
     assert_eq!(legacy_roles(&env, "norole").await, vec!["supervisor"]);
     let stats = mgmt.stats().await;
     assert_eq!(stats["user_requests"], 1, "{stats}");

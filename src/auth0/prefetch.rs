@@ -236,6 +236,22 @@ impl Roles {
         snap.get(user_id).cloned()
     }
 
+    /// One line for `/readyz`: what logins are served from.
+    pub fn describe(&self, now_ms: u64) -> String {
+        match self.current() {
+            None => "no snapshot yet: roles are read at each login".into(),
+            Some(s) if s.age(now_ms) >= self.interval * KEEP_INTERVALS => format!(
+                "the snapshot is {} s old, too old to use: roles are read at each login",
+                s.age(now_ms).as_secs()
+            ),
+            Some(s) => format!(
+                "snapshot of {} user(s) with a Flex role, {} s old",
+                s.len(),
+                s.age(now_ms).as_secs()
+            ),
+        }
+    }
+
     fn install(&self, snap: Arc<Snapshot>) {
         *self.current.write() = Some(snap);
     }

@@ -84,7 +84,7 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
         Ok(()) => "ok".to_string(),
         Err(e) => e.clone(),
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "ready": ready,
         "checks": {
             "keys": show(&r.keys),
@@ -92,6 +92,10 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
             "store": show(&r.store),
         }
     });
+    // Informational, not a check: without a snapshot logins still read roles one by one.
+    if let Some(roles) = current.idp.management.as_ref().and_then(|m| m.roles()) {
+        body["roles"] = roles.describe(crate::auth0::prefetch::now_ms()).into();
+    }
     let status = if ready {
         StatusCode::OK
     } else {
