@@ -1129,27 +1129,57 @@ async fn instances_share_one_roles_snapshot_through_redis() {
     // A login begun on each instance gets its roles with no per-login call.
     let cert = std::fs::read_to_string(dir.path().join("idp-cert.pem")).unwrap();
     for on in [&a, &b] {
-        let id = unique_id("ONELOGIN_");
-        let xml = legacy_request(&id, &format!("http://127.0.0.1:{pa}/saml/sso"));
-        let url = format!(
-            "{}/saml/sso?SAMLRequest={}",
-            on.base(),
-            urlencode(&deflate_b64(&xml))
-        );
-        let br = Browser::new();
-        let out = br.login(br.client.get(url), "norole").await;
-        assert_eq!(out.status, 200, "{}", out.body);
-        let e = SpExpect {
-            cert_pem: cert.clone(),
-            idp_entity_id: "https://sso.example.com/saml/metadata".into(),
-            sp_entity_id: format!("https://iam.twilio.com/v1/Accounts/{AC}/saml2/metadata"),
-            acs_url: format!("https://iam.twilio.com/v1/Accounts/{AC}/saml2"),
-            request_id: Some(id),
-            response_signed: true,
-            assertion_signed: false,
-        };
-        let (_, got) = python3_saml(&out.form.unwrap().saml_response, &e).expect("python3-saml");
-        assert_eq!(got["roles"], vec!["supervisor".to_string()]);
+        assert_eq!(legacy_roles(on, pa, &cert).await, vec!["supervisor"]);
     }
     assert_eq!(mgmt.stats().await["user_requests"], 0);
+
+    // `flexgate roles set --config` writes Auth0 and the shared snapshot: both instances serve
+    // the new role long before the next bulk read (60 s), still with no per-login call.
+    let out = Command::new(flexgate_bin())
+        .args(["roles", "set", "norole@example.com", "agent", "--config"])
+        .arg(dir.path().join("a.toml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("shared roles snapshot was updated"), "{said}");
+    for on in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(25);
+        while legacy_roles(on, pa, &cert).await != vec!["agent"] {
+            assert!(Instant::now() < deadline, "{}", on.log_text());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    let stats = mgmt.stats().await;
+    assert_eq!(stats["user_requests"], 0, "{stats}");
+    assert_eq!(
+        stats["by_route"]["search_users"], 1,
+        "no second bulk read: {stats}"
+    );
+}
+
+/// A Legacy-SP login begun on `on` (public URL on `public_port`), checked by python3-saml; the
+/// roles Flex would receive.
+async fn legacy_roles(on: &Instance, public_port: u16, cert: &str) -> Vec<String> {
+    let id = unique_id("ONELOGIN_");
+    let xml = legacy_request(&id, &format!("http://127.0.0.1:{public_port}/saml/sso"));
+    let url = format!(
+        "{}/saml/sso?SAMLRequest={}",
+        on.base(),
+        urlencode(&deflate_b64(&xml))
+    );
+    let br = Browser::new();
+    let out = br.login(br.client.get(url), "norole").await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    let e = SpExpect {
+        cert_pem: cert.to_string(),
+        idp_entity_id: "https://sso.example.com/saml/metadata".into(),
+        sp_entity_id: format!("https://iam.twilio.com/v1/Accounts/{AC}/saml2/metadata"),
+        acs_url: format!("https://iam.twilio.com/v1/Accounts/{AC}/saml2"),
+        request_id: Some(id),
+        response_signed: true,
+        assertion_signed: false,
+    };
+    let (_, got) = python3_saml(&out.form.unwrap().saml_response, &e).expect("python3-saml");
+    got["roles"].clone()
 }

@@ -38,6 +38,11 @@ const BULK_PATIENCE: Duration = Duration::from_secs(60);
 pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// A snapshot is used, and kept in the store, for this many intervals.
 const KEEP_INTERVALS: u32 = 3;
+/// How long snapshot entries stay in the store for a bulk read every `interval`.
+pub fn keep(interval: Duration) -> Duration {
+    interval * KEEP_INTERVALS
+}
+
 /// The largest snapshot read back from the store (gzip JSON; 10,000 agents take ≈ 100 KiB).
 const MAX_SNAPSHOT: u64 = 512 * 1024 * 1024;
 
@@ -305,7 +310,7 @@ impl Refresher {
     }
 
     fn keep(&self) -> Duration {
-        self.roles.interval * KEEP_INTERVALS
+        keep(self.roles.interval)
     }
 
     /// How long until the next tick: every second while this instance has no snapshot (it
@@ -458,6 +463,51 @@ impl Refresher {
         let _ = self.store.take(Space::Roles, LOCK_KEY).await;
         let _ = self.store.first_use(Space::Roles, LOCK_KEY, pause).await;
     }
+}
+
+/// Writes `changed` users (as Auth0 now has them) into the shared snapshot, so every instance
+/// serves their new roles at its next tick instead of after the next bulk read. The snapshot
+/// keeps its creation time (the bulk-read schedule is unchanged) under a new version.
+/// `Ok(None)` when the store holds no snapshot. `keep`: how long the entries stay (3 intervals).
+pub async fn amend(
+    store: &dyn Store,
+    key: &SnapshotKey,
+    keep: Duration,
+    changed: &[User],
+) -> Result<Option<String>, PrefetchError> {
+    let Some(version) = store.get(Space::Roles, VERSION_KEY).await? else {
+        return Ok(None);
+    };
+    let version = String::from_utf8_lossy(&version).into_owned();
+    let Some(sealed) = store.get(Space::Roles, &snap_key(&version)).await? else {
+        return Ok(None);
+    };
+    let mut snap = Snapshot::decode(&version, key.open(&version, &sealed)?)?;
+    for u in changed {
+        if u.app_metadata.pointer("/flex/roles").is_some() {
+            snap.users.insert(u.user_id.clone(), u.app_metadata.clone());
+        } else {
+            snap.users.remove(&u.user_id);
+        }
+    }
+    snap.version = format!(
+        "{}.{}",
+        snap.created_ms,
+        hex::encode(rand::random::<[u8; 6]>())
+    );
+    let sealed = key.seal(&snap.version, snap.encode());
+    store
+        .put(Space::Roles, &snap_key(&snap.version), sealed, keep)
+        .await?;
+    store
+        .put(
+            Space::Roles,
+            VERSION_KEY,
+            snap.version.clone().into_bytes(),
+            keep,
+        )
+        .await?;
+    Ok(Some(snap.version))
 }
 
 fn snap_key(version: &str) -> String {
@@ -688,6 +738,58 @@ mod tests {
         assert_eq!(b.tick(1_000_020).await, Tick::Refreshed { users: 1 });
         assert_eq!(roles_b.lookup("auth0|mallory", 1_000_020), None);
         assert!(roles_b.lookup("auth0|a", 1_000_020).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_role_set_from_the_cli_reaches_every_instance_before_the_next_read() {
+        let store = Arc::new(MemoryStore::new(100));
+        let source = fake();
+        let (_, a) = instance(&store, &source);
+        let (roles_b, b) = instance(&store, &source);
+        a.tick(1_000_000).await;
+        b.tick(1_000_001).await;
+        let key = SnapshotKey::derive("mgmt-secret").unwrap();
+        let changed = [
+            User {
+                user_id: "auth0|a".into(),
+                email: None,
+                app_metadata: json!({"flex": {"roles": ["supervisor"]}}),
+            },
+            User {
+                user_id: "auth0|new".into(),
+                email: None,
+                app_metadata: json!({"flex": {"roles": ["agent"]}}),
+            },
+        ];
+        let ttl = Duration::from_secs(180);
+        let v = amend(store.as_ref(), &key, ttl, &changed).await.unwrap();
+        assert!(
+            v.unwrap().starts_with("1000000."),
+            "the creation time is kept"
+        );
+        assert_eq!(b.tick(1_000_002).await, Tick::Fresh);
+        assert_eq!(
+            roles_b.lookup("auth0|a", 1_000_002).unwrap()["flex"]["roles"],
+            json!(["supervisor"])
+        );
+        assert!(roles_b.lookup("auth0|new", 1_000_002).is_some());
+        assert_eq!(source.calls.load(Ordering::SeqCst), 1, "no bulk read");
+        // A user whose Flex roles are gone leaves the snapshot; another key cannot amend.
+        let gone = [User {
+            user_id: "auth0|new".into(),
+            email: None,
+            app_metadata: json!({"plan": "x"}),
+        }];
+        amend(store.as_ref(), &key, ttl, &gone).await.unwrap();
+        b.tick(1_000_003).await;
+        assert_eq!(roles_b.lookup("auth0|new", 1_000_003), None);
+        let other = SnapshotKey::derive("other").unwrap();
+        assert!(matches!(
+            amend(store.as_ref(), &other, ttl, &gone).await,
+            Err(PrefetchError::Forged { .. })
+        ));
+        let empty = MemoryStore::new(10);
+        assert_eq!(amend(&empty, &key, ttl, &gone).await.unwrap(), None);
     }
 
     #[tokio::test]

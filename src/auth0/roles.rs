@@ -98,6 +98,8 @@ pub enum Outcome {
     /// The roles were written (or, in a dry run, would be).
     Set {
         from: Vec<String>,
+        /// The accounts as Auth0 now has them (none in a dry run).
+        written: Vec<User>,
     },
     Unchanged,
     UnknownUser,
@@ -129,16 +131,17 @@ pub async fn set(
         return Ok(Outcome::UnknownUser);
     }
     let mut from = None;
+    let mut written = Vec::new();
     for u in &accounts {
         if u.roles() != roles {
             from.get_or_insert_with(|| u.roles());
             if !dry_run {
-                users::set_roles(c, u, roles).await?;
+                written.push(users::set_roles(c, u, roles).await?);
             }
         }
     }
     Ok(match from {
-        Some(from) => Outcome::Set { from },
+        Some(from) => Outcome::Set { from, written },
         None => Outcome::Unchanged,
     })
 }

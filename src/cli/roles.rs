@@ -3,9 +3,10 @@
 //! values, a bad CSV, no tenant or credentials).
 
 use super::{init_tracing, runtime, Failure};
+use flexgate::auth0::prefetch::{self, SnapshotKey};
 use flexgate::auth0::roles::{self, Outcome, RolesError, Row};
 use flexgate::auth0::{users, Auth0Error, Client, ClientConfig, Credentials};
-use flexgate::config::Config;
+use flexgate::config::{Config, StoreConfig};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +21,8 @@ pub struct Tenant {
     #[arg(long, global = true)]
     pub management_url: Option<String>,
     /// Read the tenant (and, unless the AUTH0_MGMT_* variables are set, the credentials) from
-    /// [upstream.management] of this config, and extra_roles from its [[sp]] sections.
+    /// [upstream.management] of this config, and extra_roles from its [[sp]] sections; `set`
+    /// and `import` also update the roles snapshot in its [store] (Redis).
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
 }
@@ -154,19 +156,69 @@ async fn run_async(t: &Tenant, cmd: RolesCommand) -> Result<(), Exit> {
         _ => Vec::new(),
     };
     let client = connect(t, cfg.as_ref())?;
-    match cmd {
+    let mut written = Vec::new();
+    let result = match cmd {
         RolesCommand::Get { email } => get(&client, &email).await,
-        RolesCommand::Set { email, roles } => set(&client, &email, &roles_of(&roles)).await,
-        RolesCommand::Import { dry_run, .. } => import(Arc::new(client), rows, dry_run).await,
+        RolesCommand::Set { email, roles } => {
+            set(&client, &email, &roles_of(&roles), &mut written).await
+        }
+        RolesCommand::Import { dry_run, .. } => {
+            import(Arc::new(client), rows, dry_run, &mut written).await
+        }
         RolesCommand::Export { file } => export(&client, file).await,
+    };
+    if let (Some(cfg), false) = (&cfg, written.is_empty()) {
+        share(cfg, &written).await;
+    }
+    result
+}
+
+/// Puts the roles just written into the shared roles snapshot of the config's store, so running
+/// instances use them within seconds rather than at their next bulk read. Auth0 holds the roles
+/// whatever happens here: a failure is a warning.
+async fn share(cfg: &Config, written: &[users::User]) {
+    let Some(every) = cfg.upstream.management.as_ref().and_then(|m| m.prefetch) else {
+        return;
+    };
+    let later = format!(
+        "running flexgate instances use the new roles after their next bulk read (within prefetch_secs = {} s)",
+        every.as_secs()
+    );
+    if matches!(cfg.store, StoreConfig::Memory) {
+        eprintln!("note: [store] is in memory, so this command cannot reach the roles snapshot of a running flexgate; {later}");
+        return;
+    }
+    let outcome = async {
+        let m = cfg
+            .upstream
+            .management
+            .as_ref()
+            .ok_or("no [upstream.management]")?;
+        let store = flexgate::serve::make_store(cfg).map_err(|e| e.to_string())?;
+        let key = SnapshotKey::derive(m.client_secret.expose()).map_err(|e| e.to_string())?;
+        prefetch::amend(store.as_ref(), &key, prefetch::keep(every), written)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    match outcome {
+        Ok(Some(_)) => eprintln!("the shared roles snapshot was updated: running flexgate instances use the new roles within 15 s"),
+        Ok(None) => {}
+        Err(e) => eprintln!("warning: the roles are set in Auth0, but the shared roles snapshot could not be updated ({e}); {later}"),
     }
 }
 
-async fn set(c: &Client, email: &str, roles: &[String]) -> Result<(), Exit> {
+async fn set(
+    c: &Client,
+    email: &str,
+    roles: &[String],
+    written: &mut Vec<users::User>,
+) -> Result<(), Exit> {
     match roles::set(c, email, roles, false).await? {
         Outcome::UnknownUser => Err(Exit(1, format!("Auth0 has no user with the email {email}"))),
-        Outcome::Set { from } => {
+        Outcome::Set { from, written: w } => {
             println!("{email}: {} (was {})", show(roles), show(&from));
+            written.extend(w);
             Ok(())
         }
         _ => {
@@ -211,7 +263,12 @@ fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
         .with_message(what.to_string())
 }
 
-async fn import(c: Arc<Client>, rows: Vec<Row>, dry_run: bool) -> Result<(), Exit> {
+async fn import(
+    c: Arc<Client>,
+    rows: Vec<Row>,
+    dry_run: bool,
+    written: &mut Vec<users::User>,
+) -> Result<(), Exit> {
     let pb = bar(
         rows.len() as u64,
         if dry_run { "checking" } else { "importing" },
@@ -231,7 +288,8 @@ async fn import(c: Arc<Client>, rows: Vec<Row>, dry_run: bool) -> Result<(), Exi
                 "line {}: {}: not tried (stopped after an earlier error)",
                 row.line, row.email
             )),
-            _ => {}
+            Outcome::Set { written: w, .. } => written.extend(w.iter().cloned()),
+            Outcome::Unchanged => {}
         }
     })
     .await;
