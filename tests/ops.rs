@@ -191,8 +191,9 @@ async fn readyz(i: &Instance) -> (u16, serde_json::Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_share_redis() {
+/// What two instances sharing Redis need: a folder with the keys, `redis-server`, the two
+/// instances' ports (A's is the public one) and an OP that sends the callback to A.
+fn redis_pair() -> (tempfile::TempDir, Redis, u16, u16, Op) {
     let dir = tempfile::tempdir().unwrap();
     keys(dir.path());
     let redis = Redis::start(free_port());
@@ -203,6 +204,12 @@ async fn two_instances_share_redis() {
         "test-secret-5f1d2c",
         json!({}),
     );
+    (dir, redis, pa, pb, op)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_redis() {
+    let (dir, redis, pa, pb, op) = redis_pair();
     let a = start_with_store(dir.path(), "a", pa, pa, &op.issuer, &redis.url());
     let b = start_with_store(dir.path(), "b", pb, pa, &op.issuer, &redis.url());
     assert_eq!(readyz(&a).await.0, 200);
@@ -1078,16 +1085,7 @@ async fn redis_over_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_share_one_roles_snapshot_through_redis() {
-    let dir = tempfile::tempdir().unwrap();
-    keys(dir.path());
-    let redis = Redis::start(free_port());
-    let (pa, pb) = (free_port(), free_port());
-    let op = Op::start(
-        &format!("http://127.0.0.1:{pa}/oidc/callback"),
-        "flexgate",
-        "test-secret-5f1d2c",
-        json!({}),
-    );
+    let (dir, redis, pa, pb, op) = redis_pair();
     let mgmt = Mgmt::start(json!({
         "client_id": "mgmt", "client_secret": "mgmt-secret", "rate": {"per_sec": 2, "burst": 10},
         "users": {"norole": {"email": "norole@example.com", "app_metadata": {"flex": {"roles": ["supervisor"]}}}},
