@@ -113,27 +113,16 @@ impl Op {
         }
         let path = dir.path().join("op.json");
         std::fs::write(&path, cfg.to_string()).expect("write op config");
-        let err = std::fs::File::create(dir.path().join("op.log")).expect("op log");
-        let mut child = Command::new("node")
-            .arg(repo().join("tests/peers/op.mjs"))
-            .arg(&path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()
-            .expect("cannot start node (Node 20 required; run scripts/install-test-deps)");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let issuer = loop {
-            match lines.next() {
-                Some(Ok(l)) if l.starts_with("READY ") => break l[6..].trim().to_string(),
-                Some(Ok(_)) => continue,
-                _ => panic!("oidc-provider did not start (run scripts/install-test-deps)"),
-            }
+        // A Node process that hangs before READY is started again once, not waited on forever.
+        let (child, stdin, issuer) = match Self::spawn(dir.path(), &path) {
+            Some(started) => started,
+            None => Self::spawn(dir.path(), &path).unwrap_or_else(|| {
+                panic!(
+                    "oidc-provider did not start (run scripts/install-test-deps): {}",
+                    std::fs::read_to_string(dir.path().join("op.log")).unwrap_or_default()
+                )
+            }),
         };
-        // Keep reading its stdout: a closed pipe would kill it at its next console.log.
-        std::thread::spawn(move || for _ in lines {});
         if std::env::var_os("FLEXGATE_TEST_KEEP").is_some() {
             eprintln!("op log: {}", dir.path().join("op.log").display());
         }
@@ -142,6 +131,39 @@ impl Op {
             child,
             _stdin: stdin,
             dir,
+        }
+    }
+
+    /// Starts `op.mjs` and waits up to 30 s for its `READY` line; `None` (the process killed)
+    /// when it does not come. Its stdout keeps being read afterwards: a closed pipe would kill
+    /// it at its next console.log.
+    fn spawn(dir: &Path, config: &Path) -> Option<(Child, ChildStdin, String)> {
+        let err = std::fs::File::create(dir.join("op.log")).expect("op log");
+        let mut child = Command::new("node")
+            .arg(repo().join("tests/peers/op.mjs"))
+            .arg(config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .expect("cannot start node (Node 20 required; run scripts/install-test-deps)");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(issuer) = line.strip_prefix("READY ") {
+                    let _ = tx.send(issuer.trim().to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(issuer) => Some((child, stdin, issuer)),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                None
+            }
         }
     }
 }

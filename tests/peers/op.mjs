@@ -81,7 +81,7 @@
 //  (dropping it stops the OP), or Stdio::null(); read stdout lines until `READY `. oidc-provider prints a
 //  "Unsupported runtime" warning on Node 20 to stderr: harmless.
 import { createServer } from 'node:http';
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync, fstatSync } from 'node:fs';
 import Provider from 'oidc-provider';
 
@@ -122,7 +122,15 @@ const server = createServer();
 await new Promise((ok, fail) => { server.once('error', fail); server.listen(Number(cfg.port || 0), '127.0.0.1', ok); });
 const issuer = `http://127.0.0.1:${server.address().port}`;
 
-const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+// The key comes out as PEM and is imported again before the JWK export: exporting the key object
+// generateKeyPairSync returns can deadlock in Node 20 (a GC during the export runs the key-generation
+// job's destructor, which waits for the lock the export holds; seen as a test OP that never said READY).
+const { privateKey: privatePem } = generateKeyPairSync('rsa', {
+  modulusLength: 2048,
+  privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  publicKeyEncoding: { type: 'spki', format: 'pem' },
+});
+const privateKey = createPrivateKey(privatePem);
 const provider = new Provider(issuer, {
   clients: cfg.clients.map((c) => ({
     grant_types: ['authorization_code'], response_types: ['code'], require_auth_time: true,
