@@ -801,32 +801,33 @@ fn absurd_numbers_name_the_key_and_its_range() {
         "upstream.management.cache_secs",
         "0 and 3600 seconds",
     );
-    for v in ["1", "4", "86401", huge] {
-        let text = format!(
-            "{}[upstream.management]\nclient_id = \"m\"\nclient_secret = \"s\"\nprefetch_secs = {v}\n",
+    let management = |line: &str| {
+        format!(
+            "{}[upstream.management]\nclient_id = \"m\"\nclient_secret = \"s\"\n{line}",
             good()
-        );
+        )
+    };
+    for v in ["1", "4", "86401", huge] {
         refused(
-            &text,
+            &management(&format!("prefetch_secs = {v}\n")),
             "upstream.management.prefetch_secs",
             "between 5 and 86400 seconds, or 0",
         );
     }
+    let prefetch = |line: &str| {
+        load(&management(line))
+            .unwrap()
+            .upstream
+            .management
+            .unwrap()
+            .prefetch
+    };
     for (v, want) in [("0", None), ("5", Some(5)), ("86400", Some(86_400))] {
-        let text = format!(
-            "{}[upstream.management]\nclient_id = \"m\"\nclient_secret = \"s\"\nprefetch_secs = {v}\n",
-            good()
-        );
-        let got = load(&text).unwrap().upstream.management.unwrap().prefetch;
+        let got = prefetch(&format!("prefetch_secs = {v}\n"));
         assert_eq!(got, want.map(std::time::Duration::from_secs), "{v}");
     }
-    let text = format!(
-        "{}[upstream.management]\nclient_id = \"m\"\nclient_secret = \"s\"\n",
-        good()
-    );
-    let got = load(&text).unwrap().upstream.management.unwrap().prefetch;
     assert_eq!(
-        got,
+        prefetch(""),
         Some(std::time::Duration::from_secs(300)),
         "on by default"
     );

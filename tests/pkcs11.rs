@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const MODULE: &str = SOFTHSM_MODULE;
 const PIN: &str = "4711-pin";
 
 /// One SoftHSM2 token in its own directory.
@@ -20,22 +20,8 @@ struct Token {
 
 impl Token {
     fn new(label: &str) -> Token {
-        assert!(
-            Path::new(MODULE).exists(),
-            "SoftHSM2 is missing: run scripts/install-test-deps (apt-get install softhsm2 opensc)"
-        );
         let dir = tempfile::tempdir().expect("tempdir");
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir(&tokens).expect("token dir");
-        let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .expect("softhsm2.conf");
+        let conf = softhsm_conf(dir.path());
         let t = Token {
             dir,
             conf,

@@ -4,21 +4,16 @@
 //! A PKCS#11 module reads its configuration and scans its tokens once per process
 //! (C_Initialize), so this file is one test with one token directory and one token.
 
+mod common;
+
+use common::{flexgate_bin, softhsm_conf};
 use flexgate::pkcs11::{token, Pkcs11Uri, TokenKey};
 use flexgate::saml::sign::{SignError, Signer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// cargo's binary, or `FLEXGATE_TEST_BIN` (as `tests/common` has it).
-fn flexgate_bin() -> PathBuf {
-    match std::env::var_os("FLEXGATE_TEST_BIN") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(env!("CARGO_BIN_EXE_flexgate")),
-    }
-}
 use std::sync::{Arc, OnceLock};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const MODULE: &str = common::SOFTHSM_MODULE;
 const PIN: &str = "4711-pin";
 
 struct Shared {
@@ -29,22 +24,8 @@ struct Shared {
 fn shared() -> &'static Shared {
     static S: OnceLock<Shared> = OnceLock::new();
     S.get_or_init(|| {
-        assert!(
-            Path::new(MODULE).exists(),
-            "SoftHSM2 is missing: run scripts/install-test-deps"
-        );
         let dir = tempfile::tempdir().expect("tempdir");
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir(&tokens).expect("tokens");
-        let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .expect("conf");
+        let conf = softhsm_conf(dir.path());
         // Before the module is loaded in this process (first TokenKey::open).
         std::env::set_var("SOFTHSM2_CONF", &conf);
         Shared { _dir: dir, conf }

@@ -9,6 +9,14 @@ use std::process::{Command, Output};
 
 const TOKEN: &str = "test-token";
 
+/// `text` in a CSV file of its own folder (kept while the folder lives).
+fn csv_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("agents.csv");
+    std::fs::write(&csv, text).unwrap();
+    (dir, csv)
+}
+
 fn start(users: Value, extra: Value) -> Mgmt {
     let mut cfg = json!({"client_id": "mgmt", "client_secret": "mgmt-secret", "static_tokens": [TOKEN], "users": users});
     for (k, v) in extra.as_object().unwrap() {
@@ -116,13 +124,8 @@ async fn unknown_role_values_exit_2_before_any_call() {
     assert_eq!(out.status.code(), Some(2));
     let (_, stderr) = text(&out);
     assert!(stderr.contains("owner, boss"), "{stderr}");
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("a.csv");
-    std::fs::write(
-        &csv,
-        "email,roles\nada@example.com,agent\nbob@example.com,agent;superuser\n",
-    )
-    .unwrap();
+    let (_dir, csv) =
+        csv_file("email,roles\nada@example.com,agent\nbob@example.com,agent;superuser\n");
     let out = roles(&m, &["import", csv.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).1.contains("superuser"));
@@ -162,13 +165,7 @@ fn three_users() -> Value {
 #[tokio::test]
 async fn import_reports_each_outcome_and_a_dry_run_writes_nothing() {
     let m = start(three_users(), json!({}));
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("agents.csv");
-    std::fs::write(
-        &csv,
-        "email,roles\nada@example.com,supervisor;wfo.team_leader\nbob@example.com,agent\nghost@example.com,agent\ncy@example.com,agent\n",
-    )
-    .unwrap();
+    let (_dir, csv) = csv_file("email,roles\nada@example.com,supervisor;wfo.team_leader\nbob@example.com,agent\nghost@example.com,agent\ncy@example.com,agent\n");
     let file = csv.to_str().unwrap();
     let out = roles(&m, &["import", file, "--dry-run"]);
     let (stdout, stderr) = text(&out);
@@ -207,13 +204,9 @@ async fn import_reports_each_outcome_and_a_dry_run_writes_nothing() {
 async fn an_import_that_cannot_write_fails_every_row_it_did_not_apply_and_exits_1() {
     // The application may read users but not update them.
     let m = start(three_users(), json!({"scope": "read:users"}));
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("agents.csv");
-    std::fs::write(
-        &csv,
+    let (_dir, csv) = csv_file(
         "email,roles\nada@example.com,admin\nbob@example.com,admin\ncy@example.com,admin\n",
-    )
-    .unwrap();
+    );
     let out = roles(&m, &["import", csv.to_str().unwrap()]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
@@ -287,13 +280,11 @@ async fn import_of_500_agents_on_a_16_per_second_tenant_finishes_without_failure
         Value::Object(users),
         json!({"rate": {"per_sec": 16, "burst": 50}}),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("agents.csv");
     let mut body = String::from("email,roles\n");
     for i in 0..500 {
         body.push_str(&format!("agent{i:03}@example.com,agent\n"));
     }
-    std::fs::write(&csv, body).unwrap();
+    let (_dir, csv) = csv_file(&body);
     let out = roles(&m, &["import", csv.to_str().unwrap()]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");

@@ -126,10 +126,11 @@ pub struct Snapshot {
     users: HashMap<String, Value>,
 }
 
+/// The stored form; written from borrowed users, read into owned ones.
 #[derive(Serialize, Deserialize)]
-struct Wire {
+struct Wire<U> {
     created_ms: u64,
-    users: HashMap<String, Value>,
+    users: U,
 }
 
 impl Snapshot {
@@ -166,7 +167,7 @@ impl Snapshot {
     pub fn encode(&self) -> Vec<u8> {
         let wire = Wire {
             created_ms: self.created_ms,
-            users: self.users.clone(),
+            users: &self.users,
         };
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         // Writing to a Vec cannot fail, and `Wire` always serialises.
@@ -185,7 +186,7 @@ impl Snapshot {
             .take(MAX_SNAPSHOT)
             .read_to_end(&mut json)
             .map_err(|e| corrupt(format!("not gzip ({e})")))?;
-        let wire: Wire =
+        let wire: Wire<HashMap<String, Value>> =
             serde_json::from_slice(&json).map_err(|e| corrupt(format!("not JSON ({e})")))?;
         Ok(Snapshot {
             version: version.to_string(),

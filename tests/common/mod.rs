@@ -221,6 +221,30 @@ impl Mgmt {
     }
 }
 
+/// SoftHSM2's module, as Debian/Ubuntu install it (`scripts/install-test-deps`).
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A SoftHSM2 configuration whose token directory is `dir/tokens` (made here); its path, for
+/// `SOFTHSM2_CONF`. Panics naming the fix when SoftHSM2 is missing.
+pub fn softhsm_conf(dir: &Path) -> PathBuf {
+    assert!(
+        Path::new(SOFTHSM_MODULE).exists(),
+        "SoftHSM2 is missing: run scripts/install-test-deps (apt-get install softhsm2 opensc)"
+    );
+    let tokens = dir.join("tokens");
+    std::fs::create_dir(&tokens).expect("token dir");
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .expect("softhsm2.conf");
+    conf
+}
+
 /// A Prometheus sample's value on the flexgate at `base`, e.g.
 /// `flexgate_roles_reads_total{source="snapshot"}` (0 when absent).
 pub async fn metric(base: &str, sample: &str) -> f64 {
