@@ -1,12 +1,8 @@
 //! `flexgate keygen`: an RSA key and a self-signed certificate for signing SAML Responses.
 
-use openssl::asn1::Asn1Time;
-use openssl::bn::{BigNum, MsbOption};
-use openssl::hash::MessageDigest;
-use openssl::pkey::{HasPublic, PKey, PKeyRef, Private};
+use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
-use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectKeyIdentifier};
-use openssl::x509::{X509NameBuilder, X509};
+use openssl::x509::X509;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -22,8 +18,6 @@ pub enum KeygenError {
     Io(PathBuf, std::io::Error),
     #[error("key generation failed: {0}")]
     Openssl(#[from] openssl::error::ErrorStack),
-    #[error("the token already holds objects with {0}; pass --force to replace them (the certificate in Flex Console must then be replaced too), or pick another object= label")]
-    Pkcs11Exists(String),
     #[error("{0}\n  fix: {fix}", fix = .0.fix())]
     Pkcs11(#[from] crate::pkcs11::Pkcs11Error),
 }
@@ -56,38 +50,6 @@ pub(crate) fn check_sizes(bits: u32, days: u32) -> Result<(), KeygenError> {
     Ok(())
 }
 
-/// A self-signed certificate for `public`, signed with `signer` (the same key, or a stand-in whose
-/// signature the caller replaces).
-pub(crate) fn build_cert<T: HasPublic>(
-    public: &PKeyRef<T>,
-    signer: &PKey<Private>,
-    days: u32,
-    common_name: &str,
-) -> Result<X509, KeygenError> {
-    let mut name = X509NameBuilder::new()?;
-    name.append_entry_by_text("CN", common_name)?;
-    let name = name.build();
-    let mut b = X509::builder()?;
-    b.set_version(2)?;
-    let mut serial = BigNum::new()?;
-    serial.rand(127, MsbOption::MAYBE_ZERO, false)?;
-    let serial = serial.to_asn1_integer()?;
-    b.set_serial_number(&serial)?;
-    b.set_subject_name(&name)?;
-    b.set_issuer_name(&name)?;
-    b.set_pubkey(public)?;
-    let not_before = Asn1Time::days_from_now(0)?;
-    b.set_not_before(&not_before)?;
-    let not_after = Asn1Time::days_from_now(days)?;
-    b.set_not_after(&not_after)?;
-    b.append_extension(BasicConstraints::new().critical().build()?)?;
-    b.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
-    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
-    b.append_extension(ski)?;
-    b.sign(signer, MessageDigest::sha256())?;
-    Ok(b.build())
-}
-
 /// Generates a key pair and a self-signed certificate in memory.
 pub fn generate(
     bits: u32,
@@ -96,7 +58,7 @@ pub fn generate(
 ) -> Result<(PKey<Private>, X509), KeygenError> {
     check_sizes(bits, days)?;
     let key = PKey::from_rsa(Rsa::generate(bits)?)?;
-    let cert = build_cert(&key, &key, days, common_name)?;
+    let cert = crate::x509::self_signed(&key, &key, days, common_name)?;
     Ok((key, cert))
 }
 

@@ -19,6 +19,8 @@ pub mod oidc;
 pub mod pkcs11;
 pub mod qa;
 pub mod saml;
+pub mod secret;
 pub mod serve;
 pub mod store;
 pub mod web;
+pub mod x509;

@@ -5,10 +5,10 @@
 
 pub mod keys;
 mod raw;
-pub mod secret;
 mod validate;
 
-pub use secret::Secret;
+/// Re-exported: [`crate::secret::Secret`] lives below `config` and `pkcs11`, which both use it.
+pub use crate::secret::Secret;
 
 use crate::saml::sign::SignMode;
 use std::net::SocketAddr;

@@ -8,7 +8,6 @@
 
 use super::token;
 use super::{Pkcs11Error, Pkcs11Uri, TokenKey};
-use crate::keygen::KeygenError;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::Session;
@@ -48,10 +47,12 @@ fn make_pair(
     uri: &Pkcs11Uri,
     bits: u32,
     force: bool,
-) -> Result<(PKey<Public>, usize), KeygenError> {
+) -> Result<(PKey<Public>, usize), Pkcs11Error> {
     let old = existing(session, uri)?;
     if !old.is_empty() && !force {
-        return Err(KeygenError::Pkcs11Exists(uri.key_name()));
+        return Err(Pkcs11Error::LabelTaken {
+            key: uri.key_name(),
+        });
     }
     for o in &old {
         session
@@ -94,21 +95,21 @@ fn make_pair(
     Ok((key, old.len()))
 }
 
-/// Makes the key pair in the token named by `uri` and its self-signed certificate.
+/// Makes the key pair in the token named by `uri` and its self-signed certificate. The caller
+/// (`crate::keygen`) has checked `bits` and `days`.
 pub fn generate(
     uri: &Pkcs11Uri,
     bits: u32,
     days: u32,
     common_name: &str,
     force: bool,
-) -> Result<Made, KeygenError> {
-    crate::keygen::check_sizes(bits, days)?;
+) -> Result<Made, Pkcs11Error> {
     let (_ctx, _slot, session) = token::open(uri, true)?;
     let (public, replaced) = make_pair(&session, uri, bits, force)?;
     drop(session);
     let key = TokenKey::open(uri.clone(), 1, false)?;
     let throwaway = PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?;
-    let draft = crate::keygen::build_cert(&public, &throwaway, days, common_name)?;
+    let draft = crate::x509::self_signed(&public, &throwaway, days, common_name)?;
     let der = draft.to_der()?;
     let (tbs, alg) = tbs_and_algorithm(&der).ok_or_else(|| {
         Pkcs11Error::Token("openssl wrote a certificate flexgate cannot split".into())
@@ -118,8 +119,7 @@ pub fn generate(
     if !cert.verify(&public)? {
         return Err(Pkcs11Error::Token(
             "the token's signature on the certificate does not verify".into(),
-        )
-        .into());
+        ));
     }
     Ok(Made { cert, replaced })
 }
@@ -194,7 +194,7 @@ mod tests {
     fn reassembles_a_certificate_byte_for_byte() {
         let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
         let public = PKey::public_key_from_der(&key.public_key_to_der().unwrap()).unwrap();
-        let cert = crate::keygen::build_cert(&public, &key, 30, "t").unwrap();
+        let cert = crate::x509::self_signed(&public, &key, 30, "t").unwrap();
         let der = cert.to_der().unwrap();
         let (tbs, alg) = tbs_and_algorithm(&der).unwrap();
         let mut signer =

@@ -51,6 +51,10 @@ pub enum Pkcs11Error {
     Busy(usize),
     #[error("the token cannot be used: {0}")]
     Token(String),
+    #[error("the token already holds objects with {key}")]
+    LabelTaken { key: String },
+    #[error("the certificate for the token's key cannot be made: {0}")]
+    Certificate(#[from] openssl::error::ErrorStack),
 }
 
 impl Pkcs11Error {
@@ -69,6 +73,8 @@ impl Pkcs11Error {
             Pkcs11Error::AlwaysAuthenticate { .. } => "use a key without CKA_ALWAYS_AUTHENTICATE (`flexgate keygen --pkcs11 URI` makes one)".into(),
             Pkcs11Error::CannotSign { .. } => "use a key with CKA_SIGN = true (`flexgate keygen --pkcs11 URI` makes one)".into(),
             Pkcs11Error::Busy(_) => "raise idp.pkcs11_sessions if the token allows more sessions".into(),
+            Pkcs11Error::LabelTaken { .. } => "pass --force to replace them (the certificate in Flex Console must then be replaced too), or pick another object= label".into(),
+            Pkcs11Error::Certificate(_) => "check that openssl works on this machine (`openssl version`) and run keygen again".into(),
             Pkcs11Error::Token(_) => "check that the token is present and reachable (`pkcs11-tool --module M --list-token-slots`); flexgate re-opens it by itself once it is back".into(),
         }
     }

@@ -3,7 +3,7 @@
 //! Path attributes pick the token and the key; query attributes say how to reach them. Values are
 //! percent-decoded; an attribute flexgate does not know is an error, never ignored.
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use std::fmt;
 use std::path::PathBuf;
 

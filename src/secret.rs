@@ -1,4 +1,5 @@
-//! A string that never prints.
+//! A string that never prints. It depends on nothing in the crate, so every module that holds
+//! a secret (`config`, `pkcs11`, `auth0`) can use it without importing one another.
 
 use std::fmt;
 
