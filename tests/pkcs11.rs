@@ -16,16 +16,32 @@ struct Token {
     dir: tempfile::TempDir,
     conf: PathBuf,
     label: String,
+    pin: String,
+}
+
+/// `s` with every byte but letters and digits percent-encoded (a PIN written into a URI).
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b.is_ascii_alphanumeric() {
+            true => (b as char).to_string(),
+            false => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 impl Token {
     fn new(label: &str) -> Token {
+        Token::with_pin(label, PIN)
+    }
+
+    fn with_pin(label: &str, pin: &str) -> Token {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = softhsm_conf(dir.path());
         let t = Token {
             dir,
             conf,
             label: label.to_string(),
+            pin: pin.to_string(),
         };
         t.tool(
             "softhsm2-util",
@@ -37,7 +53,7 @@ impl Token {
                 "--so-pin",
                 "so-1234",
                 "--pin",
-                PIN,
+                pin,
             ],
         );
         t
@@ -78,7 +94,7 @@ impl Token {
             &self.label,
             "--login",
             "--pin",
-            PIN,
+            &self.pin,
         ];
         all.extend_from_slice(args);
         self.tool("pkcs11-tool", &all)
@@ -93,13 +109,14 @@ impl Token {
     }
 
     fn literal_uri(&self, object: &str) -> String {
-        self.uri(object).replace("${FLEXGATE_HSM_PIN}", PIN)
+        self.uri(object)
+            .replace("${FLEXGATE_HSM_PIN}", &pct(&self.pin))
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("SOFTHSM2_CONF", self.conf.display().to_string()),
-            ("FLEXGATE_HSM_PIN", PIN.to_string()),
+            ("FLEXGATE_HSM_PIN", self.pin.clone()),
         ]
     }
 
@@ -262,7 +279,11 @@ fn keygen_makes_a_sensitive_key_in_the_token_and_writes_only_the_certificate() {
 /// A new token `label` with a key made by `keygen --pkcs11`, and `flexgate serve` signing with it
 /// (`idp_extra` added to `[idp]`) against its own OP.
 fn serving(label: &str, idp_extra: &str) -> (Token, Flexgate, Op) {
-    let t = Token::new(label);
+    serving_token(Token::new(label), idp_extra)
+}
+
+/// `flexgate serve` signing with a key `keygen --pkcs11` made in `t`.
+fn serving_token(t: Token, idp_extra: &str) -> (Token, Flexgate, Op) {
     let dir = tempfile::tempdir().expect("tempdir");
     let o = t.keygen("idp-signing", dir.path(), &[]);
     assert!(o.status.success(), "{}", text(&o));
@@ -590,4 +611,55 @@ async fn a_token_that_goes_away_ends_logins_on_a_503_page_and_is_found_again_whe
         assertion_signed: false,
     };
     validate_everywhere(&out.form.expect("a POST form"), &e);
+}
+
+/// Issue 18, item 6: the PIN of the issue, and one with every character URI syntax gives a
+/// meaning to (`&`, `;`, `?`, `=`, and `%41`, which must stay three characters).
+const HOSTILE_PINS: [&str; 2] = [
+    "4711&TopSecretTail",
+    "4711&TopSecretTail;SemiPart?QueryPart=%41End",
+];
+
+/// What no output may contain: the PIN, its pieces, and `%41` decoded.
+fn assert_no_pin_piece(pin: &str, out: &str) {
+    for piece in [
+        pin,
+        "TopSecretTail",
+        "SemiPart",
+        "QueryPart",
+        "%41End",
+        "AEnd",
+        "4711&",
+    ] {
+        assert!(!out.contains(piece), "{piece:?} of the PIN is printed: {out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_from_the_environment_is_never_uri_syntax_and_never_printed() {
+    for (i, pin) in HOSTILE_PINS.iter().enumerate() {
+        let t = Token::with_pin(&format!("hostile{i}"), pin);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = t.keygen("idp-signing", dir.path(), &[]);
+        assert!(o.status.success(), "{}", text(&o));
+        let cfg = write_config(dir.path(), &idp_lines(&t.uri("idp-signing"), ""));
+        let o = t.flexgate(&["check", "--json", "--config", cfg.to_str().expect("utf-8")]);
+        assert_no_pin_piece(pin, &text(&o));
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|_| panic!("{pin:?}: {}", text(&o)));
+        let key = report["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .find(|f| f["what"] == "signing key")
+            .cloned()
+            .expect("a signing key finding");
+        assert_eq!(key["level"], "ok", "{pin:?}: the PIN did not work: {key}");
+    }
+    // And under serve: the token opens with it, logins are signed, the log holds none of it.
+    let pin = HOSTILE_PINS[1];
+    let (_t, fg, _op) = serving_token(Token::with_pin("hostile-serve", pin), "");
+    let out = login(&fg).await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert_no_pin_piece(pin, &fg.log_text());
 }

@@ -19,10 +19,16 @@ pub enum KeyLocation {
 }
 
 impl KeyLocation {
-    /// `idp.key` as written: a `pkcs11:` URI, else a path (relative to `base`).
-    pub fn parse(s: &str, base: &Path) -> Result<KeyLocation, String> {
+    /// `idp.key` as written: a `pkcs11:` URI, else a path (relative to `base`). `expand`
+    /// resolves `${VAR}` in each URI attribute once the URI is split (see
+    /// [`Pkcs11Uri::parse_expanding`]); a path arrives expanded already.
+    pub fn parse(
+        s: &str,
+        base: &Path,
+        expand: &dyn Fn(&str) -> Result<String, String>,
+    ) -> Result<KeyLocation, String> {
         if crate::pkcs11::uri::is_pkcs11_uri(s) {
-            return Pkcs11Uri::parse(s)
+            return Pkcs11Uri::parse_expanding(s, expand)
                 .map(KeyLocation::Pkcs11)
                 .map_err(|e| format!("is a PKCS#11 URI that cannot be used: {e}"));
         }

@@ -315,7 +315,7 @@ impl Config {
                     message: e.to_string().trim_end().to_string(),
                 })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        validate::validate(raw, path, &base)
+        validate::validate(raw, path, &base, &env)
     }
 }
 
@@ -326,6 +326,9 @@ fn expand_env(
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<(), ConfigError> {
     match v {
+        // A key URI is expanded attribute by attribute while it is parsed (`keys.rs`), so a
+        // PIN from the environment is never read as URI syntax.
+        toml::Value::String(s) if key == "idp.key" && crate::pkcs11::uri::is_pkcs11_uri(s) => {}
         toml::Value::String(s) if s.contains("${") => {
             *s = expand_str(s, key, ctx, env)?;
         }
@@ -355,16 +358,24 @@ fn expand_str(
     ctx: &Ctx,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<String, ConfigError> {
+    expand_vars(s, env).map_err(|(problem, fix)| ctx.invalid(key, problem, fix))
+}
+
+/// `s` with every `${NAME}` replaced by the environment's value; the error is (problem, fix) and
+/// names the variable, never a value.
+pub(crate) fn expand_vars(
+    s: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, (String, String)> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let end = after.find('}').ok_or_else(|| {
-            ctx.invalid(
-                key,
-                "has a `${` without its closing `}`",
-                "write ${NAME} with NAME an environment variable",
+            (
+                "has a `${` without its closing `}`".to_string(),
+                "write ${NAME} with NAME an environment variable".to_string(),
             )
         })?;
         let name = &after[..end];
@@ -372,14 +383,13 @@ fn expand_str(
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
         if !valid {
-            return Err(ctx.invalid(
-                key,
+            return Err((
                 format!("refers to ${{{name}}}, which is not an environment variable name"),
-                "use letters, digits and _ in ${NAME}",
+                "use letters, digits and _ in ${NAME}".to_string(),
             ));
         }
         let value = env(name).ok_or_else(|| {
-            ctx.invalid(key, format!("refers to the environment variable {name}, which is not set"), format!("export {name}=… before starting flexgate (for systemd: Environment= or EnvironmentFile=)"))
+            (format!("refers to the environment variable {name}, which is not set"), format!("export {name}=… before starting flexgate (for systemd: Environment= or EnvironmentFile=)"))
         })?;
         out.push_str(&value);
         rest = &after[end + 1..];

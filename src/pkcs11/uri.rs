@@ -2,6 +2,11 @@
 //!
 //! Path attributes pick the token and the key; query attributes say how to reach them. Values are
 //! percent-decoded; an attribute flexgate does not know is an error, never ignored.
+//!
+//! `${VAR}` in the config is expanded here, after the URI is split into attributes
+//! ([`Pkcs11Uri::parse_expanding`]): a variable's value can never add, end or change an attribute.
+//! A `pin-value` that refers to a variable is taken exactly as the variable holds it — not URI
+//! syntax, not percent-decoded — and no error message repeats it.
 
 use crate::secret::Secret;
 use std::fmt;
@@ -160,8 +165,18 @@ fn query_attr(uri: &mut Pkcs11Uri, k: &str, v: &str) -> Result<(), UriError> {
 }
 
 impl Pkcs11Uri {
-    /// Parses a `pkcs11:` URI naming a private key.
+    /// Parses a `pkcs11:` URI naming a private key, as written (no `${VAR}` expansion).
     pub fn parse(s: &str) -> Result<Pkcs11Uri, UriError> {
+        Self::parse_expanding(s, &|v| Ok(v.to_string()))
+    }
+
+    /// Parses a `pkcs11:` URI whose attribute values may refer to `${VAR}`: `expand` resolves
+    /// each value after the URI is split (its error names the variable, never a value). A
+    /// `pin-value` with a `${` is the expansion itself, not percent-decoded.
+    pub fn parse_expanding(
+        s: &str,
+        expand: &dyn Fn(&str) -> Result<String, String>,
+    ) -> Result<Pkcs11Uri, UriError> {
         let rest = s
             .strip_prefix("pkcs11:")
             .ok_or_else(|| UriError("does not start with pkcs11:".into()))?;
@@ -173,11 +188,16 @@ impl Pkcs11Uri {
             module_path: PathBuf::new(),
             pin: PinSpec::None,
         };
+        let expanded = |k: &str, v: &str| expand(v).map_err(|e| UriError(format!("`{k}` {e}")));
         for (k, v) in pairs(path, ';')? {
-            path_attr(&mut uri, k, v)?;
+            path_attr(&mut uri, k, &expanded(k, v)?)?;
         }
         for (k, v) in pairs(query, '&')? {
-            query_attr(&mut uri, k, v)?;
+            if k == "pin-value" && v.contains("${") {
+                uri.pin = PinSpec::Value(Secret::new(expanded(k, v)?));
+                continue;
+            }
+            query_attr(&mut uri, k, &expanded(k, v)?)?;
         }
         if uri.module_path.as_os_str().is_empty() {
             return Err(UriError("has no module-path: add ?module-path=/path/to/the/vendor/pkcs11-library.so (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so)".into()));
@@ -309,5 +329,36 @@ mod tests {
             let e = Pkcs11Uri::parse(&uri).unwrap_err();
             assert!(e.0.contains(needle), "{uri}: {e}");
         }
+    }
+
+    /// What the config's `${VAR}` expansion does, for one variable.
+    fn env_pin(pin: &str) -> impl Fn(&str) -> Result<String, String> + '_ {
+        move |v: &str| Ok(v.replace("${FLEXGATE_HSM_PIN}", pin))
+    }
+
+    #[test]
+    fn a_pin_from_a_variable_is_taken_as_it_is_never_as_uri_syntax() {
+        let written = format!("pkcs11:token=t;object=k?{M}&pin-value=${{FLEXGATE_HSM_PIN}}");
+        for pin in ["4711&TopSecretTail", "47%41", "a;b?c=d&e", "%zz", "x&pin-source=/etc/p"] {
+            let u = Pkcs11Uri::parse_expanding(&written, &env_pin(pin))
+                .unwrap_or_else(|e| panic!("{pin:?}: {e}"));
+            assert_eq!(u.pin, PinSpec::Value(Secret::new(pin)), "{pin:?}");
+            assert_eq!(u.object.as_deref(), Some("k"));
+            assert_eq!(u.token.token.as_deref(), Some("t"));
+        }
+        // Other attributes are expanded too, then decoded as before.
+        let u = Pkcs11Uri::parse_expanding(
+            "pkcs11:token=${FLEXGATE_HSM_PIN};object=k?module-path=/m.so",
+            &env_pin("My%20Token"),
+        )
+        .unwrap();
+        assert_eq!(u.token.token.as_deref(), Some("My Token"));
+        // An expansion error names the attribute and the variable, never a value.
+        let unset = |v: &str| match v.contains("${") {
+            true => Err("refers to X, which is not set".to_string()),
+            false => Ok(v.to_string()),
+        };
+        let e = Pkcs11Uri::parse_expanding(&written, &unset).unwrap_err();
+        assert!(e.0.contains("`pin-value` refers to X"), "{e}");
     }
 }

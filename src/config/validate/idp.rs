@@ -41,7 +41,7 @@ pub(super) fn idp(raw: RawIdp, public_url: Option<&str>, p: &mut Problems) -> Op
         300,
         30..=3600,
     );
-    let key = match KeyLocation::parse(&raw.key, &p.base) {
+    let key = match KeyLocation::parse(&raw.key, &p.base, &|v| p.expand(v)) {
         Ok(k) => Some(k),
         Err(problem) => {
             p.add("idp.key", problem, "write a PEM file path, or pkcs11:token=T;object=L?module-path=M&pin-value=P (README: signing key in an HSM)");

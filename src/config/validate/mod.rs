@@ -15,19 +15,27 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Every problem found so far, for one config file; relative paths start at `base`.
-pub(super) struct Problems {
+/// `env` resolves `${VAR}` where a value is expanded during validation (the key URI).
+pub(super) struct Problems<'e> {
     path: PathBuf,
     base: PathBuf,
+    env: &'e dyn Fn(&str) -> Option<String>,
     found: Vec<ConfigError>,
 }
 
-impl Problems {
-    fn new(path: &Path, base: &Path) -> Problems {
+impl<'e> Problems<'e> {
+    fn new(path: &Path, base: &Path, env: &'e dyn Fn(&str) -> Option<String>) -> Problems<'e> {
         Problems {
             path: path.to_path_buf(),
             base: base.to_path_buf(),
+            env,
             found: Vec::new(),
         }
+    }
+
+    /// `s` with `${VAR}` expanded; the error names the variable, never its value.
+    fn expand(&self, s: &str) -> Result<String, String> {
+        super::expand_vars(s, self.env).map_err(|(problem, fix)| format!("{problem} ({fix})"))
     }
 
     /// Records that `key` `problem`, and what to do about it.
@@ -123,8 +131,13 @@ impl Problems {
 
 /// Checks every section of `raw` and builds the [`Config`]; `path` names the file in messages
 /// and `base` (its folder) resolves relative paths.
-pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, ConfigError> {
-    let mut p = Problems::new(path, base);
+pub(super) fn validate(
+    raw: RawConfig,
+    path: &Path,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut p = Problems::new(path, base, env);
     let server = server::server(raw.server, &mut p);
     let store = server::store(raw.store, &mut p);
     let log = server::log(raw.log, &mut p);
