@@ -300,3 +300,49 @@ async fn import_of_500_agents_on_a_16_per_second_tenant_finishes_without_failure
         json!(["agent"])
     );
 }
+
+// ---- The Management API client against a hostile tenant or proxy (issue 18, items 5 and 6) ----
+
+/// `roles get` of Ada against a stand-in started with `extra`: the exit status and all output.
+fn get_ada(extra: Value) -> (Output, String) {
+    let m = start(ada(), extra);
+    let out = roles(&m, &["get", "ada@example.com"]);
+    let (stdout, stderr) = text(&out);
+    (out, format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn hostile_rate_limit_headers_and_token_lifetimes_neither_panic_nor_fail_the_call() {
+    let cases = [
+        json!({"rate_headers": {"x-ratelimit-limit": "4294967296", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "-5"}}),
+        json!({"rate_headers": {"x-ratelimit-limit": "12884901888", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "99999999999999"}}),
+        json!({"rate_headers": {"x-ratelimit-limit": "0", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "18446744073709551615"}}),
+        json!({"rate_headers": {"x-ratelimit-limit": "18446744073709551615", "x-ratelimit-remaining": "18446744073709551615", "x-ratelimit-reset": "soon"}}),
+        json!({"rate_headers": {"x-ratelimit-limit": null, "x-ratelimit-remaining": "-1"}}),
+        json!({"token_expires_in": u64::MAX}),
+        json!({"token_expires_in": 1e308}),
+        json!({"token_expires_in": -5}),
+        json!({"token_expires_in": "soon"}),
+    ];
+    for extra in cases {
+        let (out, all) = get_ada(extra.clone());
+        assert!(!all.contains("panicked"), "{extra}: {all}");
+        assert!(out.status.success(), "{extra}: {all}");
+        assert!(
+            all.contains("ada@example.com (auth0|ada): agent"),
+            "{extra}: {all}"
+        );
+    }
+}
+
+#[test]
+fn a_429_with_a_reset_an_hour_ahead_is_probed_again_after_the_cap() {
+    let (out, all) =
+        get_ada(json!({"throttle": {"route": "users_by_email", "first": 1, "reset_in": 3600}}));
+    assert!(!all.contains("panicked"), "{all}");
+    assert!(
+        out.status.success(),
+        "waited for the cap and probed again: {all}"
+    );
+    assert!(all.contains("ada@example.com (auth0|ada): agent"), "{all}");
+}

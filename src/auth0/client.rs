@@ -148,6 +148,30 @@ const MAX_BODY: usize = 8 * 1024 * 1024;
 /// Waits out a 429 without `X-RateLimit-Reset` this long.
 const FALLBACK_WAIT: Duration = Duration::from_secs(1);
 
+/// A token whose `expires_in` is missing or unreadable is taken to live this long (Auth0's
+/// Management API tokens live 24 h by default; a 401 fetches a new one anyway).
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// No token is cached longer than this, whatever its `expires_in` says.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a token answer's `expires_in` lets the token be cached: a minute early (at half-life
+/// for short tokens), at most [`MAX_TOKEN_TTL`]; not at all when it is 0 or negative; the
+/// default when it is missing or not a number. No value panics or overflows.
+fn cache_for(expires_in: &Value) -> Duration {
+    let secs = match expires_in {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    let ttl = match secs.filter(|s| !s.is_nan()) {
+        None => DEFAULT_TOKEN_TTL,
+        Some(s) if s <= 0.0 => Duration::ZERO,
+        Some(s) => Duration::try_from_secs_f64(s.min(MAX_TOKEN_TTL.as_secs_f64()))
+            .unwrap_or(DEFAULT_TOKEN_TTL),
+    };
+    ttl.saturating_sub((ttl / 2).min(Duration::from_secs(60)))
+}
+
 /// An Auth0 Management API client. Cheap to share (`Arc`); one per tenant so pacing is shared.
 pub struct Client {
     cfg: ClientConfig,
@@ -290,15 +314,14 @@ impl Client {
         #[derive(serde::Deserialize)]
         struct TokenResponse {
             access_token: String,
-            expires_in: Option<u64>,
+            #[serde(default)]
+            expires_in: Value,
         }
         let t: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| Auth0Error::Garbage {
             url: url.clone(),
             reason: format!("not a token response ({:?})", e.classify()),
         })?;
-        let ttl = t.expires_in.unwrap_or(3600);
-        // Refresh a minute early (or at half-life for short tokens).
-        let until = Instant::now() + Duration::from_secs(ttl.saturating_sub((ttl / 2).min(60)));
+        let until = Instant::now() + cache_for(&t.expires_in);
         let token = Secret::new(t.access_token);
         *guard = Some((token.clone(), until));
         Ok(token)
@@ -370,10 +393,10 @@ impl Client {
             let status = resp.status().as_u16();
             let rate = RateHeaders::from_headers(resp.headers(), now_unix());
             if status == 429 {
-                let wait = self
-                    .pacer
-                    .lock()
-                    .rate_limited(Instant::now(), rate, FALLBACK_WAIT);
+                let wait =
+                    self.pacer
+                        .lock()
+                        .rate_limited(Instant::now(), rate, FALLBACK_WAIT, max_wait);
                 if Instant::now() + wait > deadline {
                     return Err(Auth0Error::RateLimited { wait, max_wait });
                 }
@@ -559,6 +582,46 @@ pub fn segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_token_lifetime_never_panics_and_stays_bounded() {
+        assert_eq!(cache_for(&json!(86400)), Duration::from_secs(86340));
+        assert_eq!(cache_for(&json!(60)), Duration::from_secs(30));
+        assert_eq!(cache_for(&json!("7200")), Duration::from_secs(7140));
+        for hostile in [
+            json!(u64::MAX),
+            json!(1e300),
+            json!(f64::MAX),
+            json!("1e400"),
+        ] {
+            assert_eq!(cache_for(&hostile), MAX_TOKEN_TTL - Duration::from_secs(60));
+        }
+        for none in [
+            json!(0),
+            json!(-1),
+            json!(i64::MIN),
+            json!(-1e300),
+            json!("-5"),
+        ] {
+            assert_eq!(cache_for(&none), Duration::ZERO, "{none}");
+        }
+        for unreadable in [
+            Value::Null,
+            json!("soon"),
+            json!([1]),
+            json!({}),
+            json!("NaN"),
+        ] {
+            assert_eq!(
+                cache_for(&unreadable),
+                DEFAULT_TOKEN_TTL - Duration::from_secs(60),
+                "{unreadable}"
+            );
+        }
+        // Instant::now() + any of them does not overflow.
+        let _ = Instant::now() + cache_for(&json!(u64::MAX));
+    }
 
     #[tokio::test]
     async fn a_task_given_patience_waits_longer_than_the_client_default() {
