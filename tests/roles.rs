@@ -346,3 +346,80 @@ fn a_429_with_a_reset_an_hour_ahead_is_probed_again_after_the_cap() {
     );
     assert!(all.contains("ada@example.com (auth0|ada): agent"), "{all}");
 }
+
+/// 1,100 users with a role: more than users search pages through, so `roles export` runs a
+/// users-export job.
+fn beyond_search() -> Value {
+    let users: serde_json::Map<String, Value> = (0..1100)
+        .map(|i| {
+            (
+                format!("auth0|{i:05}"),
+                json!({"email": format!("agent{i:05}@example.com"), "app_metadata": {"flex": {"roles": ["agent"]}}}),
+            )
+        })
+        .collect();
+    Value::Object(users)
+}
+
+const SIGNATURE: &str = "PRESIGNEDsignature4711deadbeef";
+
+/// `roles export` at trace level; the exit status and everything it wrote.
+fn traced_export(extra: Value) -> (Output, String) {
+    let mut cfg = json!({"export_delay_ms": 100, "export_signature": SIGNATURE});
+    for (k, v) in extra.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    let m = start(beyond_search(), cfg);
+    let out = Command::new(flexgate_bin())
+        .args(["roles", "export", "--management-url", &m.url])
+        .env("AUTH0_MGMT_CLIENT_ID", "mgmt")
+        .env("AUTH0_MGMT_CLIENT_SECRET", "mgmt-secret")
+        .env_remove("AUTH0_MGMT_TOKEN")
+        .env("FLEXGATE_LOG", "trace")
+        .output()
+        .expect("run flexgate roles export");
+    let (stdout, stderr) = text(&out);
+    (out, format!("{stdout}{stderr}"))
+}
+
+#[track_caller]
+fn assert_no_presigned_url(all: &str) {
+    for secret in [SIGNATURE, "X-Amz-", "__exports", ".json.gz"] {
+        assert!(
+            !all.contains(secret),
+            "the pre-signed URL leaked ({secret}):\n{all}"
+        );
+    }
+}
+
+#[test]
+fn the_presigned_export_url_reaches_no_output_at_trace_level() {
+    let (out, all) = traced_export(json!({}));
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("agent01099@example.com,agent"), "{all}");
+    assert!(all.contains("users-export job"), "traced: {all}");
+    assert_no_presigned_url(&all);
+
+    // A download refused (an expired signature) or failing: said, without the URL.
+    for status in [403, 500] {
+        let (out, all) = traced_export(json!({"export_status": status}));
+        assert_eq!(out.status.code(), Some(1), "{all}");
+        assert!(
+            all.contains(&format!("answered HTTP {status}"))
+                && all.contains("could not be downloaded"),
+            "{all}"
+        );
+        assert_no_presigned_url(&all);
+    }
+}
+
+#[test]
+fn an_export_download_over_the_cap_is_refused_naming_it() {
+    let (out, all) = traced_export(json!({"export_claims_bytes": 300u64 * 1024 * 1024}));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("over 268435456 bytes, flexgate's cap on an export download"),
+        "{all}"
+    );
+    assert_no_presigned_url(&all);
+}

@@ -512,33 +512,80 @@ impl Client {
             .map(|_| ())
     }
 
-    /// Downloads a file Auth0 points to (a users-export `location`: a pre-signed URL on another
-    /// host, so no token is sent and no Management API limit applies). At most `max` bytes.
-    pub async fn download(&self, url: &str, max: usize) -> Result<Vec<u8>, Auth0Error> {
-        let mut resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| self.net(url, e))?;
+    /// Streams a file Auth0 points to (a users-export `location`: a pre-signed URL on another
+    /// host, so no token is sent and no Management API limit applies) into `sink`, chunk by
+    /// chunk, at most `max` bytes. Stops early, without error, when the sink's reader is gone.
+    /// No error names the URL beyond its host (reqwest's errors carry it: stripped).
+    pub async fn download(
+        &self,
+        url: &PresignedUrl,
+        max: u64,
+        sink: &tokio::sync::mpsc::Sender<Vec<u8>>,
+    ) -> Result<(), Auth0Error> {
+        let shown = url.shown();
+        let net = |e: reqwest::Error| self.net(&shown, e.without_url());
+        let mut resp = self.http.get(url.expose()).send().await.map_err(net)?;
         if !resp.status().is_success() {
             return Err(Auth0Error::Status {
-                url: url.to_string(),
+                url: shown,
                 status: resp.status().as_u16(),
-                message: "the export file could not be downloaded".into(),
+                message: "the users-export file could not be downloaded".into(),
             });
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.net(url, e))? {
-            if body.len() + chunk.len() > max {
-                return Err(Auth0Error::Garbage {
-                    url: url.to_string(),
-                    reason: format!("the file is over {max} bytes"),
-                });
-            }
-            body.extend_from_slice(&chunk);
+        let too_big = || {
+            Auth0Error::Garbage {
+            url: url.shown(),
+            reason: format!("the users-export file is over {max} bytes, flexgate's cap on an export download; a tenant this large is beyond what flexgate reads in one snapshot"),
         }
-        Ok(body)
+        };
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(too_big());
+        }
+        let mut got = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(net)? {
+            got = got.saturating_add(chunk.len() as u64);
+            if got > max {
+                return Err(too_big());
+            }
+            if sink.send(chunk.to_vec()).await.is_err() {
+                return Ok(()); // the reader stopped (and says why)
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A pre-signed download URL (a users-export `location`): whoever reads it gets the file, every
+/// user of the tenant. It is never logged, printed, nor part of an error or of `Debug` output;
+/// errors show [`PresignedUrl::shown`], its scheme and host.
+#[derive(Clone)]
+pub struct PresignedUrl(String);
+
+impl PresignedUrl {
+    pub fn new(url: String) -> Self {
+        PresignedUrl(url)
+    }
+
+    fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL as errors show it: scheme and host, path and query withheld.
+    pub fn shown(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(u) => format!(
+                "{}://{}/… (the pre-signed users-export download; its path and query are withheld)",
+                u.scheme(),
+                u.host_str().unwrap_or("?")
+            ),
+            Err(_) => "the pre-signed users-export download (withheld)".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PresignedUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PresignedUrl(withheld)")
     }
 }
 
