@@ -3,7 +3,8 @@
 //! prints exactly what to paste into Flex Console and Auth0.
 
 use crate::config::keys::{self, PublishedCert};
-use crate::config::{Config, SpConfig};
+use crate::config::Config;
+pub use crate::flex_console::{flex_console, render_flex_console, roles_claim, FlexConsole};
 use crate::oidc::management::Management;
 use crate::oidc::Upstream;
 use serde::Serialize;
@@ -34,19 +35,6 @@ pub struct Finding {
     pub level: Level,
     pub what: String,
     pub detail: String,
-}
-
-/// What to paste into Flex Console for one SP.
-#[derive(Debug, Clone, Serialize)]
-pub struct FlexConsole {
-    pub sp: String,
-    pub kind: String,
-    pub single_sign_on_url: String,
-    pub identity_provider_issuer: String,
-    pub default_redirect_url: String,
-    pub acs_url: String,
-    pub audience: String,
-    pub roles_claim: Option<String>,
 }
 
 /// What to paste into Auth0.
@@ -121,48 +109,6 @@ fn cert_findings(role: &str, c: &PublishedCert, out: &mut Vec<Finding>) {
     }
 }
 
-/// The Auth0 post-login Action that adds the roles claim `claim` (namespaced).
-pub fn action_snippet(claim: &str) -> String {
-    let claim_js = serde_json::to_string(claim).unwrap_or_else(|_| "\"\"".into());
-    format!(
-        "exports.onExecutePostLogin = async (event, api) => {{\n  const flex = (event.user.app_metadata || {{}}).flex || {{}};\n  api.idToken.setCustomClaim({claim_js}, flex.roles || []);\n}};"
-    )
-}
-
-fn roles_claim(sp: &SpConfig) -> Option<String> {
-    sp.attributes
-        .iter()
-        .find(|a| a.saml_name == crate::flex::ROLES)
-        .map(|a| a.claim.clone())
-}
-
-/// What to paste into Flex Console, per SP.
-pub fn flex_console(cfg: &Config) -> Vec<FlexConsole> {
-    cfg.sps
-        .iter()
-        .map(|sp| {
-            let sso = match &cfg.upstream.connection {
-                Some(c) => format!(
-                    "{}?connection={}",
-                    cfg.sso_url(),
-                    url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()
-                ),
-                None => cfg.sso_url(),
-            };
-            FlexConsole {
-                sp: sp.name.clone(),
-                kind: sp.kind.as_str().to_string(),
-                single_sign_on_url: sso,
-                identity_provider_issuer: cfg.idp.entity_id.clone(),
-                default_redirect_url: cfg.init_url(sp),
-                acs_url: sp.acs_url.clone(),
-                audience: sp.entity_id.clone(),
-                roles_claim: roles_claim(sp),
-            }
-        })
-        .collect()
-}
-
 /// Runs every check. Config errors are the caller's (they stop before this).
 pub async fn run(cfg: &Config) -> Report {
     let mut findings = vec![finding(
@@ -190,7 +136,8 @@ pub async fn run(cfg: &Config) -> Report {
         flex_console: flex_console(cfg),
         auth0: Auth0Setup {
             allowed_callback_url: cfg.callback_url(),
-            post_login_action: namespaced.map(|c| action_snippet(&c)),
+            post_login_action: namespaced
+                .map(|c| crate::auth0::init::action::code(&c, &cfg.upstream.client_id)),
         },
     }
 }
@@ -331,39 +278,6 @@ async fn upstream_findings(cfg: &Config, findings: &mut Vec<Finding>) {
             "the upstream has no userinfo endpoint; claims come from the ID token only",
         ));
     }
-}
-
-/// The Flex Console section of the report, followed by the certificate to paste.
-pub fn render_flex_console(sps: &[FlexConsole], certificate_pem: &str) -> String {
-    let mut o = String::new();
-    for f in sps {
-        o.push_str(&format!(
-            "\n== Flex Console (Admin → Single Sign-On) for [[sp]] {:?} ({}) ==\n",
-            f.sp, f.kind
-        ));
-        o.push_str(&format!(
-            "  Identity Provider Issuer : {}\n",
-            f.identity_provider_issuer
-        ));
-        o.push_str(&format!(
-            "  Single Sign-On URL       : {}\n",
-            f.single_sign_on_url
-        ));
-        o.push_str(&format!(
-            "  Default Redirect URL     : {}   (IdP-initiated login, optional)\n",
-            f.default_redirect_url
-        ));
-        o.push_str("  X.509 Certificate        : the PEM below (also served at /saml/cert.pem)\n");
-        o.push_str(&format!(
-            "  (Flex's ACS {} · audience {})\n",
-            f.acs_url, f.audience
-        ));
-    }
-    if !certificate_pem.is_empty() {
-        o.push('\n');
-        o.push_str(certificate_pem);
-    }
-    o
 }
 
 /// The report as people read it.

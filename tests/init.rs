@@ -213,9 +213,10 @@ async fn first_run_sets_up_everything_and_a_second_run_writes_nothing() {
     let act = action(&m).await;
     assert_eq!(act["all_changes_deployed"], true);
     assert_eq!(act["deployed_version"]["code"], act["code"]);
+    let client_id = a["client_id"].as_str().unwrap_or("?");
     assert_eq!(
         act["code"].as_str(),
-        Some(flexgate::check::action_snippet(CLAIM).as_str())
+        Some(flexgate::auth0::init::action::code(CLAIM, client_id).as_str())
     );
     assert_eq!(bound(&m).await, ["existing-a", "existing-b", ACTION]);
 
@@ -316,7 +317,7 @@ async fn drift_is_repaired_and_said() {
         .unwrap_or("")
         .to_string();
     let action_id = action(&m).await["id"].as_str().unwrap_or("").to_string();
-    let ours = flexgate::check::action_snippet(CLAIM);
+    let ours = flexgate::auth0::init::action::code(CLAIM, &client_id);
 
     // 1. A callback removed in the dashboard (another one added): ours comes back, theirs stays.
     api(
@@ -588,4 +589,98 @@ async fn scopes_the_token_visibly_lacks_stop_init_before_any_change() {
         "stopped, yet the tenant was changed"
     );
     assert!(!dir.path().join("flexgate.toml").exists());
+}
+
+// ---- The Action gives Flex roles to flexgate's application only (issue 18, item 9) ----
+
+/// The claims the Action's `code` sets for a login to the application `client_id` of a user
+/// whose Flex roles are ["agent"], run under Node with Auth0's post-login `event` / `api` shapes.
+fn run_action(code: &str, client_id: &str) -> Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("action.js");
+    std::fs::write(&file, code).expect("write");
+    let harness = r#"
+        const action = require(process.argv[1]);
+        const claims = {};
+        const api = { idToken: { setCustomClaim: (k, v) => { claims[k] = v; } } };
+        const event = { client: { client_id: process.argv[2], name: 'some app' },
+                        user: { user_id: 'auth0|ada', app_metadata: { flex: { roles: ['agent'] } } } };
+        action.onExecutePostLogin(event, api).then(() => process.stdout.write(JSON.stringify(claims)));
+    "#;
+    let o = Command::new("node")
+        .arg("-e")
+        .arg(harness)
+        .arg(&file)
+        .arg(client_id)
+        .output()
+        .expect("node");
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).expect("claims JSON")
+}
+
+#[tokio::test]
+async fn the_action_gives_flex_roles_to_flexgates_application_only() {
+    let m = stand_in(json!({}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_exit(&init(&m, dir.path(), &[]), 0);
+    let client_id = app(&m).await["client_id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let deployed = action(&m).await["deployed_version"]["code"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(
+        run_action(&deployed, &client_id),
+        json!({ CLAIM: ["agent"] }),
+        "flexgate's application gets the roles"
+    );
+    assert_eq!(
+        run_action(&deployed, "another-application"),
+        json!({}),
+        "another application of the tenant gets no roles claim"
+    );
+}
+
+/// The Action as flexgate wrote it before it checked the application.
+const OLD_ACTION: &str = "exports.onExecutePostLogin = async (event, api) => {\n  const flex = (event.user.app_metadata || {}).flex || {};\n  api.idToken.setCustomClaim(\"https://sso.example.com/flex_roles\", flex.roles || []);\n};";
+
+#[tokio::test]
+async fn a_rerun_repairs_an_action_that_gives_roles_to_every_application() {
+    let app_json = json!({"name": "flexgate", "app_type": "regular_web", "callbacks": [CALLBACK],
+                          "grant_types": ["authorization_code"], "token_endpoint_auth_method": "client_secret_post"});
+    let m = stand_in(
+        json!({"clients": [app_json], "actions": [{"name": ACTION, "code": OLD_ACTION}],
+                            "bindings": ["existing-a", ACTION]}),
+    );
+    assert_eq!(
+        run_action(OLD_ACTION, "another-application"),
+        json!({ CLAIM: ["agent"] }),
+        "the old Action leaks the roles to any application"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = init(&m, dir.path(), &[]);
+    assert_exit(&o, 0);
+    assert_says(
+        &o,
+        &[
+            "update     post-login Action",
+            "code: differs from flexgate's",
+            "unchanged  Login flow binding",
+        ],
+    );
+    let client_id = app(&m).await["client_id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let act = action(&m).await;
+    let want = flexgate::auth0::init::action::code(CLAIM, &client_id);
+    assert_eq!(act["code"].as_str(), Some(want.as_str()));
+    assert_eq!(
+        act["deployed_version"]["code"].as_str(),
+        Some(want.as_str())
+    );
+    assert_eq!(run_action(&want, "another-application"), json!({}));
+    assert_eq!(bound(&m).await, ["existing-a", ACTION]);
 }

@@ -300,3 +300,126 @@ async fn import_of_500_agents_on_a_16_per_second_tenant_finishes_without_failure
         json!(["agent"])
     );
 }
+
+// ---- The Management API client against a hostile tenant or proxy (issue 18, items 5 and 6) ----
+
+/// `roles get` of Ada against a stand-in started with `extra`: the exit status and all output.
+fn get_ada(extra: Value) -> (Output, String) {
+    let m = start(ada(), extra);
+    let out = roles(&m, &["get", "ada@example.com"]);
+    let (stdout, stderr) = text(&out);
+    (out, format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn hostile_rate_limit_headers_and_token_lifetimes_neither_panic_nor_fail_the_call() {
+    let cases = [
+        json!({"rate_headers": {"x-ratelimit-limit": "4294967296", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "-5"}}),
+        json!({"rate_headers": {"x-ratelimit-limit": "12884901888", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "99999999999999"}}),
+        json!({"rate_headers": {"x-ratelimit-limit": "0", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "18446744073709551615"}}),
+        json!({"rate_headers": {"x-ratelimit-limit": "18446744073709551615", "x-ratelimit-remaining": "18446744073709551615", "x-ratelimit-reset": "soon"}}),
+        json!({"rate_headers": {"x-ratelimit-limit": null, "x-ratelimit-remaining": "-1"}}),
+        json!({"token_expires_in": u64::MAX}),
+        json!({"token_expires_in": 1e308}),
+        json!({"token_expires_in": -5}),
+        json!({"token_expires_in": "soon"}),
+    ];
+    for extra in cases {
+        let (out, all) = get_ada(extra.clone());
+        assert!(!all.contains("panicked"), "{extra}: {all}");
+        assert!(out.status.success(), "{extra}: {all}");
+        assert!(
+            all.contains("ada@example.com (auth0|ada): agent"),
+            "{extra}: {all}"
+        );
+    }
+}
+
+#[test]
+fn a_429_with_a_reset_an_hour_ahead_is_probed_again_after_the_cap() {
+    let (out, all) =
+        get_ada(json!({"throttle": {"route": "users_by_email", "first": 1, "reset_in": 3600}}));
+    assert!(!all.contains("panicked"), "{all}");
+    assert!(
+        out.status.success(),
+        "waited for the cap and probed again: {all}"
+    );
+    assert!(all.contains("ada@example.com (auth0|ada): agent"), "{all}");
+}
+
+/// 1,100 users with a role: more than users search pages through, so `roles export` runs a
+/// users-export job.
+fn beyond_search() -> Value {
+    let users: serde_json::Map<String, Value> = (0..1100)
+        .map(|i| {
+            (
+                format!("auth0|{i:05}"),
+                json!({"email": format!("agent{i:05}@example.com"), "app_metadata": {"flex": {"roles": ["agent"]}}}),
+            )
+        })
+        .collect();
+    Value::Object(users)
+}
+
+const SIGNATURE: &str = "PRESIGNEDsignature4711deadbeef";
+
+/// `roles export` at trace level; the exit status and everything it wrote.
+fn traced_export(extra: Value) -> (Output, String) {
+    let mut cfg = json!({"export_delay_ms": 100, "export_signature": SIGNATURE});
+    for (k, v) in extra.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    let m = start(beyond_search(), cfg);
+    let out = Command::new(flexgate_bin())
+        .args(["roles", "export", "--management-url", &m.url])
+        .env("AUTH0_MGMT_CLIENT_ID", "mgmt")
+        .env("AUTH0_MGMT_CLIENT_SECRET", "mgmt-secret")
+        .env_remove("AUTH0_MGMT_TOKEN")
+        .env("FLEXGATE_LOG", "trace")
+        .output()
+        .expect("run flexgate roles export");
+    let (stdout, stderr) = text(&out);
+    (out, format!("{stdout}{stderr}"))
+}
+
+#[track_caller]
+fn assert_no_presigned_url(all: &str) {
+    for secret in [SIGNATURE, "X-Amz-", "__exports", ".json.gz"] {
+        assert!(
+            !all.contains(secret),
+            "the pre-signed URL leaked ({secret}):\n{all}"
+        );
+    }
+}
+
+#[test]
+fn the_presigned_export_url_reaches_no_output_at_trace_level() {
+    let (out, all) = traced_export(json!({}));
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("agent01099@example.com,agent"), "{all}");
+    assert!(all.contains("users-export job"), "traced: {all}");
+    assert_no_presigned_url(&all);
+
+    // A download refused (an expired signature) or failing: said, without the URL.
+    for status in [403, 500] {
+        let (out, all) = traced_export(json!({"export_status": status}));
+        assert_eq!(out.status.code(), Some(1), "{all}");
+        assert!(
+            all.contains(&format!("answered HTTP {status}"))
+                && all.contains("could not be downloaded"),
+            "{all}"
+        );
+        assert_no_presigned_url(&all);
+    }
+}
+
+#[test]
+fn an_export_download_over_the_cap_is_refused_naming_it() {
+    let (out, all) = traced_export(json!({"export_claims_bytes": 300u64 * 1024 * 1024}));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("over 268435456 bytes, flexgate's cap on an export download"),
+        "{all}"
+    );
+    assert_no_presigned_url(&all);
+}

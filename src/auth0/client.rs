@@ -148,6 +148,30 @@ const MAX_BODY: usize = 8 * 1024 * 1024;
 /// Waits out a 429 without `X-RateLimit-Reset` this long.
 const FALLBACK_WAIT: Duration = Duration::from_secs(1);
 
+/// A token whose `expires_in` is missing or unreadable is taken to live this long (Auth0's
+/// Management API tokens live 24 h by default; a 401 fetches a new one anyway).
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// No token is cached longer than this, whatever its `expires_in` says.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a token answer's `expires_in` lets the token be cached: a minute early (at half-life
+/// for short tokens), at most [`MAX_TOKEN_TTL`]; not at all when it is 0 or negative; the
+/// default when it is missing or not a number. No value panics or overflows.
+fn cache_for(expires_in: &Value) -> Duration {
+    let secs = match expires_in {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    let ttl = match secs.filter(|s| !s.is_nan()) {
+        None => DEFAULT_TOKEN_TTL,
+        Some(s) if s <= 0.0 => Duration::ZERO,
+        Some(s) => Duration::try_from_secs_f64(s.min(MAX_TOKEN_TTL.as_secs_f64()))
+            .unwrap_or(DEFAULT_TOKEN_TTL),
+    };
+    ttl.saturating_sub((ttl / 2).min(Duration::from_secs(60)))
+}
+
 /// An Auth0 Management API client. Cheap to share (`Arc`); one per tenant so pacing is shared.
 pub struct Client {
     cfg: ClientConfig,
@@ -290,15 +314,14 @@ impl Client {
         #[derive(serde::Deserialize)]
         struct TokenResponse {
             access_token: String,
-            expires_in: Option<u64>,
+            #[serde(default)]
+            expires_in: Value,
         }
         let t: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| Auth0Error::Garbage {
             url: url.clone(),
             reason: format!("not a token response ({:?})", e.classify()),
         })?;
-        let ttl = t.expires_in.unwrap_or(3600);
-        // Refresh a minute early (or at half-life for short tokens).
-        let until = Instant::now() + Duration::from_secs(ttl.saturating_sub((ttl / 2).min(60)));
+        let until = Instant::now() + cache_for(&t.expires_in);
         let token = Secret::new(t.access_token);
         *guard = Some((token.clone(), until));
         Ok(token)
@@ -370,10 +393,10 @@ impl Client {
             let status = resp.status().as_u16();
             let rate = RateHeaders::from_headers(resp.headers(), now_unix());
             if status == 429 {
-                let wait = self
-                    .pacer
-                    .lock()
-                    .rate_limited(Instant::now(), rate, FALLBACK_WAIT);
+                let wait =
+                    self.pacer
+                        .lock()
+                        .rate_limited(Instant::now(), rate, FALLBACK_WAIT, max_wait);
                 if Instant::now() + wait > deadline {
                     return Err(Auth0Error::RateLimited { wait, max_wait });
                 }
@@ -489,33 +512,80 @@ impl Client {
             .map(|_| ())
     }
 
-    /// Downloads a file Auth0 points to (a users-export `location`: a pre-signed URL on another
-    /// host, so no token is sent and no Management API limit applies). At most `max` bytes.
-    pub async fn download(&self, url: &str, max: usize) -> Result<Vec<u8>, Auth0Error> {
-        let mut resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| self.net(url, e))?;
+    /// Streams a file Auth0 points to (a users-export `location`: a pre-signed URL on another
+    /// host, so no token is sent and no Management API limit applies) into `sink`, chunk by
+    /// chunk, at most `max` bytes. Stops early, without error, when the sink's reader is gone.
+    /// No error names the URL beyond its host (reqwest's errors carry it: stripped).
+    pub async fn download(
+        &self,
+        url: &PresignedUrl,
+        max: u64,
+        sink: &tokio::sync::mpsc::Sender<Vec<u8>>,
+    ) -> Result<(), Auth0Error> {
+        let shown = url.shown();
+        let net = |e: reqwest::Error| self.net(&shown, e.without_url());
+        let mut resp = self.http.get(url.expose()).send().await.map_err(net)?;
         if !resp.status().is_success() {
             return Err(Auth0Error::Status {
-                url: url.to_string(),
+                url: shown,
                 status: resp.status().as_u16(),
-                message: "the export file could not be downloaded".into(),
+                message: "the users-export file could not be downloaded".into(),
             });
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.net(url, e))? {
-            if body.len() + chunk.len() > max {
-                return Err(Auth0Error::Garbage {
-                    url: url.to_string(),
-                    reason: format!("the file is over {max} bytes"),
-                });
-            }
-            body.extend_from_slice(&chunk);
+        let too_big = || {
+            Auth0Error::Garbage {
+            url: url.shown(),
+            reason: format!("the users-export file is over {max} bytes, flexgate's cap on an export download; a tenant this large is beyond what flexgate reads in one snapshot"),
         }
-        Ok(body)
+        };
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(too_big());
+        }
+        let mut got = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(net)? {
+            got = got.saturating_add(chunk.len() as u64);
+            if got > max {
+                return Err(too_big());
+            }
+            if sink.send(chunk.to_vec()).await.is_err() {
+                return Ok(()); // the reader stopped (and says why)
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A pre-signed download URL (a users-export `location`): whoever reads it gets the file, every
+/// user of the tenant. It is never logged, printed, nor part of an error or of `Debug` output;
+/// errors show [`PresignedUrl::shown`], its scheme and host.
+#[derive(Clone)]
+pub struct PresignedUrl(String);
+
+impl PresignedUrl {
+    pub fn new(url: String) -> Self {
+        PresignedUrl(url)
+    }
+
+    fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL as errors show it: scheme and host, path and query withheld.
+    pub fn shown(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(u) => format!(
+                "{}://{}/… (the pre-signed users-export download; its path and query are withheld)",
+                u.scheme(),
+                u.host_str().unwrap_or("?")
+            ),
+            Err(_) => "the pre-signed users-export download (withheld)".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PresignedUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PresignedUrl(withheld)")
     }
 }
 
@@ -559,6 +629,46 @@ pub fn segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_token_lifetime_never_panics_and_stays_bounded() {
+        assert_eq!(cache_for(&json!(86400)), Duration::from_secs(86340));
+        assert_eq!(cache_for(&json!(60)), Duration::from_secs(30));
+        assert_eq!(cache_for(&json!("7200")), Duration::from_secs(7140));
+        for hostile in [
+            json!(u64::MAX),
+            json!(1e300),
+            json!(f64::MAX),
+            json!("1e400"),
+        ] {
+            assert_eq!(cache_for(&hostile), MAX_TOKEN_TTL - Duration::from_secs(60));
+        }
+        for none in [
+            json!(0),
+            json!(-1),
+            json!(i64::MIN),
+            json!(-1e300),
+            json!("-5"),
+        ] {
+            assert_eq!(cache_for(&none), Duration::ZERO, "{none}");
+        }
+        for unreadable in [
+            Value::Null,
+            json!("soon"),
+            json!([1]),
+            json!({}),
+            json!("NaN"),
+        ] {
+            assert_eq!(
+                cache_for(&unreadable),
+                DEFAULT_TOKEN_TTL - Duration::from_secs(60),
+                "{unreadable}"
+            );
+        }
+        // Instant::now() + any of them does not overflow.
+        let _ = Instant::now() + cache_for(&json!(u64::MAX));
+    }
 
     #[tokio::test]
     async fn a_task_given_patience_waits_longer_than_the_client_default() {

@@ -5,11 +5,25 @@
 //! empty, requests are spread at the refill rate the headers imply; a 429 stops every request
 //! until the reset. A request that would have to wait longer than its caller allows is refused
 //! instead of queued. Pure bookkeeping (no clock of its own), so it is tested without sleeping.
+//!
+//! The headers come from the tenant, or from a proxy in between: every value is taken as hostile.
+//! No value panics or overflows (a limit of 0 or of 2^32, a remaining above the limit, a reset in
+//! the past or hours ahead), and no value holds requests for longer than [`MAX_HOLD`] (and a 429
+//! no longer than the patience of the caller who saw it): then one request probes again.
 
 use std::time::{Duration, Instant};
 
 /// Requests kept in hand: below this many remaining, requests are spread out.
 const RESERVE: u64 = 2;
+
+/// The longest any header holds requests back: a 429's hold, the time to the reset, the gap
+/// between spread-out requests. Auth0's tenant bucket refills a request within a second and is
+/// full again within seconds; a `Reset` further ahead (a proxy, a daily quota, a broken clock) is
+/// probed again after this, at the cost of one more 429.
+pub const MAX_HOLD: Duration = Duration::from_secs(10);
+
+/// The shortest a 429 holds requests back.
+const MIN_HOLD: Duration = Duration::from_millis(100);
 
 /// What one response said about the limit.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,15 +35,18 @@ pub struct RateHeaders {
 }
 
 impl RateHeaders {
-    /// Reads the three headers; `None` when any is missing or unreadable. `now_unix` is the
-    /// current time in (fractional) epoch seconds.
+    /// Reads the three headers; `None` when any is missing or not a whole number (a negative
+    /// or fractional value included). `now_unix` is the current time in (fractional) epoch
+    /// seconds. A reset in the past is now; one further ahead than [`MAX_HOLD`] is `MAX_HOLD`.
     pub fn from_headers(h: &reqwest::header::HeaderMap, now_unix: f64) -> Option<RateHeaders> {
         let num = |name: &str| -> Option<u64> { h.get(name)?.to_str().ok()?.trim().parse().ok() };
         let reset = num("x-ratelimit-reset")? as f64;
+        let secs = (reset - now_unix).clamp(0.0, MAX_HOLD.as_secs_f64());
         Some(RateHeaders {
             limit: num("x-ratelimit-limit")?,
             remaining: num("x-ratelimit-remaining")?,
-            reset_in: Duration::from_secs_f64((reset - now_unix).clamp(0.0, 3600.0)),
+            // `secs` is finite and in range (both operands are finite); ZERO if ever not.
+            reset_in: Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO),
         })
     }
 }
@@ -90,30 +107,36 @@ impl Pacer {
         self.in_flight = self.in_flight.saturating_sub(1);
         let Some(h) = h else { return };
         let limit = h.limit.max(1);
+        let remaining = h.remaining.min(limit);
+        let reset_in = h.reset_in.min(MAX_HOLD);
         self.limit = Some(limit);
-        self.remaining = h.remaining.saturating_sub(self.in_flight);
-        self.reset_at = now + h.reset_in;
+        self.remaining = remaining.saturating_sub(self.in_flight);
+        self.reset_at = now + reset_in;
         // The bucket refills (limit - remaining) requests by the reset. Read the rate only
-        // from a bucket at least half empty: near full, the reset's one-second resolution
-        // swamps it.
-        let missing = limit.saturating_sub(h.remaining);
-        if missing * 2 >= limit || self.interval.is_zero() {
-            self.interval = h.reset_in / missing.max(1) as u32;
+        // from a bucket at least half empty (missing ≥ limit - missing, without overflow): near
+        // full, the reset's one-second resolution swamps it.
+        let missing = limit - remaining;
+        if missing >= limit - missing || self.interval.is_zero() {
+            self.interval = reset_in / u32::try_from(missing.max(1)).unwrap_or(u32::MAX);
         }
     }
 
-    /// A 429: nothing goes before the reset. Returns how long the caller waits.
+    /// A 429: nothing goes before the reset, or before `cap` (the patience of the caller who saw
+    /// it) or [`MAX_HOLD`] when that is sooner; then the next request probes. Returns how long
+    /// the caller waits.
     pub fn rate_limited(
         &mut self,
         now: Instant,
         h: Option<RateHeaders>,
         fallback: Duration,
+        cap: Duration,
     ) -> Duration {
         self.observe(now, h);
         let wait = h
             .map(|h| h.reset_in)
             .unwrap_or(fallback)
-            .max(Duration::from_millis(100));
+            .min(cap.min(MAX_HOLD))
+            .max(MIN_HOLD);
         self.remaining = 0;
         self.hold_until = self.hold_until.max(now + wait);
         self.reset_at = self.reset_at.max(now + wait);
@@ -191,17 +214,90 @@ mod tests {
         let t = Instant::now();
         let mut p = Pacer::new(t);
         p.reserve(t, Duration::ZERO).unwrap();
-        let wait = p.rate_limited(t, h(2, 0, 30_000), Duration::from_secs(1));
-        assert_eq!(wait, Duration::from_secs(30));
+        let wait = p.rate_limited(t, h(2, 0, 8_000), SEC, Duration::from_secs(60));
+        assert_eq!(wait, Duration::from_secs(8));
         assert_eq!(
             p.reserve(t, Duration::from_secs(2)),
-            Err(Duration::from_secs(30))
+            Err(Duration::from_secs(8))
         );
         // A patient caller (an import) is given the slot at the reset.
         assert_eq!(
             p.reserve(t, Duration::from_secs(60)),
-            Ok(t + Duration::from_secs(30))
+            Ok(t + Duration::from_secs(8))
         );
+    }
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    /// Every hostile value of one header, with the others sane.
+    fn hostile() -> Vec<RateHeaders> {
+        let mut v = Vec::new();
+        for limit in [0, 1, 1 << 32, 3 << 32, u64::MAX / 2 + 1, u64::MAX] {
+            for remaining in [0, 1, 1 << 32, u64::MAX] {
+                for reset_in in [Duration::ZERO, Duration::from_secs(3600), Duration::MAX] {
+                    v.push(RateHeaders {
+                        limit,
+                        remaining,
+                        reset_in,
+                    });
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn no_header_value_panics_or_holds_requests_past_the_cap() {
+        for hh in hostile() {
+            let t = Instant::now();
+            let mut p = Pacer::new(t);
+            p.reserve(t, Duration::ZERO).unwrap();
+            p.observe(t, Some(hh));
+            // Spread-out requests: never a gap beyond the cap, however many are queued.
+            let mut last = t;
+            for _ in 0..5 {
+                let at = p.reserve(t, Duration::from_secs(3600)).unwrap();
+                assert!(at - last <= MAX_HOLD, "{hh:?}: gap {:?}", at - last);
+                last = at;
+            }
+            // A 429 with the same headers holds no longer than the cap.
+            let wait = p.rate_limited(t, Some(hh), SEC, Duration::from_secs(3600));
+            assert!(wait <= MAX_HOLD, "{hh:?}: {wait:?}");
+        }
+    }
+
+    #[test]
+    fn a_429_with_a_far_reset_holds_for_the_cap_then_one_request_probes_again() {
+        let t = Instant::now();
+        let mut p = Pacer::new(t);
+        p.reserve(t, Duration::ZERO).unwrap();
+        // A proxy's 429 says "full again in an hour".
+        let wait = p.rate_limited(t, h(50, 0, 3_600_000), SEC, Duration::from_secs(120));
+        assert_eq!(wait, MAX_HOLD);
+        // A bulk caller (60 s) is given a slot at the cap, not in an hour.
+        let probe = p.reserve(t, Duration::from_secs(60)).unwrap();
+        assert_eq!(probe, t + MAX_HOLD);
+        // A login (2 s) is refused at once rather than kept waiting; the next slot is spread
+        // after the probe at the rate the (capped) reset implies.
+        assert_eq!(
+            p.reserve(t, Duration::from_secs(2)),
+            Err(MAX_HOLD + MAX_HOLD / 50)
+        );
+        // After the cap a login goes too.
+        let later = t + MAX_HOLD + SEC;
+        p.observe(later, None);
+        assert!(p.reserve(later, Duration::from_secs(2)).is_ok());
+    }
+
+    #[test]
+    fn a_429_seen_by_a_login_holds_the_others_no_longer_than_its_patience() {
+        let t = Instant::now();
+        let mut p = Pacer::new(t);
+        p.reserve(t, Duration::ZERO).unwrap();
+        let login = Duration::from_secs(2);
+        let wait = p.rate_limited(t, h(50, 0, 3_600_000), SEC, login);
+        assert_eq!(wait, login);
+        assert_eq!(p.reserve(t, login), Ok(t + login));
     }
 
     #[test]
@@ -211,7 +307,7 @@ mod tests {
         p.reserve(t, Duration::ZERO).unwrap();
         p.observe(t, h(50, 40, 1_000));
         p.reserve(t, Duration::ZERO).unwrap();
-        let wait = p.rate_limited(t, h(50, 0, 3_000), Duration::from_secs(1));
+        let wait = p.rate_limited(t, h(50, 0, 3_000), SEC, Duration::from_secs(60));
         assert_eq!(wait, Duration::from_secs(3));
         let next = p.reserve(t, Duration::from_secs(10)).unwrap();
         assert_eq!(next, t + Duration::from_secs(3));
@@ -227,7 +323,7 @@ mod tests {
         let mut p = Pacer::new(t);
         p.reserve(t, Duration::ZERO).unwrap();
         assert_eq!(
-            p.rate_limited(t, None, Duration::from_secs(1)),
+            p.rate_limited(t, None, SEC, Duration::from_secs(60)),
             Duration::from_secs(1)
         );
         assert_eq!(p.reserve(t, Duration::ZERO), Err(Duration::from_secs(1)));
@@ -244,5 +340,36 @@ mod tests {
         assert_eq!(r.reset_in, Duration::from_millis(1500));
         m.remove("x-ratelimit-reset");
         assert_eq!(RateHeaders::from_headers(&m, 0.0), None);
+    }
+
+    #[test]
+    fn hostile_header_text_is_read_as_missing_or_capped() {
+        let read = |limit: &str, remaining: &str, reset: &str, now: f64| {
+            let mut m = reqwest::header::HeaderMap::new();
+            m.insert("x-ratelimit-limit", limit.parse().unwrap());
+            m.insert("x-ratelimit-remaining", remaining.parse().unwrap());
+            m.insert("x-ratelimit-reset", reset.parse().unwrap());
+            RateHeaders::from_headers(&m, now)
+        };
+        // Negative, fractional, garbled, beyond u64: not read.
+        for bad in [
+            "-5",
+            "1.5",
+            "soon",
+            "",
+            "18446744073709551616",
+            "NaN",
+            "inf",
+        ] {
+            assert_eq!(read("10", "1", bad, 0.0), None, "reset {bad:?}");
+            assert_eq!(read(bad, "1", "5", 0.0), None, "limit {bad:?}");
+            assert_eq!(read("10", bad, "5", 0.0), None, "remaining {bad:?}");
+        }
+        // A reset in the past is now; one hours or eons ahead is the cap; a clock of 0 too.
+        let r = |reset: &str, now: f64| read("10", "0", reset, now).map(|h| h.reset_in);
+        assert_eq!(r("100", 1_000.0), Some(Duration::ZERO));
+        assert_eq!(r("4600", 1_000.0), Some(MAX_HOLD));
+        assert_eq!(r("18446744073709551615", 0.0), Some(MAX_HOLD));
+        assert_eq!(r("0", f64::MAX), Some(Duration::ZERO));
     }
 }

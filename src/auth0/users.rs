@@ -3,12 +3,13 @@
 //! Auth0 merges `app_metadata` at its top level only (a PATCH replaces each key it names), so a
 //! write of the roles sends the whole `flex` object: the one read, with `roles` replaced.
 //! Every user with a Flex role is listed by users search (at most 1,000 results), or beyond that
-//! by a users-export job (gzip NDJSON).
+//! by a users-export job (gzip NDJSON), streamed: downloaded, unzipped and parsed a chunk at a
+//! time, keeping only the users with a Flex role, within [`EXPORT_LIMITS`].
 
-use super::client::{segment, Auth0Error, Client};
+use super::client::{segment, Auth0Error, Client, PresignedUrl};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::time::Duration;
 
 /// The fields flexgate reads of a user.
@@ -18,8 +19,30 @@ pub const HAS_ROLES: &str = "_exists_:app_metadata.flex.roles";
 /// Users search reaches this many results at most (Auth0 docs, "User Search Query Syntax").
 pub const SEARCH_LIMIT: u64 = 1000;
 const PER_PAGE: u64 = 100;
-/// The largest users export read (gzip).
-const MAX_EXPORT: usize = 256 * 1024 * 1024;
+
+/// What one users export may hold, each named in the error when exceeded.
+#[derive(Debug, Clone)]
+pub struct ExportLimits {
+    /// The download (gzip).
+    pub max_download: u64,
+    /// The NDJSON once unzipped (a gzip bomb stops here).
+    pub max_unzipped: u64,
+    /// One line (one user).
+    pub max_line: usize,
+    /// Users with a Flex role kept.
+    pub max_users: usize,
+}
+
+/// The limits of every users export read.
+pub const EXPORT_LIMITS: ExportLimits = ExportLimits {
+    max_download: 256 * 1024 * 1024,
+    max_unzipped: 2 * 1024 * 1024 * 1024,
+    max_line: 1024 * 1024,
+    max_users: 200_000,
+};
+
+/// Chunks of the download in flight between the download and the parser.
+const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// One Auth0 user as far as roles go.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -150,17 +173,23 @@ struct Job {
 }
 
 /// Every user with a Flex role, from a users-export job (`read:users`): create, poll until
-/// completed, download the gzip NDJSON, keep the lines with roles.
+/// completed, then stream the gzip NDJSON, keeping the lines with roles.
 pub async fn export_with_roles(c: &Client) -> Result<Vec<User>, Auth0Error> {
+    let location = finished_export(c).await?;
+    read_export(c, &location, &EXPORT_LIMITS).await
+}
+
+/// Creates a users-export job and waits until it is done; its pre-signed download URL.
+async fn finished_export(c: &Client) -> Result<PresignedUrl, Auth0Error> {
     let body = json!({
         "format": "json",
         "fields": [{"name": "user_id"}, {"name": "email"}, {"name": "app_metadata"}],
     });
     let mut job: Job = c.post("/api/v2/jobs/users-exports", &body).await?;
     let mut delay = Duration::from_millis(250);
-    let location = loop {
+    loop {
         match (job.status.as_str(), job.location.take()) {
-            ("completed", Some(l)) => break l,
+            ("completed", Some(l)) => return Ok(PresignedUrl::new(l)),
             ("failed", _) => {
                 return Err(Auth0Error::Status {
                     url: format!("/api/v2/jobs/{}", job.id),
@@ -175,35 +204,112 @@ pub async fn export_with_roles(c: &Client) -> Result<Vec<User>, Auth0Error> {
         job = c
             .get(&format!("/api/v2/jobs/{}", segment(&job.id)), &[])
             .await?;
-    };
-    let gz = c.download(&location, MAX_EXPORT).await?;
-    // Unzipping and parsing every user is CPU work: off the async reactor.
-    let parsed = tokio::task::spawn_blocking(move || parse_export(&gz))
+    }
+}
+
+/// Downloads the export at `location` while a blocking task unzips and parses it (CPU work, off
+/// the reactor): at most a few chunks and the users with roles are held at once.
+pub async fn read_export(
+    c: &Client,
+    location: &PresignedUrl,
+    limits: &ExportLimits,
+) -> Result<Vec<User>, Auth0Error> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+    let lim = limits.clone();
+    let parser = tokio::task::spawn_blocking(move || parse_export(ChunkReader::new(rx), &lim));
+    let downloaded = c.download(location, limits.max_download, &tx).await;
+    drop(tx);
+    let parsed = parser
         .await
         .unwrap_or_else(|e| Err(format!("the export parser stopped: {e}")));
+    // A failed download explains the cut stream the parser saw.
+    downloaded?;
     parsed.map_err(|reason| Auth0Error::Garbage {
-        url: location,
+        url: location.shown(),
         reason,
     })
 }
 
-/// gzip NDJSON → the users that have a Flex role.
-pub fn parse_export(gz: &[u8]) -> Result<Vec<User>, String> {
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(gz)
-        .take(MAX_EXPORT as u64 * 8)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("not gzip text: {e}"))?;
+/// A blocking `Read` over the chunks the download sends (for the parser's blocking task).
+struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl ChunkReader {
+    fn new(rx: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+        ChunkReader {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at >= self.chunk.len() {
+            match self.rx.blocking_recv() {
+                Some(c) => (self.chunk, self.at) = (c, 0),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// gzip NDJSON → the users that have a Flex role, read incrementally within `lim`.
+pub fn parse_export(gz: impl Read, lim: &ExportLimits) -> Result<Vec<User>, String> {
+    let text = flate2::read::MultiGzDecoder::new(gz).take(lim.max_unzipped);
+    let mut reader = std::io::BufReader::new(text);
+    let unzipped_cap = || {
+        format!(
+            "the users export unzips to more than {} bytes, flexgate's cap",
+            lim.max_unzipped
+        )
+    };
     let mut users = Vec::new();
-    for (n, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let u: User = serde_json::from_str(line).map_err(|e| format!("line {}: {e}", n + 1))?;
+    let mut line = Vec::new();
+    for n in 1.. {
+        line.clear();
+        let got = (&mut reader)
+            .take(lim.max_line as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| format!("not gzip text: {e}"))?;
+        if got == 0 {
+            break;
+        }
+        if line.len() > lim.max_line {
+            return Err(format!(
+                "line {n} of the users export is over {} bytes, flexgate's cap on one user",
+                lim.max_line
+            ));
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let u: User = match serde_json::from_slice(&line) {
+            Ok(u) => u,
+            // A line cut by the unzipped cap is the cap's error.
+            Err(_) if reader.get_ref().limit() == 0 => return Err(unzipped_cap()),
+            Err(e) => return Err(format!("line {n}: {e}")),
+        };
         if u.app_metadata.pointer("/flex/roles").is_some() {
+            if users.len() >= lim.max_users {
+                return Err(format!(
+                    "the users export has more than {} users with a Flex role, flexgate's cap on one roles snapshot",
+                    lim.max_users
+                ));
+            }
             users.push(u);
         }
+    }
+    if reader.get_ref().limit() == 0 {
+        return Err(unzipped_cap());
     }
     Ok(users)
 }
@@ -234,9 +340,59 @@ mod tests {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(b"{\"user_id\":\"a\",\"email\":\"a@x\",\"app_metadata\":{\"flex\":{\"roles\":[\"agent\"]}}}\n{\"user_id\":\"b\"}\n\n")
             .unwrap();
-        let users = parse_export(&e.finish().unwrap()).unwrap();
+        let users = parse_export(&e.finish().unwrap()[..], &EXPORT_LIMITS).unwrap();
         assert_eq!(users.len(), 1);
         assert_eq!(users[0].roles(), vec!["agent"]);
-        assert!(parse_export(b"not gzip").is_err());
+        assert!(parse_export(&b"not gzip"[..], &EXPORT_LIMITS).is_err());
+    }
+
+    fn gz(lines: &[String]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        for l in lines {
+            e.write_all(l.as_bytes()).unwrap();
+            e.write_all(b"\n").unwrap();
+        }
+        e.finish().unwrap()
+    }
+
+    fn agents(n: usize, pad: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                json!({"user_id": format!("auth0|{i}"), "email": format!("a{i}@x"),
+                       "app_metadata": {"flex": {"roles": ["agent"], "pad": "p".repeat(pad)}}})
+                .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_export_beyond_a_cap_is_refused_naming_it() {
+        let lim = ExportLimits {
+            max_download: 1 << 20,
+            max_unzipped: 10_000,
+            max_line: 500,
+            max_users: 3,
+        };
+        // Users without a role do not count; those with one do.
+        let mut lines = agents(3, 0);
+        lines.push(json!({"user_id": "auth0|none"}).to_string());
+        assert_eq!(parse_export(&gz(&lines)[..], &lim).unwrap().len(), 3);
+        let e = parse_export(&gz(&agents(4, 0))[..], &lim).unwrap_err();
+        assert!(e.contains("more than 3 users with a Flex role"), "{e}");
+        let e = parse_export(&gz(&agents(1, 600))[..], &lim).unwrap_err();
+        assert!(
+            e.contains("line 1 of the users export is over 500 bytes"),
+            "{e}"
+        );
+        // A gzip bomb: many small lines without roles, far past the unzipped cap.
+        let bomb: Vec<String> = (0..2_000)
+            .map(|i| format!("{{\"user_id\":\"{i}\"}}"))
+            .collect();
+        let e = parse_export(&gz(&bomb)[..], &lim).unwrap_err();
+        assert!(e.contains("unzips to more than 10000 bytes"), "{e}");
+        // A cut download is an error, not a short list.
+        let whole = gz(&agents(3, 0));
+        assert!(parse_export(&whole[..whole.len() - 10], &lim).is_err());
     }
 }

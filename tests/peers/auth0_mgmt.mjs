@@ -31,7 +31,12 @@
 //          "retry_after":1,           // Retry-After / reset seconds on those 429s
 //          "user_delay_ms":0,         // delay GET /api/v2/users/{id} (timeout tests)
 //          "search_unavailable":0,    // answer the first N users searches with 503 (outage tests)
-//          "export_delay_ms":200}     // how long a users-export job takes
+//          "export_delay_ms":200,     // how long a users-export job takes
+//          "rate_headers":{"x-ratelimit-limit":"4294967296"},  // hostile X-RateLimit-* values sent on
+//                                     // every /api/v2 answer (a broken tenant or a proxy); null removes one
+//          "throttle":{"route":"users_by_email","first":1,"reset_in":3600},  // answer the first N requests
+//                                     // of that route with 429 and X-RateLimit-Reset that far ahead
+//          "token_expires_in": -5}    // the token answer's expires_in, as given (any JSON value)
 // GET /__stats -> {"token_requests","user_requests","requests","writes","rate_limited","by_route":{name:n}}
 // (test-only introspection, not an Auth0 endpoint; `user_requests` counts GET /api/v2/users/{id}).
 // GET /__requests -> [{"method","path"}…], every request received so far in order (test-only; tests assert
@@ -80,6 +85,13 @@ function refill() {
   filled = now;
 }
 function rateHeaders() {
+  const h = saneRateHeaders();
+  for (const [k, v] of Object.entries(cfg.rate_headers ?? {})) {
+    if (v === null) delete h[k]; else h[k] = String(v);
+  }
+  return h;
+}
+function saneRateHeaders() {
   if (!rate) return { 'x-ratelimit-limit': '1000', 'x-ratelimit-remaining': '999', 'x-ratelimit-reset': String(Math.ceil(Date.now() / 1000)) };
   const full = Date.now() + ((rate.burst - bucket) / rate.per) * 1000;
   return {
@@ -105,7 +117,8 @@ function issueToken(req, res, b) {
   const t = randomBytes(24).toString('base64url');
   const ttl = cfg.token_ttl ?? 86400;
   tokens.set(t, { exp: Date.now() + ttl * 1000, scope: new Set(grantedScope.split(' ').filter(Boolean)) });
-  return send(res, 200, { access_token: t, token_type: 'Bearer', expires_in: ttl, scope: grantedScope });
+  const expiresIn = 'token_expires_in' in cfg ? cfg.token_expires_in : ttl;
+  return send(res, 200, { access_token: t, token_type: 'Bearer', expires_in: expiresIn, scope: grantedScope });
 }
 
 // Shared with the route modules.
@@ -130,6 +143,15 @@ async function api(req, res, url) {
   stats.by_route[name] = (stats.by_route[name] || 0) + 1;
   const tok = tokenOf(req);
   if (!tok) return apiError(res, 401, 'Unauthorized', 'Invalid token');
+  if (cfg.throttle && cfg.throttle.route === name && (stats.throttled ?? 0) < (cfg.throttle.first ?? 1)) {
+    stats.throttled = (stats.throttled ?? 0) + 1;
+    stats.rate_limited++;
+    const reset = Math.floor(Date.now() / 1000) + (cfg.throttle.reset_in ?? 3600);
+    res.setHeader('x-ratelimit-limit', '50');
+    res.setHeader('x-ratelimit-remaining', '0');
+    res.setHeader('x-ratelimit-reset', String(reset));
+    return apiError(res, 429, 'Too Many Requests', 'Global limit has been reached', 'too_many_requests');
+  }
   if (!admit()) {
     stats.rate_limited++;
     res.setHeader('retry-after', String(Math.max(1, Number(rateHeaders()['x-ratelimit-reset']) - Math.floor(Date.now() / 1000))));

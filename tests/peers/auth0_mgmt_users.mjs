@@ -19,7 +19,12 @@
 //   GET   /api/v2/jobs/{id} -> 200 {…, "status":"pending"|"processing"|"completed", "location": URL when completed}
 //         The location is a pre-signed download of gzip NDJSON (format json), one user per line with the
 //         requested fields (export_as names them) (node-auth0 jobs-manager.ts `exportUsers`; go-auth0
-//         management/job.go `ExportUsers`; Auth0 docs "Bulk User Exports").
+//         management/job.go `ExportUsers`; Auth0 docs "Bulk User Exports"). Like Auth0's (an S3 pre-signed
+//         URL), the location carries its credential in the query: X-Amz-Credential and X-Amz-Signature.
+// CONFIG keys used here (besides users, search_unavailable, rate_limit_first, retry_after, user_delay_ms,
+// export_delay_ms): "export_signature" (the X-Amz-Signature value, default random, so a test can look for it),
+// "export_status" (answer the download with this HTTP status instead, e.g. 403 for an expired signature),
+// "export_claims_bytes" (a Content-Length header this large on the download: a file too big to take).
 import { gzipSync } from 'node:zlib';
 import { randomBytes } from 'node:crypto';
 
@@ -125,12 +130,19 @@ export function routes(ctx) {
     const j = jobs.get(id);
     if (!j) return apiError(res, 404, 'Not Found', 'The job does not exist.', 'inexistent_job');
     if (Date.now() < j.done) return send(res, 200, { ...j.job, status: 'processing', percentage_done: 50, time_left_seconds: 1 });
-    return send(res, 200, { ...j.job, status: 'completed', location: `${ctx.base}/__exports/${id}.json.gz` });
+    const sig = cfg.export_signature ?? randomBytes(32).toString('hex');
+    const query = `X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA${randomBytes(8).toString('hex').toUpperCase()}&X-Amz-Expires=60&X-Amz-Signature=${sig}`;
+    return send(res, 200, { ...j.job, status: 'completed', location: `${ctx.base}/__exports/${id}.json.gz?${query}` });
   }
 
   function download({ res, params: [id] }) {
     const j = jobs.get(id);
     if (!j || Date.now() < j.done) return send(res, 404, { message: 'NoSuchKey' });
+    if (cfg.export_status) return send(res, cfg.export_status, { message: 'AccessDenied: Request has expired' });
+    if (cfg.export_claims_bytes) {
+      res.writeHead(200, { 'content-type': 'application/gzip', 'content-length': String(cfg.export_claims_bytes) });
+      return res.end();
+    }
     const lines = sorted().map((u) => {
       const row = {};
       for (const f of j.job.fields) {

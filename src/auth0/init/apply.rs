@@ -65,15 +65,24 @@ pub(super) async fn apply_app(
     }
 }
 
-/// Creates or updates the Action, waits for its build, deploys it; returns its id.
+/// Creates or updates the Action (its code for the application `client_id`), waits for its
+/// build, deploys it; returns its id.
 pub(super) async fn apply_action(
     api: &dyn MgmtApi,
     p: &ActionPlan,
     d: &Desired,
+    client_id: &str,
     cur: &Current,
     out: &mut dyn Write,
 ) -> Result<String, InitError> {
-    let id = match (&p.body, &cur.action) {
+    // The plan's code may predate the application (created just now): write it for its id.
+    let body = p.body.clone().map(|mut b| {
+        if let Some(code) = b.get_mut("code") {
+            *code = Value::String(d.action_code(client_id));
+        }
+        b
+    });
+    let id = match (&body, &cur.action) {
         (Some(body), None) => {
             let v = api.post("/api/v2/actions/actions", body).await?;
             let id = v.get("id").and_then(Value::as_str).unwrap_or_default();

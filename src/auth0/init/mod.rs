@@ -4,6 +4,7 @@
 //! flow after the Actions already there), then `flexgate.toml`, `flexgate.env` and the signing
 //! key pair. Objects are found by name: a second run changes nothing, and repairs drift.
 
+pub mod action;
 pub mod api;
 mod apply;
 pub mod files;
@@ -81,7 +82,6 @@ pub struct Desired {
     pub callback: String,
     pub claim: String,
     pub action_name: String,
-    pub action_code: String,
 }
 
 /// The tenant domain as Auth0 shows it (`example.us.auth0.com`); a pasted URL is accepted.
@@ -104,6 +104,11 @@ pub fn tenant_domain(d: &str) -> Result<String, InitError> {
 }
 
 impl Desired {
+    /// The Action's code for flexgate's application `client_id`.
+    pub fn action_code(&self, client_id: &str) -> String {
+        action::code(&self.claim, client_id)
+    }
+
     /// Validates the options by rendering the config they lead to (with a placeholder client id)
     /// through the config loader, so every mistake is named as `flexgate check` names it.
     pub fn new(o: &InitOptions) -> Result<Desired, InitError> {
@@ -132,7 +137,6 @@ impl Desired {
             domain,
             public_url: cfg.server.public_url.clone(),
             callback: cfg.callback_url(),
-            action_code: crate::check::action_snippet(&claim),
             claim,
             action_name: format!("{}-flex-roles", o.app_name.trim()),
         })
@@ -221,7 +225,11 @@ pub(super) fn config_for(d: &Desired, o: &InitOptions, client_id: &str, method: 
 /// Decides every step (no I/O but reading the output folder).
 pub fn make_plan(d: &Desired, o: &InitOptions, cur: &Current) -> Result<Plan, InitError> {
     let app = plan::plan_app(&o.app_name, &d.callback, cur.app.as_ref());
-    let action = plan::plan_action(&d.action_name, &d.action_code, cur.action.as_ref());
+    // Before the application exists its client id is not known: no code there can be flexgate's,
+    // and the one deployed is written with the id the application is created with.
+    let client_id = cur.app.as_ref().map_or("", |a| a.client_id.as_str());
+    let code = d.action_code(client_id);
+    let action = plan::plan_action(&d.action_name, &code, cur.action.as_ref());
     let action_id = cur.action.as_ref().map(|a| a.id.as_str());
     let binding = plan::plan_binding(&cur.bindings, &d.action_name, action_id);
     let method = plan::planned_auth_method(cur.app.as_ref());
@@ -371,11 +379,11 @@ fn print_flex_console(o: &InitOptions, out: &mut dyn Write) -> Result<(), InitEr
     let cert = crate::config::keys::load(&cfg)
         .map(|k| k.cert.pem.clone())
         .unwrap_or_default();
-    let console = crate::check::flex_console(&cfg);
+    let console = crate::flex_console::flex_console(&cfg);
     let _ = write!(
         out,
         "{}",
-        crate::check::render_flex_console(&console, &cert)
+        crate::flex_console::render_flex_console(&console, &cert)
     );
     let _ = writeln!(
         out,
@@ -412,7 +420,7 @@ pub async fn run(
     let method = plan::planned_auth_method(cur.app.as_ref());
     if p.changes() > 0 {
         let (client_id, secret) = apply::apply_app(api, &p.app, &cur, out).await?;
-        let action_id = apply::apply_action(api, &p.action, &d, &cur, out).await?;
+        let action_id = apply::apply_action(api, &p.action, &d, &client_id, &cur, out).await?;
         apply::apply_binding(api, &d, &action_id, out).await?;
         let applied = apply::Applied {
             client_id,
