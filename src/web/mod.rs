@@ -1,6 +1,7 @@
 //! HTTP: the axum router and one module per endpoint. HTTP types stay here; the login itself
 //! is `login`'s.
 
+pub mod admin;
 pub mod app;
 mod callback;
 mod errors;
