@@ -565,7 +565,6 @@ async fn tls_without_a_reverse_proxy() {
         let _ = child.wait();
         panic!("https /healthz: {log_text}");
     }
-    // The browser-binding cookie carries Secure when public_url is https.
     let url = format!(
         "https://127.0.0.1:{p}/saml/sso?SAMLRequest={}",
         urlencode(&deflate_b64(&enhanced_request(
@@ -587,8 +586,13 @@ async fn tls_without_a_reverse_proxy() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(r.status(), 302, "{cookie}");
+    // On https the binding cookie has the __Host- prefix: Secure, Path=/, no Domain.
     assert!(
-        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        cookie.starts_with("__Host-flexgate_browser=")
+            && cookie.contains("; Secure")
+            && cookie.contains("; Path=/;")
+            && cookie.contains("HttpOnly")
+            && !cookie.to_ascii_lowercase().contains("domain"),
         "{cookie}"
     );
     assert!(
