@@ -24,8 +24,8 @@ pub async fn get(
             )
         }
     };
-    let browser = super::browser_cookie(&headers);
     let idp = st.idp();
+    let browser = super::browser_cookie(&headers, idp.config.secure_cookies());
     let idp = &*idp;
     match login::begin_idp_initiated(idp, &sp, relay_state, browser.as_deref()).await {
         Ok(started) => errors::started(idp, &started, errors::Start::Idp),

@@ -69,8 +69,8 @@ async fn handle(
         Ok(v) => v,
         Err(e) => return errors::login_failed(&st.idp(), &e, None),
     };
-    let browser = super::browser_cookie(headers);
     let idp = st.idp();
+    let browser = super::browser_cookie(headers, idp.config.secure_cookies());
     let idp = &*idp;
     let r = SsoRequest {
         binding,
