@@ -97,6 +97,18 @@ pub enum LoginError {
     Sign(#[from] SignError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The CPU work queue is full: the request was refused at once (`blocking.rs`).
+    #[error("{0}")]
+    Busy(crate::blocking::JobError),
+}
+
+impl From<crate::blocking::JobError> for LoginError {
+    fn from(e: crate::blocking::JobError) -> Self {
+        match e {
+            crate::blocking::JobError::Failed(m) => LoginError::Internal(m),
+            busy => LoginError::Busy(busy),
+        }
+    }
 }
 
 impl LoginError {
@@ -127,6 +139,7 @@ impl LoginError {
             LoginError::Store(_) => "store_error",
             LoginError::Sign(SignError::Token(_)) => "signing_unavailable",
             LoginError::Sign(_) | LoginError::Internal(_) => "internal",
+            LoginError::Busy(_) => "busy",
         }
     }
 }
@@ -275,8 +288,7 @@ pub async fn accept_request<'i>(
         };
         read_request(&config, &keys, now, &msg)
     })
-    .await
-    .map_err(|e| LoginError::Internal(e.to_string()))??;
+    .await??;
     let sp = cfg
         .sp_by_entity_id(&req.issuer)
         .ok_or_else(|| RequestError::UnknownIssuer(req.issuer.clone()))?;

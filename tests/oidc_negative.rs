@@ -1359,8 +1359,15 @@ async fn readiness_probes_are_not_an_upstream_amplifier() {
     for p in flood {
         let (status, body) = p.await.unwrap();
         assert_eq!(status, 503, "{body}");
-        assert!(body.contains("not a JWK set"), "{body}");
+        assert!(
+            body.contains("failing") && !body.contains("not a JWK set"),
+            "the public answer names the check, not the reason: {body}"
+        );
     }
+    // The reason is on the admin listener.
+    let (status, body) = probe(client.clone(), format!("{}/readyz", fg.admin)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not a JWK set"), "{body}");
     for _ in 0..50 {
         assert_eq!(probe(client.clone(), url.clone()).await.0, 503);
     }

@@ -111,6 +111,12 @@ pub fn page_for(e: &LoginError) -> Page {
             "You signed in, but flexgate cannot reach the security module that holds its signing key, so it cannot vouch for you to Flex.",
             "Try again in a minute. If it persists, give your administrator the reference below (the /readyz of flexgate's admin listener shows the module's state).",
         ),
+        LoginError::Busy(_) => page(
+            S::SERVICE_UNAVAILABLE,
+            "flexgate is busy",
+            "Too many sign-in requests are being checked right now, so this one was turned away at once rather than kept waiting.",
+            "Wait a few seconds and try again from Flex. If it keeps happening, give your administrator the reference below.",
+        ),
         LoginError::Sign(_) | LoginError::Internal(_) => page(
             S::INTERNAL_SERVER_ERROR,
             "Something went wrong",
@@ -217,13 +223,20 @@ pub fn login_failed(idp: &Idp, e: &LoginError, sp: Option<&str>) -> Response {
         }
     }
     let p = page_for(e);
-    error_page(&ErrorPage {
+    let mut resp = error_page(&ErrorPage {
         status: p.status,
         title: p.title,
         message: p.message,
         hint: p.hint,
         reference: &reference,
-    })
+    });
+    if matches!(e, LoginError::Busy(_)) {
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+    }
+    resp
 }
 
 fn count_failed(idp: &Idp, sp: &str, reason: &str) {
@@ -374,6 +387,7 @@ mod tests {
             StoreError::Unavailable("down".into()).into(),
             crate::saml::sign::SignError::WeakKey.into(),
             LoginError::Internal("boom".into()),
+            crate::blocking::JobError::Busy(128).into(),
         ]
     }
 
@@ -413,6 +427,7 @@ mod tests {
                 "upstream_error" | "management_error" => 502,
                 "store_error" => 503,
                 "internal" => 500,
+                "busy" => 503,
                 other => panic!("no expected status for {other}"),
             };
             assert_eq!(status.as_u16(), want, "{e:?}");
