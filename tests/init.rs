@@ -168,12 +168,7 @@ fn mode(p: &Path) -> u32 {
 
 /// Loads the written config as `flexgate serve` would, with the secret from flexgate.env.
 fn load_written(out: &Path) -> flexgate::config::Config {
-    let env = std::fs::read_to_string(out.join("flexgate.env")).expect("flexgate.env");
-    let secret = env
-        .strip_prefix("FLEXGATE_CLIENT_SECRET=")
-        .expect("FLEXGATE_CLIENT_SECRET=")
-        .trim_end()
-        .to_string();
+    let secret = sourced_secret(&out.join("flexgate.env"));
     let path = out.join("flexgate.toml");
     let text = std::fs::read_to_string(&path).expect("flexgate.toml");
     let cfg = flexgate::config::Config::from_toml(&text, &path, |k| {
@@ -683,4 +678,241 @@ async fn a_rerun_repairs_an_action_that_gives_roles_to_every_application() {
     );
     assert_eq!(run_action(&want, "another-application"), json!({}));
     assert_eq!(bound(&m).await, ["existing-a", ACTION]);
+}
+
+// ---- `init` writes files safely (issue 18, item 8) ----
+
+/// FLEXGATE_CLIENT_SECRET as bash reads `file` (`set -a; . file`, as the README says).
+fn sourced_secret(file: &Path) -> String {
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(r#"set -a; . "$1"; printf %s "$FLEXGATE_CLIENT_SECRET""#)
+        .arg("bash")
+        .arg(file)
+        .env_remove("FLEXGATE_CLIENT_SECRET")
+        .output()
+        .expect("bash");
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8(o.stdout).expect("utf-8")
+}
+
+/// The variables of an environment file as systemd's `EnvironmentFile=` reads them: a port of
+/// systemd's parser (src/basic/env-file.c `parse_env_file_internal`, as systemd.exec(5)
+/// describes it): `#`/`;` comment lines, `KEY=VALUE` with leading whitespace skipped and trailing
+/// whitespace of bare values dropped; a backslash escapes the next character outside quotes;
+/// single quotes are literal; inside double quotes a backslash unescapes `"`, `\`, `` ` `` and
+/// `$` and is kept before any other character; a closing quote returns to "before value", where
+/// whitespace is skipped and another quote may follow.
+fn systemd_env(text: &str) -> Vec<(String, String)> {
+    #[derive(PartialEq)]
+    enum S {
+        PreKey,
+        Key,
+        PreValue,
+        Value,
+        ValueEscape,
+        Single,
+        Double,
+        DoubleEscape,
+        Comment,
+    }
+    let mut out = Vec::new();
+    let (mut key, mut value, mut state) = (String::new(), String::new(), S::PreKey);
+    let mut trailing_ws: Option<usize> = None;
+    for c in text.chars() {
+        match state {
+            S::PreKey if c == '#' || c == ';' => state = S::Comment,
+            S::PreKey if !c.is_whitespace() => {
+                key = c.to_string();
+                state = S::Key;
+            }
+            S::PreKey => {}
+            S::Key if c == '\n' => state = S::PreKey,
+            S::Key if c == '=' => {
+                value.clear();
+                trailing_ws = None;
+                state = S::PreValue;
+            }
+            S::Key => key.push(c),
+            S::PreValue | S::Value if c == '\n' => {
+                if state == S::Value {
+                    if let Some(n) = trailing_ws {
+                        value.truncate(n);
+                    }
+                }
+                out.push((key.trim_end().to_string(), std::mem::take(&mut value)));
+                state = S::PreKey;
+            }
+            S::PreValue if c == '\'' => state = S::Single,
+            S::PreValue if c == '"' => state = S::Double,
+            S::PreValue | S::Value if c == '\\' => {
+                trailing_ws = None;
+                state = S::ValueEscape;
+            }
+            S::PreValue if c == ' ' || c == '\t' => {}
+            S::PreValue | S::Value => {
+                if c == ' ' || c == '\t' {
+                    trailing_ws.get_or_insert(value.len());
+                } else {
+                    trailing_ws = None;
+                }
+                value.push(c);
+                state = S::Value;
+            }
+            S::ValueEscape => {
+                if c != '\n' {
+                    value.push(c);
+                }
+                state = S::Value;
+            }
+            S::Single if c == '\'' => state = S::PreValue,
+            S::Single => value.push(c),
+            S::Double if c == '"' => state = S::PreValue,
+            S::Double if c == '\\' => state = S::DoubleEscape,
+            S::Double => value.push(c),
+            S::DoubleEscape => {
+                if "\"\\`$".contains(c) {
+                    value.push(c);
+                } else if c != '\n' {
+                    value.push('\\');
+                    value.push(c);
+                }
+                state = S::Double;
+            }
+            S::Comment if c == '\n' => state = S::PreKey,
+            S::Comment => {}
+        }
+    }
+    if matches!(state, S::PreValue | S::Value | S::Single | S::Double) {
+        out.push((key.trim_end().to_string(), value));
+    }
+    out
+}
+
+#[test]
+fn the_systemd_reading_follows_its_rules() {
+    let t = "# c\nA=plain  \nB='x y'\"z\"\nC=\"a\\$b\\q\"\n  D = v\\ w\n";
+    assert_eq!(
+        systemd_env(t),
+        [("A", "plain"), ("B", "x yz"), ("C", "a$b\\q"), ("D", "v w")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+    );
+}
+
+#[tokio::test]
+async fn the_env_file_reads_the_same_in_bash_and_systemd_whatever_the_secret() {
+    let secret = "s3cr3t $HOME \"dq\" 'sq' back\\slash #hash `tick` ;semi !bang";
+    let app_json = json!({"name": "flexgate", "app_type": "regular_web", "callbacks": [CALLBACK],
+                          "grant_types": ["authorization_code"], "token_endpoint_auth_method": "client_secret_post",
+                          "client_secret": secret});
+    let m = stand_in(json!({"clients": [app_json]}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_exit(&init(&m, dir.path(), &[]), 0);
+    let env = dir.path().join("flexgate.env");
+    assert_eq!(sourced_secret(&env), secret, "bash: set -a; . flexgate.env");
+    let text = std::fs::read_to_string(&env).expect("read");
+    assert_eq!(
+        systemd_env(&text),
+        [("FLEXGATE_CLIENT_SECRET".to_string(), secret.to_string())],
+        "systemd EnvironmentFile=: {text}"
+    );
+    assert_eq!(
+        load_written(dir.path()).upstream.client_secret.expose(),
+        secret
+    );
+    // A second run reads it back as the same secret: nothing to change.
+    let o = init(&m, dir.path(), &[]);
+    assert_exit(&o, 0);
+    assert_says(&o, &["nothing to change"]);
+}
+
+#[tokio::test]
+async fn symlinks_planted_at_the_files_are_replaced_never_written_through() {
+    let m = stand_in(json!({}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("deploy");
+    std::fs::create_dir(&out).expect("mkdir");
+    let victims = dir.path().join("elsewhere");
+    std::fs::create_dir(&victims).expect("mkdir");
+    for name in ["flexgate.toml", "flexgate.env"] {
+        let target = victims.join(name);
+        std::fs::write(&target, "precious\n").expect("write");
+        std::os::unix::fs::symlink(&target, out.join(name)).expect("symlink");
+    }
+    // Without --force: "exists with other contents", nothing written anywhere.
+    let o = init(&m, &out, &[]);
+    assert_exit(&o, 2);
+    for name in ["flexgate.toml", "flexgate.env"] {
+        assert_eq!(
+            std::fs::read_to_string(victims.join(name)).expect("read"),
+            "precious\n"
+        );
+    }
+    // With --force: the links are replaced by files; their targets are untouched.
+    assert_exit(&init(&m, &out, &["--force"]), 0);
+    for name in ["flexgate.toml", "flexgate.env"] {
+        assert_eq!(
+            std::fs::read_to_string(victims.join(name)).expect("read"),
+            "precious\n",
+            "{name} was written through its symlink"
+        );
+        let meta = std::fs::symlink_metadata(out.join(name)).expect("stat");
+        assert!(meta.file_type().is_file(), "{name} is a file now");
+    }
+    assert_eq!(mode(&out.join("flexgate.env")), 0o600);
+    load_written(&out);
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn an_env_file_readable_by_others_is_made_0600_and_said() {
+    let m = stand_in(json!({}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_exit(&init(&m, dir.path(), &[]), 0);
+    let env = dir.path().join("flexgate.env");
+    std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let o = init(&m, dir.path(), &["--dry-run"]);
+    assert_exit(&o, 0);
+    assert_says(&o, &["chmod", "mode 0644 -> 0600"]);
+    assert_eq!(mode(&env), 0o644, "a dry run changes nothing");
+    let o = init(&m, dir.path(), &[]);
+    assert_exit(&o, 0);
+    assert_says(&o, &["fixed the mode of", "0644 -> 0600"]);
+    assert_eq!(mode(&env), 0o600);
+    let o = init(&m, dir.path(), &[]);
+    assert_says(&o, &["nothing to change"]);
+}
+
+#[tokio::test]
+async fn a_login_flow_edited_by_someone_else_during_the_run_stops_it_saying_so() {
+    // Right after init's first read of the bindings (while it builds its Action), a colleague
+    // binds another Action in the dashboard.
+    let m = stand_in(json!({"bindings": ["existing-a"],
+                            "edit_bindings_after_get": {"after": 1, "add": "colleague"}}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = init(&m, dir.path(), &[]);
+    assert_exit(&o, 1);
+    assert_says(
+        &o,
+        &[
+            "the Login flow changed since `flexgate init` read it",
+            "[existing-a]",
+            "[existing-a, colleague]",
+            "nothing was bound",
+        ],
+    );
+    assert_eq!(
+        bound(&m).await,
+        ["existing-a", "colleague"],
+        "their edit stands"
+    );
+    // The next run binds after both.
+    assert_exit(&init(&m, dir.path(), &[]), 0);
+    assert_eq!(bound(&m).await, ["existing-a", "colleague", ACTION]);
 }

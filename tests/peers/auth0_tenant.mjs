@@ -33,7 +33,9 @@
 //
 // CONFIG keys used here: "scope" (the tokens' scopes, space-separated; default: every scope below),
 // "build_ms", "build_fails" (every build ends "failed"), "bindings_per_page_max" (default 50), "clients":[{…}], "actions":[{name, code, runtime,
-// deployed}], "bindings":["action name", …] (bound in that order; their actions are created deployed).
+// deployed}], "bindings":["action name", …] (bound in that order; their actions are created deployed),
+// "edit_bindings_after_get": {"after": N, "add": "name"} (a colleague in the dashboard: right after the Nth
+// GET of the bindings is answered, an Action of that name is created, deployed and bound last).
 import { randomBytes, randomUUID } from 'node:crypto';
 
 export const ALL_SCOPES = 'read:clients create:clients update:clients read:client_keys read:actions create:actions update:actions';
@@ -113,11 +115,13 @@ export function tenantRoutes(cfg) {
     a.status = 'built';
     if (spec.deployed !== false) deploy(a);
   }
-  for (const name of cfg.bindings ?? []) {
+  function bindLast(name) {
     let a = [...actions.values()].find((x) => x.name === name);
     if (!a) { a = newAction({ name, supported_triggers: [{ id: 'post-login', version: 'v3' }], code: `// ${name}` }); a.status = 'built'; deploy(a); }
     bindings.push({ id: randomUUID(), action_id: a.id, display_name: name, created_at: now(), updated_at: now() });
   }
+  for (const name of cfg.bindings ?? []) bindLast(name);
+  let bindingGets = 0;
 
   function patchBindings(body) {
     if (!Array.isArray(body.bindings)) return badRequest('Payload validation error: bindings is required');
@@ -197,6 +201,9 @@ export function tenantRoutes(cfg) {
     }],
     ['GET', /^\/api\/v2\/actions\/triggers\/post-login\/bindings$/, 'read:actions', ['page', 'per_page'], (m, q) => {
       const pg = page(bindings.map(bindingView), q, cfg.bindings_per_page_max ?? 50);
+      bindingGets += 1;
+      const edit = cfg.edit_bindings_after_get;
+      if (edit && bindingGets === edit.after) bindLast(edit.add);
       return { status: 200, body: { bindings: pg.items, total: pg.total, page: pg.page, per_page: pg.per_page } };
     }],
     ['PATCH', /^\/api\/v2\/actions\/triggers\/post-login\/bindings$/, 'update:actions', [], (m, q, body) => patchBindings(body)],

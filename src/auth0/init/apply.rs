@@ -112,11 +112,14 @@ pub(super) async fn apply_action(
     Ok(id)
 }
 
-/// Binds the Action after the bindings there now (read again just before the change).
+/// Binds the Action after the bindings `init` read and showed in its plan (`before`). The list
+/// is read again just before the change and after it: when someone else changed it meanwhile,
+/// the run stops saying so (Auth0 replaces the whole list, and has no conditional update).
 pub(super) async fn apply_binding(
     api: &dyn MgmtApi,
     d: &Desired,
     action_id: &str,
+    before: &[plan::Binding],
     out: &mut dyn Write,
 ) -> Result<bool, InitError> {
     let now = tenant::bindings(api).await?;
@@ -124,9 +127,26 @@ pub(super) async fn apply_binding(
     let Some(list) = p.bindings else {
         return Ok(false);
     };
-    let mut expect: Vec<String> = now.iter().map(|b| b.action_id.clone()).collect();
+    if ids(&now) != ids(before) {
+        return Err(InitError::Conflict(format!(
+            "the Login flow changed since `flexgate init` read it (it read {}; it now runs {}): someone else is editing it, so nothing was bound. The Action {:?} is deployed; check Actions → Flows → Login in the dashboard, then run `flexgate init` again",
+            names(before),
+            names(&now),
+            d.action_name
+        )));
+    }
+    let mut expect = ids(&now);
     expect.push(action_id.to_string());
     tenant::set_bindings(api, list, &expect).await?;
+    let after = tenant::bindings(api).await?;
+    if ids(&after) != expect {
+        return Err(InitError::Conflict(format!(
+            "the Login flow changed while `flexgate init` bound its Action (it set {} then {}; it now runs {}): someone else is editing it; check Actions → Flows → Login in the dashboard, then run `flexgate init` again",
+            names(&now),
+            d.action_name,
+            names(&after)
+        )));
+    }
     let _ = writeln!(
         out,
         "bound Action {:?} into the Login flow after {} existing binding(s), kept in order",
@@ -134,6 +154,18 @@ pub(super) async fn apply_binding(
         now.len()
     );
     Ok(true)
+}
+
+fn ids(list: &[plan::Binding]) -> Vec<String> {
+    list.iter().map(|b| b.action_id.clone()).collect()
+}
+
+fn names(list: &[plan::Binding]) -> String {
+    if list.is_empty() {
+        return "no Action".into();
+    }
+    let n: Vec<&str> = list.iter().map(|b| b.display_name.as_str()).collect();
+    format!("[{}]", n.join(", "))
 }
 
 /// Writes the files the plan calls for (replacing only what `check_files` allowed).
@@ -162,6 +194,15 @@ pub(super) fn apply_files(
         })?;
         files::write(&path, &files::env_text(secret), 0o600, o.force)?;
         let _ = writeln!(out, "wrote {} (mode 0600)", path.display());
+    }
+    if let Some(m) = p.env_mode_fix() {
+        let path = o.out.join(ENV);
+        files::fix_mode(&path, 0o600)?;
+        let _ = writeln!(
+            out,
+            "fixed the mode of {}: {m:04o} -> 0600 (it holds the client secret)",
+            path.display()
+        );
     }
     Ok(())
 }

@@ -1,7 +1,14 @@
 //! The files `flexgate init` writes: `flexgate.toml`, `flexgate.env` (0600) and, when there are
 //! none, the signing key pair (through `keygen`). An existing file is never replaced silently.
+//!
+//! A file is written as a new temporary file in the same folder (created exclusively, its mode
+//! set, synced), then renamed over the old one (or linked to the name when there was none), so a
+//! symlink planted at the name is replaced, never written through, and a reader never sees half
+//! a file.
 
 use super::InitError;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub const CONFIG: &str = "flexgate.toml";
@@ -68,13 +75,123 @@ roles = {claim}              # set by the post-login Action `flexgate init` depl
 
 /// `flexgate.env`, for systemd's `EnvironmentFile=` or `set -a; . ./flexgate.env`.
 pub fn env_text(secret: &str) -> String {
-    format!("{SECRET_VAR}={secret}\n")
+    format!("{SECRET_VAR}={}\n", env_quote(secret))
 }
 
-/// The secret `flexgate.env` holds, if it is one `init` could have written.
-pub fn env_secret(text: &str) -> Option<&str> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(SECRET_VAR)?.strip_prefix('='))
+/// The characters a double-quoted value escapes with a backslash: bash unescapes exactly these
+/// inside double quotes, and so does systemd's `EnvironmentFile=` parser (its `SHELL_NEED_ESCAPE`,
+/// "like the real shell does"); any other character stands for itself in both.
+const ENV_ESCAPED: [char; 4] = ['"', '\\', '`', '$'];
+
+/// `v` as a double-quoted value that bash's `.` and systemd's `EnvironmentFile=` both read back
+/// as `v` (spaces, `#`, `'` and newlines are literal inside double quotes in both).
+pub fn env_quote(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        if ENV_ESCAPED.contains(&c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// The secret `flexgate.env` holds, if it is one `init` could have written: double-quoted as
+/// [`env_text`] writes it, or bare (one line) as earlier versions did.
+pub fn env_secret(text: &str) -> Option<String> {
+    let start = text
+        .match_indices(&format!("{SECRET_VAR}="))
+        .find(|(i, _)| *i == 0 || text[..*i].ends_with('\n'))
+        .map(|(i, m)| i + m.len())?;
+    let rest = &text[start..];
+    let Some(quoted) = rest.strip_prefix('"') else {
+        return Some(
+            rest.lines()
+                .next()
+                .unwrap_or_default()
+                .trim_end()
+                .to_string(),
+        );
+    };
+    let mut out = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                e if ENV_ESCAPED.contains(&e) => out.push(e),
+                '\n' => {}
+                e => {
+                    out.push('\\');
+                    out.push(e);
+                }
+            },
+            c => out.push(c),
+        }
+    }
+    None // no closing quote
+}
+
+/// Characters a bare value may hold and read the same in bash and systemd.
+fn bare_safe(v: &str) -> bool {
+    !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.~+/=:@%,".contains(c))
+}
+
+/// Compares `flexgate.env` at `path` with the one for `secret`. One written bare by an earlier
+/// `init` is kept when the secret reads the same there.
+pub fn env_change(path: &Path, secret: &str) -> Result<FileChange, InitError> {
+    let bare = format!("{SECRET_VAR}={secret}\n");
+    match file_change(path, Some(&env_text(secret)))? {
+        FileChange::Replace if bare_safe(secret) && read_plain(path)?.as_deref() == Some(&bare) => {
+            Ok(FileChange::Unchanged)
+        }
+        other => Ok(other),
+    }
+}
+
+/// The file's text when `path` is a regular file (not a symlink).
+fn read_plain(path: &Path) -> Result<Option<String>, InitError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => std::fs::read_to_string(path)
+            .map(Some)
+            .map_err(|e| InitError::Io(path.to_path_buf(), e)),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(InitError::Io(path.to_path_buf(), e)),
+    }
+}
+
+/// The mode of `flexgate.env` when it is a regular file whose mode is not 0600 (to be fixed).
+pub fn env_mode_to_fix(path: &Path) -> Result<Option<u32>, InitError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() && m.mode() & 0o7777 != 0o600 => {
+            Ok(Some(m.mode() & 0o7777))
+        }
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(InitError::Io(path.to_path_buf(), e)),
+    }
+}
+
+/// Sets the mode of the regular file at `path` to `mode`, through a handle checked to be the
+/// file that was inspected (a symlink swapped in meanwhile is refused, not followed).
+pub fn fix_mode(path: &Path, mode: u32) -> Result<(), InitError> {
+    let io = |e| InitError::Io(path.to_path_buf(), e);
+    let seen = std::fs::symlink_metadata(path).map_err(io)?;
+    let f = std::fs::File::open(path).map_err(io)?;
+    let now = f.metadata().map_err(io)?;
+    if !seen.file_type().is_file() || (seen.dev(), seen.ino()) != (now.dev(), now.ino()) {
+        return Err(InitError::Usage(format!(
+            "{} changed while `flexgate init` fixed its mode (is it a symlink?); make it a regular file, then run `flexgate init` again",
+            path.display()
+        )));
+    }
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io)
 }
 
 /// One file of the plan.
@@ -98,12 +215,16 @@ impl FileChange {
 
 /// Compares `path` with `want` (`None`: the contents cannot be known yet, e.g. before the
 /// application exists, so an existing file differs).
+/// A symlink at `path` always differs (it is replaced by a file, never written through).
 pub fn file_change(path: &Path, want: Option<&str>) -> Result<FileChange, InitError> {
-    match std::fs::read_to_string(path) {
-        Ok(have) if want == Some(have.as_str()) => Ok(FileChange::Unchanged),
-        Ok(_) => Ok(FileChange::Replace),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileChange::Create),
-        Err(e) => Err(InitError::Io(path.to_path_buf(), e)),
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileChange::Create),
+        Err(e) => return Err(InitError::Io(path.to_path_buf(), e)),
+        Ok(_) => {}
+    }
+    match read_plain(path)? {
+        Some(have) if want == Some(have.as_str()) => Ok(FileChange::Unchanged),
+        _ => Ok(FileChange::Replace),
     }
 }
 
@@ -135,12 +256,53 @@ pub fn write_keys(dir: &Path, common_name: &str) -> Result<(PathBuf, PathBuf), I
     crate::keygen::run(&opts).map_err(InitError::Keygen)
 }
 
-/// Writes `text` to `path` with `mode` (created, or replaced when `replace`).
+/// Writes `text` to `path` with `mode`: created (an existing name, a symlink included, is an
+/// error), or replaced when `replace` (a symlink there is replaced, its target untouched).
 pub fn write(path: &Path, text: &str, mode: u32, replace: bool) -> Result<(), InitError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| InitError::Io(dir.to_path_buf(), e))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| InitError::Io(dir.to_path_buf(), e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+    let done = write_new(&tmp, text.as_bytes(), mode).and_then(|()| {
+        if replace {
+            std::fs::rename(&tmp, path)
+        } else {
+            std::fs::hard_link(&tmp, path).and_then(|()| std::fs::remove_file(&tmp))
+        }
+    });
+    if let Err(e) = done {
+        let _ = std::fs::remove_file(&tmp);
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            return Err(InitError::Usage(format!(
+                "{} appeared while `flexgate init` ran; nothing was written there. Look at it, then run `flexgate init` again (with --force to replace it)",
+                path.display()
+            )));
+        }
+        return Err(InitError::Io(path.to_path_buf(), e));
     }
-    crate::keygen::write_file(path, text.as_bytes(), mode, replace).map_err(InitError::Keygen)
+    // The rename itself is durable once the folder is synced.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| InitError::Io(dir.to_path_buf(), e))
+}
+
+/// A new file (never an existing name, never through a symlink) with exactly `mode`, synced.
+fn write_new(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    // The umask may have narrowed the mode; set it exactly (the file is ours alone so far).
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.write_all(data)?;
+    f.sync_all()
 }
 
 #[cfg(test)]
@@ -184,7 +346,43 @@ mod tests {
 
     #[test]
     fn env_round_trip() {
-        assert_eq!(env_secret(&env_text("a=b")), Some("a=b"));
+        for s in ["a=b", "plain", "x$HOME y\"z'w\\v#u`t!s", "two\nlines", ""] {
+            assert_eq!(env_secret(&env_text(s)).as_deref(), Some(s), "{s:?}");
+        }
+        assert_eq!(
+            env_text("a$b\"c"),
+            "FLEXGATE_CLIENT_SECRET=\"a\\$b\\\"c\"\n"
+        );
+        // As earlier versions wrote it.
+        assert_eq!(
+            env_secret("FLEXGATE_CLIENT_SECRET=abc\n").as_deref(),
+            Some("abc")
+        );
         assert_eq!(env_secret("OTHER=1\n"), None);
+        assert_eq!(env_secret("X_FLEXGATE_CLIENT_SECRET=1\n"), None);
+    }
+
+    #[test]
+    fn a_write_replaces_a_symlink_and_never_writes_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let link = dir.path().join("flexgate.env");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        // Creating: the name is taken (by the symlink): refused, nothing written.
+        assert!(write(&link, "new", 0o600, false).is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(
+            file_change(&link, Some("precious")).unwrap(),
+            FileChange::Replace
+        );
+        write(&link, "new", 0o600, true).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let m = std::fs::symlink_metadata(&link).unwrap();
+        assert!(m.file_type().is_file());
+        assert_eq!(m.mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&link).unwrap(), "new");
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 }

@@ -37,6 +37,9 @@ pub enum InitError {
     Scope { scopes: String, message: String },
     #[error("{0}")]
     Api(String),
+    /// Someone else changed the tenant while `init` ran (exit 1: look, then run again).
+    #[error("{0}")]
+    Conflict(String),
     #[error("the Action {name:?} did not build ({status}); open it in the dashboard (Actions → Library) to see why, then run `flexgate init` again")]
     Build { name: String, status: String },
     #[error("{0}: {1}")]
@@ -164,6 +167,15 @@ pub struct Plan {
     pub keys: bool,
     /// Why `env` could not be compared, if it could not.
     pub env_note: Option<String>,
+    /// The mode of an existing `flexgate.env` that is not 0600 (fixed when it is kept).
+    pub env_mode: Option<u32>,
+}
+
+impl Plan {
+    /// The mode of a kept `flexgate.env` to fix (a rewritten one is written 0600 anyway).
+    pub fn env_mode_fix(&self) -> Option<u32> {
+        self.env_mode.filter(|_| self.env == FileChange::Unchanged)
+    }
 }
 
 impl Plan {
@@ -174,6 +186,7 @@ impl Plan {
             self.binding.change.is_change(),
             self.config != FileChange::Unchanged,
             self.env != FileChange::Unchanged,
+            self.env_mode_fix().is_some(),
             self.keys,
         ]
         .iter()
@@ -240,10 +253,7 @@ pub fn make_plan(d: &Desired, o: &InitOptions, cur: &Current) -> Result<Plan, In
     let config = files::file_change(&o.out.join(files::CONFIG), want_config.as_deref())?;
     let env_path = o.out.join(ENV);
     let (env, env_note) = match &cur.secret {
-        Some(Ok(s)) => (
-            files::file_change(&env_path, Some(&files::env_text(s)))?,
-            None,
-        ),
+        Some(Ok(s)) => (files::env_change(&env_path, s)?, None),
         Some(Err(scopes)) => (
             FileChange::Unchanged,
             Some(format!("kept, not compared: the token lacks {scopes}")),
@@ -258,6 +268,7 @@ pub fn make_plan(d: &Desired, o: &InitOptions, cur: &Current) -> Result<Plan, In
         env,
         keys: files::keys_needed(&o.out)?,
         env_note,
+        env_mode: files::env_mode_to_fix(&env_path)?,
     })
 }
 
@@ -305,12 +316,27 @@ pub fn render_plan(out: &mut dyn Write, p: &Plan, d: &Desired, o: &InitOptions) 
         let _ = writeln!(out, "  {:<10} {}{extra}", c.verb(), path.display());
     };
     file(out, &p.config, o.out.join(files::CONFIG), None);
-    file(
-        out,
-        &p.env,
-        o.out.join(ENV),
-        p.env_note.as_deref().or(Some("mode 0600")),
-    );
+    match p.env_mode_fix() {
+        Some(m) => {
+            let note = p
+                .env_note
+                .as_deref()
+                .map(|n| format!("{n}; "))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {:<10} {} ({note}mode {m:04o} -> 0600: it holds the client secret)",
+                "chmod",
+                o.out.join(ENV).display()
+            );
+        }
+        None => file(
+            out,
+            &p.env,
+            o.out.join(ENV),
+            p.env_note.as_deref().or(Some("mode 0600")),
+        ),
+    }
     let keys = if p.keys {
         FileChange::Create
     } else {
@@ -367,7 +393,7 @@ fn print_flex_console(o: &InitOptions, out: &mut dyn Write) -> Result<(), InitEr
     let path = o.out.join(files::CONFIG);
     let text = std::fs::read_to_string(&path).map_err(|e| InitError::Io(path.clone(), e))?;
     let env = std::fs::read_to_string(o.out.join(ENV)).unwrap_or_default();
-    let secret = files::env_secret(&env).map(str::to_string);
+    let secret = files::env_secret(&env);
     let cfg = crate::config::Config::from_toml(&text, &path, |k| {
         if k == SECRET_VAR {
             secret.clone()
@@ -421,7 +447,7 @@ pub async fn run(
     if p.changes() > 0 {
         let (client_id, secret) = apply::apply_app(api, &p.app, &cur, out).await?;
         let action_id = apply::apply_action(api, &p.action, &d, &client_id, &cur, out).await?;
-        apply::apply_binding(api, &d, &action_id, out).await?;
+        apply::apply_binding(api, &d, &action_id, &cur.bindings, out).await?;
         let applied = apply::Applied {
             client_id,
             secret,
@@ -453,6 +479,7 @@ mod tests {
             env: FileChange::Create,
             keys: true,
             env_note: None,
+            env_mode: None,
         }
     }
 
