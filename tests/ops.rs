@@ -1094,7 +1094,7 @@ fn prefetching(
     prefetch_secs: u64,
 ) -> Instance {
     let management = format!(
-        "client_secret = \"test-secret-5f1d2c\"\n[upstream.management]\nurl = \"{}\"\nclient_id = \"mgmt\"\nclient_secret = \"mgmt-secret\"\nprefetch_secs = {prefetch_secs}\n",
+        "client_secret = \"test-secret-5f1d2c\"\ntimeout_secs = 30\n[upstream.management]\nurl = \"{}\"\nclient_id = \"mgmt\"\nclient_secret = \"mgmt-secret\"\nprefetch_secs = {prefetch_secs}\n",
         mgmt.url
     );
     let text = config_text(port, public_port, issuer, "").replacen(
@@ -1208,14 +1208,15 @@ async fn login_status(on: &Instance, public_port: u16) -> u16 {
 }
 
 /// Issue 18, item 1: `flexgate roles set EMAIL --none --config` while a bulk read that began
-/// before it is in flight (the stand-in answers the second search 8 s after reading the users).
-/// Both instances give the no-role page within 15 s, and still after the slow read publishes.
+/// before it is in flight (the stand-in answers the second search 20 s after reading the users).
+/// Both instances give the no-role page within 15 s (the reading one included, while its read
+/// is still in flight), and still after the slow read publishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removal_sticks_on_every_instance_while_a_bulk_read_spans_it() {
     let (dir, redis, pa, pb, op) = redis_pair();
     let mgmt = Mgmt::start(json!({
         "client_id": "mgmt", "client_secret": "mgmt-secret",
-        "search_delay_ms": 8000, "search_delay_after": 1,
+        "search_delay_ms": 20000, "search_delay_after": 1,
         "users": {"norole": {"email": "norole@example.com", "app_metadata": {"flex": {"roles": ["supervisor"]}}}},
     }));
     let start = |name: &str, port: u16| {
@@ -1233,7 +1234,7 @@ async fn a_removal_sticks_on_every_instance_while_a_bulk_read_spans_it() {
     }
     assert_eq!(legacy_roles(&a, pa, &cert).await, vec!["supervisor"]);
 
-    // The second bulk read (one interval on) reads the users, then takes 8 s to answer.
+    // The second bulk read (one interval on) reads the users, then takes 20 s to answer.
     let deadline = Instant::now() + Duration::from_secs(40);
     while mgmt.stats().await["slow_searches_begun"].as_u64() != Some(1) {
         assert!(Instant::now() < deadline, "no second bulk read");
@@ -1263,10 +1264,15 @@ async fn a_removal_sticks_on_every_instance_while_a_bulk_read_spans_it() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+    assert_eq!(
+        mgmt.stats().await["slow_searches_done"].as_u64(),
+        None,
+        "both refuse the person while the slow read is still in flight"
+    );
 
     // The slow read publishes what it read before the change; the change holds on both.
     let refreshes = "flexgate_roles_snapshot_refreshes_total{result=\"ok\"}";
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(40);
     while metric(&a.base(), refreshes).await + metric(&b.base(), refreshes).await < 2.0 {
         assert!(
             Instant::now() < deadline,

@@ -774,8 +774,7 @@ impl Refresher {
             .and_then(|v| seq_of(&String::from_utf8_lossy(&v)))
             .unwrap_or(0);
         let read: HashMap<String, Value> = self
-            .source
-            .users_with_roles()
+            .read_while_loading()
             .await?
             .into_iter()
             .map(|u| (u.user_id, u.app_metadata))
@@ -804,6 +803,23 @@ impl Refresher {
         self.roles.install(snap, begun, now_ms);
         tracing::info!(users = n, ms = started.elapsed().as_millis() as u64, %version, "roles snapshot read from the Auth0 Management API and shared");
         Ok(Some(n))
+    }
+
+    /// The bulk read; meanwhile this instance goes on loading what others publish every tick
+    /// (a change made with `roles … --config` reaches it within a tick, however long the read).
+    async fn read_while_loading(&self) -> Result<Vec<User>, Auth0Error> {
+        let read = self.source.users_with_roles();
+        tokio::pin!(read);
+        loop {
+            tokio::select! {
+                users = &mut read => return users,
+                _ = tokio::time::sleep(self.next_tick()) => {
+                    if let Err(e) = self.load_published(now_ms()).await {
+                        tracing::debug!(error = %e, "loading a published roles snapshot during the bulk read failed");
+                    }
+                }
+            }
+        }
     }
 
     /// The lock is set again for a short pause, so the next try (by any instance) waits.
