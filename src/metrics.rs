@@ -2,8 +2,8 @@
 //! signing latency, store errors. One registry per process, created at start-up.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 /// flexgate's metrics.
@@ -22,6 +22,8 @@ pub struct Metrics {
     pub roles_refreshes: IntCounterVec,
     pub roles_snapshot_users: IntGauge,
     pub roles_snapshot_age: Gauge,
+    /// Times the roles refresher task stopped (a panic) and was started again.
+    pub roles_refresher_restarts: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -81,6 +83,11 @@ impl Metrics {
             "Age of the roles snapshot this instance serves from",
         )?;
         r.register(Box::new(roles_snapshot_age.clone()))?;
+        let roles_refresher_restarts = IntCounter::new(
+            "flexgate_roles_refresher_restarts_total",
+            "Times the roles snapshot refresher task stopped (a panic) and was started again",
+        )?;
+        r.register(Box::new(roles_refresher_restarts.clone()))?;
         Ok(Metrics {
             logins_started: counter(
                 &r,
@@ -120,6 +127,7 @@ impl Metrics {
             )?,
             roles_snapshot_users,
             roles_snapshot_age,
+            roles_refresher_restarts,
             login_duration,
             upstream_duration,
             signing_duration,

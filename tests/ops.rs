@@ -1116,6 +1116,28 @@ async fn redis_over_tls() {
     assert!(why.contains("ssl_cert_file"), "the fix is named: {body}");
 }
 
+/// An instance reading roles through `mgmt` every `prefetch_secs`, sharing them through Redis.
+fn prefetching(
+    dir: &Path,
+    name: &str,
+    (port, public_port): (u16, u16),
+    issuer: &str,
+    mgmt: &Mgmt,
+    redis: &Redis,
+    prefetch_secs: u64,
+) -> Instance {
+    let management = format!(
+        "client_secret = \"test-secret-5f1d2c\"\ntimeout_secs = 30\n[upstream.management]\nurl = \"{}\"\nclient_id = \"mgmt\"\nclient_secret = \"mgmt-secret\"\nprefetch_secs = {prefetch_secs}\n",
+        mgmt.url
+    );
+    let text = config_text(port, public_port, issuer, "").replacen(
+        "client_secret = \"test-secret-5f1d2c\"\n",
+        &management,
+        1,
+    ) + &format!("\n[store]\nurl = \"{}\"\ntimeout_ms = 500\n", redis.url());
+    Instance::start_text(dir, name, port, text)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_share_one_roles_snapshot_through_redis() {
     let (dir, redis, pa, pb, op) = redis_pair();
@@ -1123,17 +1145,8 @@ async fn instances_share_one_roles_snapshot_through_redis() {
         "client_id": "mgmt", "client_secret": "mgmt-secret", "rate": {"per_sec": 2, "burst": 10},
         "users": {"norole": {"email": "norole@example.com", "app_metadata": {"flex": {"roles": ["supervisor"]}}}},
     }));
-    let management = format!(
-        "client_secret = \"test-secret-5f1d2c\"\n[upstream.management]\nurl = \"{}\"\nclient_id = \"mgmt\"\nclient_secret = \"mgmt-secret\"\nprefetch_secs = 60\n",
-        mgmt.url
-    );
     let start = |name: &str, port: u16| {
-        let text = config_text(port, pa, &op.issuer, "").replacen(
-            "client_secret = \"test-secret-5f1d2c\"\n",
-            &management,
-            1,
-        ) + &format!("\n[store]\nurl = \"{}\"\ntimeout_ms = 500\n", redis.url());
-        Instance::start_text(dir.path(), name, port, text)
+        prefetching(dir.path(), name, (port, pa), &op.issuer, &mgmt, &redis, 60)
     };
     let a = start("a", pa);
     let b = start("b", pb);
@@ -1189,18 +1202,23 @@ async fn instances_share_one_roles_snapshot_through_redis() {
     );
 }
 
-/// A Legacy-SP login begun on `on` (public URL on `public_port`), checked by python3-saml; the
-/// roles Flex would receive.
-async fn legacy_roles(on: &Instance, public_port: u16, cert: &str) -> Vec<String> {
-    let id = unique_id("ONELOGIN_");
-    let xml = legacy_request(&id, &format!("http://127.0.0.1:{public_port}/saml/sso"));
+/// A Legacy-SP login of `norole` begun on `on` (public URL on `public_port`).
+async fn legacy_login(on: &Instance, public_port: u16, id: &str) -> Outcome {
+    let xml = legacy_request(id, &format!("http://127.0.0.1:{public_port}/saml/sso"));
     let url = format!(
         "{}/saml/sso?SAMLRequest={}",
         on.base(),
         urlencode(&deflate_b64(&xml))
     );
     let br = Browser::new();
-    let out = br.login(br.client.get(url), "norole").await;
+    br.login(br.client.get(url), "norole").await
+}
+
+/// A Legacy-SP login begun on `on` (public URL on `public_port`), checked by python3-saml; the
+/// roles Flex would receive.
+async fn legacy_roles(on: &Instance, public_port: u16, cert: &str) -> Vec<String> {
+    let id = unique_id("ONELOGIN_");
+    let out = legacy_login(on, public_port, &id).await;
     assert_eq!(out.status, 200, "{}", out.body);
     let e = SpExpect {
         cert_pem: cert.to_string(),
@@ -1338,4 +1356,99 @@ async fn readiness_detail_and_metrics_are_served_only_by_the_admin_listener() {
     };
     assert!(status.success(), "{status}");
     assert!(std::net::TcpStream::connect(("127.0.0.1", i.admin)).is_err());
+/// The HTTP status of a login of `norole` on `on` (403: Flex's no-role page).
+async fn login_status(on: &Instance, public_port: u16) -> u16 {
+    legacy_login(on, public_port, &unique_id("ONELOGIN_"))
+        .await
+        .status
+}
+
+/// Issue 18, item 1: `flexgate roles set EMAIL --none --config` while a bulk read that began
+/// before it is in flight (the stand-in answers the second search 20 s after reading the users).
+/// Both instances give the no-role page within 15 s (the reading one included, while its read
+/// is still in flight), and still after the slow read publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_sticks_on_every_instance_while_a_bulk_read_spans_it() {
+    let (dir, redis, pa, pb, op) = redis_pair();
+    let mgmt = Mgmt::start(json!({
+        "client_id": "mgmt", "client_secret": "mgmt-secret",
+        "search_delay_ms": 20000, "search_delay_after": 1,
+        "users": {"norole": {"email": "norole@example.com", "app_metadata": {"flex": {"roles": ["supervisor"]}}}},
+    }));
+    let start = |name: &str, port: u16| {
+        prefetching(dir.path(), name, (port, pa), &op.issuer, &mgmt, &redis, 20)
+    };
+    let a = start("a", pa);
+    let b = start("b", pb);
+    let cert = std::fs::read_to_string(dir.path().join("idp-cert.pem")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in [&a, &b] {
+        while metric(&i.base(), "flexgate_roles_snapshot_users").await < 1.0 {
+            assert!(Instant::now() < deadline, "no snapshot: {}", i.log_text());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(legacy_roles(&a, pa, &cert).await, vec!["supervisor"]);
+
+    // The second bulk read (one interval on) reads the users, then takes 20 s to answer.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while mgmt.stats().await["slow_searches_begun"].as_u64() != Some(1) {
+        assert!(Instant::now() < deadline, "no second bulk read");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = Command::new(flexgate_bin())
+        .args(["roles", "set", "norole@example.com", "--none", "--config"])
+        .arg(dir.path().join("a.toml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("shared roles snapshot was updated"), "{said}");
+    let removed = Instant::now();
+    assert_eq!(
+        mgmt.stats().await["slow_searches_done"].as_u64(),
+        None,
+        "the slow read is still in flight"
+    );
+    for on in [&a, &b] {
+        while login_status(on, pa).await != 403 {
+            assert!(
+                removed.elapsed() < Duration::from_secs(15),
+                "{}",
+                on.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    assert_eq!(
+        mgmt.stats().await["slow_searches_done"].as_u64(),
+        None,
+        "both refuse the person while the slow read is still in flight"
+    );
+
+    // The slow read publishes what it read before the change; the change holds on both.
+    let refreshes = "flexgate_roles_snapshot_refreshes_total{result=\"ok\"}";
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while metric(&a.base(), refreshes).await + metric(&b.base(), refreshes).await < 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "{}{}",
+            a.log_text(),
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every instance loads it within one tick (5 s): look for 8 s.
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(8) {
+        for on in [&a, &b] {
+            assert_eq!(login_status(on, pa).await, 403, "{}", on.log_text());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        mgmt.stats().await["slow_searches_done"].as_u64(),
+        Some(1),
+        "the slow read was answered"
+    );
 }

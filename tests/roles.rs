@@ -153,6 +153,42 @@ async fn unknown_role_values_exit_2_before_any_call() {
     assert!(text(&out).1.contains("AUTH0_MGMT_CLIENT_ID"));
 }
 
+#[tokio::test]
+async fn set_none_and_an_empty_cell_remove_every_flex_role() {
+    let m = start(three_users(), json!({}));
+    // No role and no --none, or both: bad usage, no call.
+    for args in [
+        &["set", "ada@example.com"][..],
+        &["set", "ada@example.com", "agent", "--none"][..],
+    ] {
+        let out = roles(&m, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out).1);
+    }
+    assert_eq!(m.stats().await["requests"], 0);
+    let out = roles(&m, &["set", "Ada@Example.com", "--none"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("no Flex role (was agent)"), "{stdout}");
+    // The roles key is gone, every other key kept.
+    assert_eq!(
+        user(&m, "auth0|ada").await["app_metadata"],
+        json!({"flex": {}, "plan": "gold"})
+    );
+    // An empty roles cell does the same.
+    let (_dir, csv) = csv_file("email,roles\nbob@example.com,\ndan@example.com,\n");
+    let out = roles(&m, &["import", csv.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("set 1, unchanged 1"), "{stdout}");
+    assert_eq!(
+        user(&m, "auth0|bob").await["app_metadata"],
+        json!({"flex": {}})
+    );
+    // Nobody is left with a role: the export is the header alone.
+    let out = roles(&m, &["export"]);
+    assert_eq!(text(&out).0, "email,roles\n");
+}
+
 fn three_users() -> Value {
     json!({
         "auth0|ada": {"email": "ada@example.com", "app_metadata": {"flex": {"roles": ["agent"]}, "plan": "gold"}},

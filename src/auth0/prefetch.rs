@@ -8,29 +8,59 @@
 //! In the store (space `roles`):
 //! - `refresh`: the refresh lock (`first_use`, one interval): the instance that sets it reads;
 //!   after a failed read it is set again for [`RETRY_AFTER`] so no instance retries sooner;
-//! - `snap:{version}`: the snapshot, gzip JSON `{"created_ms", "users": {user_id: app_metadata}}`,
+//! - `snap:{version}`: the snapshot, gzip JSON `{"created_ms", "base", "users", "overrides"}`,
 //!   behind an HMAC-SHA256 of the version and the gzip under a key derived from the Management
 //!   API client secret (which every instance has): whoever can write to Redis cannot hand out
 //!   roles; a snapshot that does not verify is not used;
-//! - `version`: the newest snapshot's version, `{created_ms}.{random}`.
+//! - `version`: the newest snapshot's version, `{seq}.{random}`.
 //!
-//! Both keep three intervals. Each instance reads `version` (a few bytes) every tick and loads a
+//! All keep three intervals. Each instance reads `version` (a few bytes) every tick and loads a
 //! snapshot only when it changed. A snapshot serves logins until it is three intervals old: a
 //! Management API outage of two intervals goes unnoticed, and a role changed in Auth0 reaches
 //! logins within one interval (three while the API cannot be read).
+//!
+//! ## Publication is monotonic: a change made with `flexgate roles` is never undone
+//!
+//! Every publication (a bulk read, or [`amend`] from `flexgate roles set/import --config`)
+//! replaces `version` by compare-and-set ([`Store::swap`]) from the version it was built on,
+//! with the next sequence number. So publications form one chain, each built from the one
+//! before; a publication that lost the race is built again from the new head. Then:
+//! - concurrent amends cannot lose each other's changes (each one is built on the other);
+//! - an amend writes the changed users into `users` (whatever their roles now, none included)
+//!   and stamps each in `overrides` with its sequence number and the store's time;
+//! - a bulk read notes `base`, the sequence number published when it began, before its first
+//!   call. When it publishes, every override with a higher stamp (an amend it may not have
+//!   seen) is applied over what it read. An override is dropped only by a read begun after it
+//!   and [`INDEX_LAG`] later (Auth0's search index lags writes by seconds);
+//! - a bulk read whose head comes from a read begun later (`head.base > base`) is outdated: it
+//!   is not published. Along the chain `base` never decreases, so once a read drops an
+//!   override, no read begun before that override can publish.
+//!
+//! By induction along the chain, every snapshot published after an amend of user U (until the
+//! next amend of U) gives U what the amend wrote, or what a read begun after the amend (and
+//! after the index lag) found in Auth0. An instance never installs a lower sequence number than
+//! the one it serves (unless its own is three intervals old: the store lost its data).
+//!
+//! ## Freshness trusts no instance's clock
+//!
+//! A snapshot's `created_ms` is the *store's* time ([`Store::time_ms`], Redis `TIME`) when its
+//! bulk read began. An instance that loads it notes the store's time then and its own
+//! monotonic clock ([`now_ms`]); the age is the store-measured age at receipt plus the time this
+//! instance has held it. An instance whose wall clock is an hour off can neither make others
+//! serve its snapshot longer nor make them refuse newer ones (order is the sequence number).
 
 use super::client::{with_patience, Auth0Error, Client};
 use super::users::{all_with_roles, User};
 use crate::metrics::Metrics;
 use crate::store::{Space, Store, StoreError};
 use async_trait::async_trait;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 /// How long one call of the bulk read may wait for the rate limit (logins wait 2 s at most).
 const BULK_PATIENCE: Duration = Duration::from_secs(60);
@@ -42,6 +72,18 @@ const KEEP_INTERVALS: u32 = 3;
 pub fn keep(interval: Duration) -> Duration {
     interval * KEEP_INTERVALS
 }
+/// Auth0's users search (and export) may not show a write for a few seconds: an override
+/// stays until a bulk read begun at least this long after it.
+pub const INDEX_LAG: Duration = Duration::from_secs(60);
+/// A publication is built again at most this many times when others publish in between.
+const MAX_TRIES: usize = 8;
+/// The longest pause between ticks: a role changed with `--config` reaches every instance
+/// within this (plus one store read), well inside the 15 s `flexgate roles` promises.
+const MAX_TICK: Duration = Duration::from_secs(5);
+/// The refresher task is started again after this pause, doubled per quick stop up to
+/// [`RESTART_MAX`].
+const RESTART_MIN: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(30);
 
 /// The largest snapshot read back from the store (gzip JSON; 10,000 agents take ≈ 100 KiB).
 const MAX_SNAPSHOT: u64 = 512 * 1024 * 1024;
@@ -60,6 +102,12 @@ pub enum PrefetchError {
     Corrupt { version: String, reason: String },
     #[error("the roles snapshot {version} in the store is not signed by this deployment's key; it is not used (another deployment with other Management API credentials shares this Redis prefix, or the entry was tampered with: give each deployment its own store.prefix)")]
     Forged { version: String },
+    #[error("the roles snapshot changed {MAX_TRIES} times while this publication was built; try again (`flexgate roles` may be run again safely)")]
+    Contended,
+    #[error("the bulk read of roles took {secs} s, longer than the three intervals a snapshot is kept; it is not published, as changes made meanwhile may be gone from the store (raise prefetch_secs)")]
+    TooSlow { secs: u64 },
+    #[error("the roles snapshot {version}, published while this bulk read ran, has expired from the store, so changes made meanwhile cannot be honoured; this read is not published (the next one will be)")]
+    Lost { version: String },
 }
 
 /// The key that signs snapshots in the store, derived from a secret every instance shares.
@@ -117,20 +165,41 @@ impl SnapshotKey {
     }
 }
 
-/// Every user with a Flex role, as read at one moment.
+/// When `flexgate roles` changed a user: the publication's sequence number and the store's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub seq: u64,
+    pub at_ms: u64,
+}
+
+/// Every user with a Flex role, as read at one moment, with the changes made since.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     pub version: String,
-    /// When it was read (wall clock, so every instance can tell its age).
+    /// The publication's place in the chain (from `version`, which the MAC covers).
+    pub seq: u64,
+    /// When its bulk read began, by the store's clock (0: no bulk read yet, only amends).
     pub created_ms: u64,
+    /// The sequence number published when its bulk read began.
+    pub base: u64,
     users: HashMap<String, Value>,
+    /// Users changed by [`amend`]: their entry in `users` holds until a later read drops it.
+    overrides: HashMap<String, Stamp>,
 }
 
 /// The stored form; written from borrowed users, read into owned ones.
 #[derive(Serialize, Deserialize)]
-struct Wire<U> {
+struct Wire<U, O> {
     created_ms: u64,
+    #[serde(default)]
+    base: u64,
     users: U,
+    overrides: O,
+}
+
+/// `{seq}.{random}` → seq
+fn seq_of(version: &str) -> Option<u64> {
+    version.split('.').next()?.parse().ok()
 }
 
 impl Snapshot {
@@ -140,15 +209,24 @@ impl Snapshot {
             .map(|u| (u.user_id, u.app_metadata))
             .collect();
         Snapshot {
+            seq: seq_of(&version).unwrap_or(0),
             version,
             created_ms,
+            base: 0,
             users,
+            overrides: HashMap::new(),
         }
     }
 
-    /// The user's `app_metadata`, if the user had a Flex role when this was read.
+    /// The user's `app_metadata`, if the user had a Flex role when this was read (or was
+    /// changed by `flexgate roles` since).
     pub fn get(&self, user_id: &str) -> Option<&Value> {
         self.users.get(user_id)
+    }
+
+    /// When `flexgate roles` last changed this user, if an override holds.
+    pub fn stamp(&self, user_id: &str) -> Option<Stamp> {
+        self.overrides.get(user_id).copied()
     }
 
     pub fn len(&self) -> usize {
@@ -159,15 +237,13 @@ impl Snapshot {
         self.users.is_empty()
     }
 
-    pub fn age(&self, now_ms: u64) -> Duration {
-        Duration::from_millis(now_ms.saturating_sub(self.created_ms))
-    }
-
     /// gzip JSON, as kept in the store.
     pub fn encode(&self) -> Vec<u8> {
         let wire = Wire {
             created_ms: self.created_ms,
+            base: self.base,
             users: &self.users,
+            overrides: &self.overrides,
         };
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         // Writing to a Vec cannot fail, and `Wire` always serialises.
@@ -181,17 +257,21 @@ impl Snapshot {
             version: version.to_string(),
             reason,
         };
+        let seq = seq_of(version).ok_or_else(|| corrupt("the version has no number".into()))?;
         let mut json = Vec::new();
         flate2::read::GzDecoder::new(gz)
             .take(MAX_SNAPSHOT)
             .read_to_end(&mut json)
             .map_err(|e| corrupt(format!("not gzip ({e})")))?;
-        let wire: Wire<HashMap<String, Value>> =
+        let wire: Wire<HashMap<String, Value>, Option<HashMap<String, Stamp>>> =
             serde_json::from_slice(&json).map_err(|e| corrupt(format!("not JSON ({e})")))?;
         Ok(Snapshot {
             version: version.to_string(),
+            seq,
             created_ms: wire.created_ms,
+            base: wire.base,
             users: wire.users,
+            overrides: wire.overrides.unwrap_or_default(),
         })
     }
 }
@@ -209,11 +289,40 @@ impl RoleSource for Client {
     }
 }
 
+/// A snapshot as this instance holds it: the store's time and this instance's clock when it
+/// was received, so ages need no other clock.
+#[derive(Debug, Clone)]
+struct Held {
+    snap: Arc<Snapshot>,
+    store_ms: u64,
+    received_ms: u64,
+}
+
+impl Held {
+    /// How long ago the store's clock showed `store_time`.
+    fn age_of(&self, store_time: u64, now_ms: u64) -> Duration {
+        let then = self.store_ms.saturating_sub(store_time);
+        Duration::from_millis(then.saturating_add(now_ms.saturating_sub(self.received_ms)))
+    }
+
+    fn age(&self, now_ms: u64) -> Duration {
+        self.age_of(self.snap.created_ms, now_ms)
+    }
+}
+
+/// Why the refresher task stopped, and how often (for `/readyz`).
+#[derive(Debug, Default)]
+struct Stops {
+    count: u64,
+    last: String,
+}
+
 /// The snapshot this instance serves logins from.
 #[derive(Debug)]
 pub struct Roles {
     interval: Duration,
-    current: RwLock<Option<Arc<Snapshot>>>,
+    current: RwLock<Option<Held>>,
+    stops: Mutex<Stops>,
 }
 
 impl Roles {
@@ -221,6 +330,7 @@ impl Roles {
         Roles {
             interval,
             current: RwLock::new(None),
+            stops: Mutex::new(Stops::default()),
         }
     }
 
@@ -228,47 +338,100 @@ impl Roles {
         self.interval
     }
 
-    pub fn current(&self) -> Option<Arc<Snapshot>> {
-        self.current.read().clone()
+    fn keep(&self) -> Duration {
+        keep(self.interval)
     }
 
-    /// The user's `app_metadata` from a snapshot young enough to use; `None` sends the login
-    /// to the per-login lookup.
+    pub fn current(&self) -> Option<Arc<Snapshot>> {
+        self.current.read().as_ref().map(|h| h.snap.clone())
+    }
+
+    /// The age of the snapshot in use (`now_ms`: this instance's [`now_ms`]).
+    pub fn age(&self, now_ms: u64) -> Option<Duration> {
+        self.current.read().as_ref().map(|h| h.age(now_ms))
+    }
+
+    /// The user's `app_metadata` from a snapshot young enough to use, or from a change made
+    /// with `flexgate roles` younger than that (a removal included); `None` sends the login to
+    /// the per-login lookup.
     pub fn lookup(&self, user_id: &str, now_ms: u64) -> Option<Value> {
-        let snap = self.current.read().clone()?;
-        if snap.age(now_ms) >= self.interval * KEEP_INTERVALS {
+        let held = self.current.read().clone()?;
+        let keep = self.keep();
+        let changed = held
+            .snap
+            .stamp(user_id)
+            .is_some_and(|s| held.age_of(s.at_ms, now_ms) < keep);
+        if !changed && held.age(now_ms) >= keep {
             return None;
         }
-        snap.get(user_id).cloned()
+        held.snap.get(user_id).cloned().or_else(|| {
+            // Changed to "no roles" and dropped by nothing yet: no roles.
+            changed.then(|| Value::Object(Default::default()))
+        })
     }
 
     /// One line for `/readyz`: what logins are served from.
     pub fn describe(&self, now_ms: u64) -> String {
-        match self.current() {
+        let held = self.current.read().clone();
+        let mut line = match held {
             None => "no snapshot yet: roles are read at each login".into(),
-            Some(s) if s.age(now_ms) >= self.interval * KEEP_INTERVALS => format!(
+            Some(h) if h.age(now_ms) >= self.keep() => format!(
                 "the snapshot is {} s old, too old to use: roles are read at each login",
-                s.age(now_ms).as_secs()
+                h.age(now_ms).as_secs()
             ),
-            Some(s) => format!(
+            Some(h) => format!(
                 "snapshot of {} user(s) with a Flex role, {} s old",
-                s.len(),
-                s.age(now_ms).as_secs()
+                h.snap.len(),
+                h.age(now_ms).as_secs()
             ),
+        };
+        let stops = self.stops.lock();
+        if stops.count > 0 {
+            line.push_str(&format!(
+                "; the refresher task stopped {} time(s) and was started again (last: {})",
+                stops.count, stops.last
+            ));
         }
+        line
     }
 
-    fn install(&self, snap: Arc<Snapshot>) {
-        *self.current.write() = Some(snap);
+    /// How often the refresher task stopped (and was started again).
+    pub fn refresher_restarts(&self) -> u64 {
+        self.stops.lock().count
+    }
+
+    fn install(&self, snap: Arc<Snapshot>, store_ms: u64, received_ms: u64) {
+        *self.current.write() = Some(Held {
+            snap,
+            store_ms,
+            received_ms,
+        });
+    }
+
+    /// Should the published `seq` replace what this instance holds? Never a lower or equal
+    /// one, unless this instance has held its own for three intervals (the store lost its
+    /// data and numbers start again).
+    fn takes(&self, version: &str, seq: u64, now_ms: u64) -> bool {
+        match self.current.read().as_ref() {
+            None => true,
+            Some(h) if h.snap.version == version => false,
+            Some(h) => {
+                seq > h.snap.seq || now_ms.saturating_sub(h.received_ms) >= keep_ms(self.keep())
+            }
+        }
     }
 }
 
-/// Wall-clock milliseconds since the epoch.
+fn keep_ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// This instance's own clock in milliseconds: monotonic, from the first call. Only ever
+/// compared with itself (ages across instances use the store's clock).
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    static START: OnceLock<Instant> = OnceLock::new();
+    // Not 0 at the first call, so "received at 0" never looks special.
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 /// What one tick did (for logs and tests).
@@ -280,8 +443,163 @@ pub enum Tick {
     Waiting,
     /// This instance read every user and published the snapshot.
     Refreshed { users: usize },
+    /// This instance read every user, but a read begun later was published first: the newer
+    /// one stays.
+    Superseded,
     /// The read or the store failed; the snapshot in use (if any) is kept.
     Failed(String),
+}
+
+/// What the store holds now.
+struct Head {
+    /// The `version` entry as read (what the compare-and-set expects).
+    raw: Option<Vec<u8>>,
+    seq: u64,
+    snap: Option<Snapshot>,
+    /// The snapshot is there but cannot be used.
+    unreadable: Option<PrefetchError>,
+}
+
+async fn open_blocking(
+    key: &SnapshotKey,
+    version: String,
+    sealed: Vec<u8>,
+) -> Result<Snapshot, PrefetchError> {
+    let key = key.clone();
+    let v = version.clone();
+    tokio::task::spawn_blocking(move || Snapshot::decode(&v, key.open(&v, &sealed)?))
+        .await
+        .map_err(|e| PrefetchError::Corrupt {
+            version,
+            reason: e.to_string(),
+        })?
+}
+
+async fn read_head(store: &dyn Store, key: &SnapshotKey) -> Result<Head, PrefetchError> {
+    let Some(raw) = store.get(Space::Roles, VERSION_KEY).await? else {
+        return Ok(Head {
+            raw: None,
+            seq: 0,
+            snap: None,
+            unreadable: None,
+        });
+    };
+    let version = String::from_utf8_lossy(&raw).into_owned();
+    let seq = seq_of(&version).unwrap_or(0);
+    let (snap, unreadable) = match store.get(Space::Roles, &snap_key(&version)).await? {
+        None => (None, None),
+        Some(sealed) => match open_blocking(key, version, sealed).await {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e)),
+        },
+    };
+    Ok(Head {
+        raw: Some(raw),
+        seq,
+        snap,
+        unreadable,
+    })
+}
+
+/// What a publication holds, built on the head it replaces.
+struct Draft {
+    created_ms: u64,
+    base: u64,
+    users: HashMap<String, Value>,
+    overrides: HashMap<String, Stamp>,
+}
+
+/// Builds a publication on the head, given its sequence number; `None` declines.
+type Builder<'a> = dyn FnMut(&Head, u64) -> Result<Option<Draft>, PrefetchError> + Send + 'a;
+
+/// Publishes what `build` makes of the head (given the new sequence number) by
+/// compare-and-set on `version`; when another publication came in between, builds again on
+/// it. `Ok(None)`: `build` declined. `floor`: the lowest sequence number to go above.
+async fn publish(
+    store: &dyn Store,
+    key: &SnapshotKey,
+    keep: Duration,
+    floor: u64,
+    build: &mut Builder<'_>,
+) -> Result<Option<Arc<Snapshot>>, PrefetchError> {
+    for _ in 0..MAX_TRIES {
+        let head = read_head(store, key).await?;
+        let seq = head.seq.max(floor) + 1;
+        let Some(d) = build(&head, seq)? else {
+            return Ok(None);
+        };
+        let version = format!("{seq}.{}", hex::encode(rand::random::<[u8; 6]>()));
+        let snap = Arc::new(Snapshot {
+            version: version.clone(),
+            seq,
+            created_ms: d.created_ms,
+            base: d.base,
+            users: d.users,
+            overrides: d.overrides,
+        });
+        let (key2, s2) = (key.clone(), snap.clone());
+        let sealed = tokio::task::spawn_blocking(move || key2.seal(&s2.version, s2.encode()))
+            .await
+            .map_err(|e| PrefetchError::Corrupt {
+                version: version.clone(),
+                reason: e.to_string(),
+            })?;
+        store
+            .put(Space::Roles, &snap_key(&version), sealed, keep)
+            .await?;
+        let expected = head.raw.as_deref();
+        let new = version.clone().into_bytes();
+        if store
+            .swap(Space::Roles, VERSION_KEY, expected, new, keep)
+            .await?
+        {
+            return Ok(Some(snap));
+        }
+        let _ = store.take(Space::Roles, &snap_key(&version)).await;
+    }
+    Err(PrefetchError::Contended)
+}
+
+/// A bulk read begun at `base` (store time `begun`), built on the head: the overrides the read
+/// may not have seen are applied over it. `None` when a read begun later is already published.
+fn merge_read(
+    read: &HashMap<String, Value>,
+    begun: u64,
+    base: u64,
+    head: &Head,
+) -> Result<Option<Draft>, PrefetchError> {
+    let mut users = read.clone();
+    let mut overrides = HashMap::new();
+    match &head.snap {
+        Some(cur) if cur.base > base => return Ok(None),
+        Some(cur) => {
+            let lag = keep_ms(INDEX_LAG);
+            for (id, stamp) in &cur.overrides {
+                if stamp.seq > base || stamp.at_ms.saturating_add(lag) > begun {
+                    match cur.users.get(id) {
+                        Some(meta) => users.insert(id.clone(), meta.clone()),
+                        None => users.remove(id),
+                    };
+                    overrides.insert(id.clone(), *stamp);
+                }
+            }
+        }
+        // Published since the read began and already gone: what changed cannot be known.
+        None if head.seq > base && head.unreadable.is_none() => {
+            return Err(PrefetchError::Lost {
+                version: String::from_utf8_lossy(head.raw.as_deref().unwrap_or_default())
+                    .into_owned(),
+            })
+        }
+        // Nothing, or a snapshot that does not verify (this deployment never wrote it).
+        None => {}
+    }
+    Ok(Some(Draft {
+        created_ms: begun,
+        base,
+        users,
+        overrides,
+    }))
 }
 
 /// Keeps one instance's [`Roles`] current: loads what others published, reads when due.
@@ -316,16 +634,47 @@ impl Refresher {
 
     /// How long until the next tick: every second while this instance has no snapshot (it
     /// starts while another instance reads, and picks that up at once), else a quarter interval
-    /// between 1 and 15 s.
+    /// between 1 and [`MAX_TICK`].
     fn next_tick(&self) -> Duration {
         if self.roles.current().is_none() {
             return Duration::from_secs(1);
         }
-        (self.roles.interval / 4).clamp(Duration::from_secs(1), Duration::from_secs(15))
+        (self.roles.interval / 4).clamp(Duration::from_secs(1), MAX_TICK)
+    }
+
+    /// Runs [`Self::run`] for ever: when it stops (a panic, or it returned), the stop is
+    /// counted (`/readyz`, `flexgate_roles_refresher_restarts_total`), logged, and the task is
+    /// started again after a back-off of 1 s doubling to 30 s. Aborting this future aborts
+    /// the task it runs.
+    pub async fn supervise(self) {
+        let me = Arc::new(self);
+        let mut pause = RESTART_MIN;
+        loop {
+            let started = Instant::now();
+            let runner = me.clone();
+            let task = AbortOnDrop(tokio::spawn(async move { runner.run().await }));
+            let why = stop_reason(task.wait().await);
+            me.stopped(&why);
+            if started.elapsed() > RESTART_MAX * 2 {
+                pause = RESTART_MIN;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RESTART_MAX);
+        }
+    }
+
+    fn stopped(&self, why: &str) {
+        tracing::error!(reason = %why, "the roles refresher task stopped; starting it again");
+        let mut stops = self.roles.stops.lock();
+        stops.count += 1;
+        stops.last = why.to_string();
+        if let Some(m) = &self.metrics {
+            m.roles_refresher_restarts.inc();
+        }
     }
 
     /// Ticks until dropped (the task is aborted with its configuration generation).
-    pub async fn run(self) {
+    pub async fn run(&self) {
         let mut last_failure = String::new();
         loop {
             match self.tick(now_ms()).await {
@@ -341,9 +690,9 @@ impl Refresher {
     }
 
     /// One round: load a newer published snapshot; when the one in use is due, take the lock
-    /// and read.
+    /// and read. `now_ms`: this instance's clock ([`now_ms`]).
     pub async fn tick(&self, now_ms: u64) -> Tick {
-        let tick = match self.load_published().await {
+        let tick = match self.load_published(now_ms).await {
             Ok(()) => self.refresh_if_due(now_ms).await,
             Err(e @ PrefetchError::Store(_)) => Tick::Failed(e.to_string()),
             // A published snapshot that cannot be used is replaced by the next read.
@@ -356,53 +705,36 @@ impl Refresher {
             let snap = self.roles.current();
             m.roles_snapshot_users
                 .set(snap.as_ref().map_or(0, |s| s.len() as i64));
-            m.roles_snapshot_age
-                .set(snap.map_or(0.0, |s| s.age(now_ms).as_secs_f64()));
+            let age = self.roles.age(now_ms).unwrap_or_default();
+            m.roles_snapshot_age.set(age.as_secs_f64());
         }
         tick
     }
 
-    async fn load_published(&self) -> Result<(), PrefetchError> {
+    async fn load_published(&self, now_ms: u64) -> Result<(), PrefetchError> {
         let Some(version) = self.store.get(Space::Roles, VERSION_KEY).await? else {
             return Ok(());
         };
         let version = String::from_utf8_lossy(&version).into_owned();
-        // The version starts with its creation time: one older than this instance's own (read
-        // here, not yet shared) is not loaded.
-        let published_ms: u64 = version
-            .split('.')
-            .next()
-            .and_then(|ms| ms.parse().ok())
-            .unwrap_or(0);
-        if self
-            .roles
-            .current()
-            .is_some_and(|s| s.version == version || s.created_ms > published_ms)
-        {
+        let seq = seq_of(&version).unwrap_or(0);
+        if !self.roles.takes(&version, seq, now_ms) {
             return Ok(());
         }
         let Some(sealed) = self.store.get(Space::Roles, &snap_key(&version)).await? else {
             return Ok(()); // expired between the two reads: due, read again
         };
-        let key = self.key.clone();
-        let snap = tokio::task::spawn_blocking(move || {
-            Snapshot::decode(&version, key.open(&version, &sealed)?)
-        })
-        .await
-        .map_err(|e| PrefetchError::Corrupt {
-            version: String::new(),
-            reason: e.to_string(),
-        })??;
+        let snap = open_blocking(&self.key, version, sealed).await?;
+        let store_ms = self.store.time_ms().await?;
         tracing::info!(version = %snap.version, users = snap.len(), "roles snapshot shared by another instance loaded");
-        self.roles.install(Arc::new(snap));
+        self.roles.install(Arc::new(snap), store_ms, now_ms);
         Ok(())
     }
 
     async fn refresh_if_due(&self, now_ms: u64) -> Tick {
         let due = self
             .roles
-            .current()
-            .is_none_or(|s| s.age(now_ms) >= self.roles.interval);
+            .age(now_ms)
+            .is_none_or(|age| age >= self.roles.interval);
         if !due {
             return Tick::Fresh;
         }
@@ -421,7 +753,8 @@ impl Refresher {
             m.roles_refreshes.with_label_values(&[label]).inc();
         }
         match result {
-            Ok(users) => Tick::Refreshed { users },
+            Ok(Some(users)) => Tick::Refreshed { users },
+            Ok(None) => Tick::Superseded,
             Err(e) => {
                 self.pause_after_failure().await;
                 Tick::Failed(e.to_string())
@@ -429,33 +762,64 @@ impl Refresher {
         }
     }
 
-    async fn refresh(&self, now_ms: u64) -> Result<usize, PrefetchError> {
-        let started = std::time::Instant::now();
-        let users = self.source.users_with_roles().await?;
-        let version = format!("{now_ms}.{}", hex::encode(rand::random::<[u8; 6]>()));
-        let snap = Arc::new(Snapshot::new(users, now_ms, version));
-        // Serve from it here at once, even if sharing it fails.
-        self.roles.install(snap.clone());
+    /// Reads every user and publishes them on top of whatever was published meanwhile.
+    async fn refresh(&self, now_ms: u64) -> Result<Option<usize>, PrefetchError> {
+        let started = Instant::now();
+        // Before the first call: the store's time and the sequence number the read starts from.
+        let begun = self.store.time_ms().await?;
+        let base = self
+            .store
+            .get(Space::Roles, VERSION_KEY)
+            .await?
+            .and_then(|v| seq_of(&String::from_utf8_lossy(&v)))
+            .unwrap_or(0);
+        let read: HashMap<String, Value> = self
+            .read_while_loading()
+            .await?
+            .into_iter()
+            .map(|u| (u.user_id, u.app_metadata))
+            .collect();
+        let took = self.store.time_ms().await?.saturating_sub(begun);
+        if took >= keep_ms(self.keep()) {
+            return Err(PrefetchError::TooSlow { secs: took / 1000 });
+        }
+        let floor = self.roles.current().map_or(0, |s| s.seq);
+        let mut build = |head: &Head, _seq: u64| merge_read(&read, begun, base, head);
+        let published = publish(
+            self.store.as_ref(),
+            &self.key,
+            self.keep(),
+            floor,
+            &mut build,
+        )
+        .await?;
+        let Some(snap) = published else {
+            tracing::info!("roles read from the Auth0 Management API, but a read begun later was published first; it stays");
+            return Ok(None);
+        };
         let n = snap.len();
         let version = snap.version.clone();
-        let key = self.key.clone();
-        let gz = tokio::task::spawn_blocking(move || key.seal(&snap.version, snap.encode()))
-            .await
-            .unwrap_or_default();
-        let bytes = gz.len();
-        self.store
-            .put(Space::Roles, &snap_key(&version), gz, self.keep())
-            .await?;
-        self.store
-            .put(
-                Space::Roles,
-                VERSION_KEY,
-                version.clone().into_bytes(),
-                self.keep(),
-            )
-            .await?;
-        tracing::info!(users = n, bytes, ms = started.elapsed().as_millis() as u64, %version, "roles snapshot read from the Auth0 Management API and shared");
-        Ok(n)
+        // Its age counts from the read's start, by the store's clock, from this tick on.
+        self.roles.install(snap, begun, now_ms);
+        tracing::info!(users = n, ms = started.elapsed().as_millis() as u64, %version, "roles snapshot read from the Auth0 Management API and shared");
+        Ok(Some(n))
+    }
+
+    /// The bulk read; meanwhile this instance goes on loading what others publish every tick
+    /// (a change made with `roles … --config` reaches it within a tick, however long the read).
+    async fn read_while_loading(&self) -> Result<Vec<User>, Auth0Error> {
+        let read = self.source.users_with_roles();
+        tokio::pin!(read);
+        loop {
+            tokio::select! {
+                users = &mut read => return users,
+                _ = tokio::time::sleep(self.next_tick()) => {
+                    if let Err(e) = self.load_published(now_ms()).await {
+                        tracing::debug!(error = %e, "loading a published roles snapshot during the bulk read failed");
+                    }
+                }
+            }
+        }
     }
 
     /// The lock is set again for a short pause, so the next try (by any instance) waits.
@@ -466,49 +830,84 @@ impl Refresher {
     }
 }
 
-/// Writes `changed` users (as Auth0 now has them) into the shared snapshot, so every instance
-/// serves their new roles at its next tick instead of after the next bulk read. The snapshot
-/// keeps its creation time (the bulk-read schedule is unchanged) under a new version.
-/// `Ok(None)` when the store holds no snapshot. `keep`: how long the entries stay (3 intervals).
+/// A task aborted when this is dropped (the supervisor's own abort reaches the refresher).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    async fn wait(mut self) -> Result<(), tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn stop_reason(ended: Result<(), tokio::task::JoinError>) -> String {
+    match ended {
+        Ok(()) => "it returned".into(),
+        Err(e) if e.is_panic() => {
+            let p = e.into_panic();
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            format!("it panicked: {msg}")
+        }
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Writes `changed` users (as Auth0 now has them, roles or none) into the shared snapshot and
+/// stamps them, so every instance serves their new roles at its next tick instead of after the
+/// next bulk read, and no bulk read begun before this undoes them (see the module doc). When
+/// the store holds no snapshot, one holding only these users is published (a bulk read in
+/// flight then honours them). The bulk-read schedule is unchanged. `keep`: how long the entries
+/// stay (3 intervals). Returns the new version.
 pub async fn amend(
     store: &dyn Store,
     key: &SnapshotKey,
     keep: Duration,
     changed: &[User],
-) -> Result<Option<String>, PrefetchError> {
-    let Some(version) = store.get(Space::Roles, VERSION_KEY).await? else {
-        return Ok(None);
-    };
-    let version = String::from_utf8_lossy(&version).into_owned();
-    let Some(sealed) = store.get(Space::Roles, &snap_key(&version)).await? else {
-        return Ok(None);
-    };
-    let mut snap = Snapshot::decode(&version, key.open(&version, &sealed)?)?;
-    for u in changed {
-        if u.app_metadata.pointer("/flex/roles").is_some() {
-            snap.users.insert(u.user_id.clone(), u.app_metadata.clone());
-        } else {
-            snap.users.remove(&u.user_id);
+) -> Result<String, PrefetchError> {
+    let at_ms = store.time_ms().await?;
+    let mut build = |head: &Head, seq: u64| {
+        if let Some(e) = &head.unreadable {
+            return Err(match e {
+                PrefetchError::Forged { version } => PrefetchError::Forged {
+                    version: version.clone(),
+                },
+                e => PrefetchError::Corrupt {
+                    version: String::new(),
+                    reason: e.to_string(),
+                },
+            });
         }
-    }
-    snap.version = format!(
-        "{}.{}",
-        snap.created_ms,
-        hex::encode(rand::random::<[u8; 6]>())
-    );
-    let sealed = key.seal(&snap.version, snap.encode());
-    store
-        .put(Space::Roles, &snap_key(&snap.version), sealed, keep)
-        .await?;
-    store
-        .put(
-            Space::Roles,
-            VERSION_KEY,
-            snap.version.clone().into_bytes(),
-            keep,
-        )
-        .await?;
-    Ok(Some(snap.version))
+        let mut d = match &head.snap {
+            Some(s) => Draft {
+                created_ms: s.created_ms,
+                base: s.base,
+                users: s.users.clone(),
+                overrides: s.overrides.clone(),
+            },
+            None => Draft {
+                created_ms: 0,
+                base: 0,
+                users: HashMap::new(),
+                overrides: HashMap::new(),
+            },
+        };
+        for u in changed {
+            d.users.insert(u.user_id.clone(), u.app_metadata.clone());
+            d.overrides.insert(u.user_id.clone(), Stamp { seq, at_ms });
+        }
+        Ok(Some(d))
+    };
+    let snap = publish(store, key, keep, 0, &mut build).await?;
+    Ok(snap.map(|s| s.version.clone()).unwrap_or_default())
 }
 
 fn snap_key(version: &str) -> String {
@@ -525,13 +924,20 @@ mod tests {
     struct Fake {
         calls: AtomicUsize,
         fail: std::sync::atomic::AtomicBool,
+        panic_once: std::sync::atomic::AtomicBool,
         roles: parking_lot::Mutex<Vec<&'static str>>,
+        /// Amended into this store after the read is taken and before it returns: a change
+        /// made while the bulk read is in flight.
+        during: parking_lot::Mutex<Option<(Arc<MemoryStore>, Vec<User>)>>,
     }
 
     #[async_trait]
     impl RoleSource for Fake {
         async fn users_with_roles(&self) -> Result<Vec<User>, Auth0Error> {
             self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.panic_once.swap(false, Ordering::SeqCst) {
+                panic!("a bug in the bulk read");
+            }
             if self.fail.load(Ordering::SeqCst) {
                 return Err(Auth0Error::RateLimited {
                     wait: Duration::from_secs(9),
@@ -539,11 +945,19 @@ mod tests {
                 });
             }
             let roles = self.roles.lock().clone();
-            Ok(vec![User {
+            let read = vec![User {
                 user_id: "auth0|a".into(),
                 email: Some("a@example.com".into()),
                 app_metadata: json!({"flex": {"roles": roles}, "plan": "x"}),
-            }])
+            }];
+            let during = self.during.lock().take();
+            if let Some((store, changed)) = during {
+                let key = SnapshotKey::derive("mgmt-secret").unwrap();
+                amend(store.as_ref(), &key, Duration::from_secs(180), &changed)
+                    .await
+                    .unwrap();
+            }
+            Ok(read)
         }
     }
 
@@ -551,8 +965,18 @@ mod tests {
         Arc::new(Fake {
             calls: AtomicUsize::new(0),
             fail: Default::default(),
+            panic_once: Default::default(),
             roles: parking_lot::Mutex::new(vec!["agent"]),
+            during: Default::default(),
         })
+    }
+
+    fn no_roles(id: &str) -> User {
+        User {
+            user_id: id.into(),
+            email: None,
+            app_metadata: json!({"plan": "x"}),
+        }
     }
 
     fn instance(store: &Arc<MemoryStore>, source: &Arc<Fake>) -> (Arc<Roles>, Refresher) {
@@ -603,7 +1027,7 @@ mod tests {
         // Both still fresh a moment later: nothing read.
         assert_eq!(a.tick(t + 30_000).await, Tick::Fresh);
         assert_eq!(source.calls.load(Ordering::SeqCst), 1);
-        assert_eq!(a.next_tick(), Duration::from_secs(15));
+        assert_eq!(a.next_tick(), Duration::from_secs(5));
     }
 
     #[tokio::test]
@@ -646,6 +1070,7 @@ mod tests {
         let (_, a) = instance(&store, &source);
         let (roles_b, b) = instance(&store, &source);
         a.tick(1_000_000).await;
+        b.tick(1_000_000).await;
         let first = store.get(Space::Roles, VERSION_KEY).await.unwrap().unwrap();
         store.take(Space::Roles, LOCK_KEY).await.unwrap();
         *source.roles.lock() = vec!["supervisor"];
@@ -763,11 +1188,9 @@ mod tests {
             },
         ];
         let ttl = Duration::from_secs(180);
+        let created = roles_b.current().unwrap().created_ms;
         let v = amend(store.as_ref(), &key, ttl, &changed).await.unwrap();
-        assert!(
-            v.unwrap().starts_with("1000000."),
-            "the creation time is kept"
-        );
+        assert!(v.starts_with("2."), "the next in the chain: {v}");
         assert_eq!(b.tick(1_000_002).await, Tick::Fresh);
         assert_eq!(
             roles_b.lookup("auth0|a", 1_000_002).unwrap()["flex"]["roles"],
@@ -775,22 +1198,180 @@ mod tests {
         );
         assert!(roles_b.lookup("auth0|new", 1_000_002).is_some());
         assert_eq!(source.calls.load(Ordering::SeqCst), 1, "no bulk read");
-        // A user whose Flex roles are gone leaves the snapshot; another key cannot amend.
-        let gone = [User {
-            user_id: "auth0|new".into(),
-            email: None,
-            app_metadata: json!({"plan": "x"}),
-        }];
+        assert_eq!(
+            roles_b.current().unwrap().created_ms,
+            created,
+            "the read time is kept"
+        );
+        // A user whose Flex roles are gone is served as having none; another key cannot amend.
+        let gone = [no_roles("auth0|new")];
         amend(store.as_ref(), &key, ttl, &gone).await.unwrap();
         b.tick(1_000_003).await;
-        assert_eq!(roles_b.lookup("auth0|new", 1_000_003), None);
+        let served = roles_b.lookup("auth0|new", 1_000_003).unwrap();
+        assert_eq!(served.pointer("/flex/roles"), None, "{served}");
         let other = SnapshotKey::derive("other").unwrap();
         assert!(matches!(
             amend(store.as_ref(), &other, ttl, &gone).await,
             Err(PrefetchError::Forged { .. })
         ));
-        let empty = MemoryStore::new(10);
-        assert_eq!(amend(&empty, &key, ttl, &gone).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_bulk_read_begun_before_a_removal_does_not_undo_it() {
+        let store = Arc::new(MemoryStore::new(100));
+        let source = fake();
+        let (roles_a, a) = instance(&store, &source);
+        let (roles_b, b) = instance(&store, &source);
+        let t = 1_000_000;
+        a.tick(t).await;
+        b.tick(t + 1).await;
+        // The next read takes Auth0's state (A has a role); while it runs, `flexgate roles set
+        // --none --config` removes the role and amends the snapshot.
+        *source.during.lock() = Some((store.clone(), vec![no_roles("auth0|a")]));
+        store.take(Space::Roles, LOCK_KEY).await.unwrap();
+        assert_eq!(a.tick(t + 61_000).await, Tick::Refreshed { users: 1 });
+        assert_eq!(b.tick(t + 61_001).await, Tick::Fresh);
+        for (roles, at) in [(&roles_a, t + 61_000), (&roles_b, t + 61_001)] {
+            let served = roles
+                .lookup("auth0|a", at)
+                .expect("answered by the snapshot");
+            assert_eq!(served.pointer("/flex/roles"), None, "{served}");
+        }
+        // The next read, begun after the change, carries it on until INDEX_LAG has passed.
+        store.take(Space::Roles, LOCK_KEY).await.unwrap();
+        assert_eq!(a.tick(t + 122_000).await, Tick::Refreshed { users: 1 });
+        let snap = roles_a.current().unwrap();
+        assert!(snap.stamp("auth0|a").is_some(), "kept within the index lag");
+        assert_eq!(snap.get("auth0|a").unwrap().pointer("/flex/roles"), None);
+    }
+
+    #[tokio::test]
+    async fn a_removal_while_the_first_bulk_read_runs_is_honoured() {
+        // No snapshot yet: the amend publishes one holding only the change.
+        let store = Arc::new(MemoryStore::new(100));
+        let source = fake();
+        *source.during.lock() = Some((store.clone(), vec![no_roles("auth0|a")]));
+        let (roles_a, a) = instance(&store, &source);
+        assert_eq!(a.tick(1_000).await, Tick::Refreshed { users: 1 });
+        let served = roles_a.lookup("auth0|a", 1_001).unwrap();
+        assert_eq!(served.pointer("/flex/roles"), None, "{served}");
+    }
+
+    #[tokio::test]
+    async fn concurrent_amends_keep_each_others_changes() {
+        let store = Arc::new(MemoryStore::new(1000));
+        let source = fake();
+        let (_, a) = instance(&store, &source);
+        a.tick(1_000_000).await;
+        let key = SnapshotKey::derive("mgmt-secret").unwrap();
+        let ttl = Duration::from_secs(180);
+        let user = |i: usize| User {
+            user_id: format!("auth0|u{i}"),
+            email: None,
+            app_metadata: json!({"flex": {"roles": ["agent"]}}),
+        };
+        let amends: Vec<_> = (0..6)
+            .map(|i| {
+                let (store, key) = (store.clone(), key.clone());
+                tokio::spawn(async move { amend(store.as_ref(), &key, ttl, &[user(i)]).await })
+            })
+            .collect();
+        for t in amends {
+            t.await.unwrap().unwrap();
+        }
+        let (roles_b, b) = instance(&store, &source);
+        b.tick(1_000_001).await;
+        for i in 0..6 {
+            assert!(
+                roles_b.lookup(&format!("auth0|u{i}"), 1_000_001).is_some(),
+                "u{i}"
+            );
+        }
+        assert_eq!(roles_b.current().unwrap().seq, 7);
+    }
+
+    #[tokio::test]
+    async fn a_read_begun_before_a_newer_published_read_is_not_published() {
+        let store = Arc::new(MemoryStore::new(100));
+        let source = fake();
+        let (_, a) = instance(&store, &source);
+        a.tick(1_000_000).await;
+        let key = SnapshotKey::derive("mgmt-secret").unwrap();
+        let head = read_head(store.as_ref(), &key).await.unwrap();
+        let read: HashMap<String, Value> = HashMap::new();
+        // The head's read began at sequence 0; a read begun at 0 may publish, one begun
+        // "before" a read with a higher base may not.
+        assert!(merge_read(&read, 0, 0, &head).unwrap().is_some());
+        let mut newer = head.snap.clone().unwrap();
+        newer.base = 5;
+        let newer_head = Head {
+            snap: Some(newer),
+            ..head
+        };
+        assert!(merge_read(&read, 0, 4, &newer_head).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_publisher_clock_an_hour_ahead_changes_nothing_for_the_others() {
+        let store = Arc::new(MemoryStore::new(100));
+        let source = fake();
+        let (_, ahead) = instance(&store, &source);
+        let (roles_b, b) = instance(&store, &source);
+        let hour = 3_600_000;
+        let t = 5_000_000;
+        // The publisher's clock reads an hour later than B's.
+        assert_eq!(ahead.tick(t + hour).await, Tick::Refreshed { users: 1 });
+        assert_eq!(b.tick(t).await, Tick::Fresh);
+        assert!(roles_b.lookup("auth0|a", t + 179_000).is_some());
+        assert_eq!(
+            roles_b.lookup("auth0|a", t + 180_000),
+            None,
+            "not served past three intervals of B's own clock"
+        );
+        // A newer snapshot, from C whose clock reads far behind, is taken, not refused.
+        let (roles_c, c) = instance(&store, &source);
+        assert_eq!(c.tick(9).await, Tick::Fresh);
+        store.take(Space::Roles, LOCK_KEY).await.unwrap();
+        *source.roles.lock() = vec!["supervisor"];
+        assert_eq!(c.tick(61_009).await, Tick::Refreshed { users: 1 });
+        assert_eq!(b.tick(t + 1_000).await, Tick::Fresh);
+        assert_eq!(
+            roles_b.lookup("auth0|a", t + 1_000).unwrap()["flex"]["roles"],
+            json!(["supervisor"])
+        );
+        assert_eq!(roles_c.current(), roles_b.current());
+    }
+
+    #[tokio::test]
+    async fn a_refresher_that_panics_is_started_again_and_says_so() {
+        let store = Arc::new(MemoryStore::new(100));
+        let source = fake();
+        source.panic_once.store(true, Ordering::SeqCst);
+        let roles = Arc::new(Roles::new(Duration::from_secs(2)));
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let r = Refresher::new(
+            roles.clone(),
+            SnapshotKey::derive("mgmt-secret").unwrap(),
+            store.clone(),
+            source.clone(),
+            Some(metrics.clone()),
+        );
+        let task = tokio::spawn(r.supervise());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while roles.lookup("auth0|a", now_ms()).is_none() {
+            assert!(Instant::now() < deadline, "{}", roles.describe(now_ms()));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        task.abort();
+        assert_eq!(roles.refresher_restarts(), 1);
+        assert_eq!(metrics.roles_refresher_restarts.get(), 1);
+        let line = roles.describe(now_ms());
+        assert!(
+            line.contains("stopped 1 time(s) and was started again"),
+            "{line}"
+        );
+        assert!(line.contains("a bug in the bulk read"), "{line}");
+        assert!(source.calls.load(Ordering::SeqCst) >= 2);
     }
 
     #[tokio::test]

@@ -1,6 +1,10 @@
 //! `flexgate roles`: agents' Flex roles in Auth0, one at a time or from a CSV file
-//! (`email,roles`, roles separated by `;`). Role values are checked before any call; each row of
-//! an import ends in exactly one [`Outcome`], so nothing is half-applied without being said.
+//! (`email,roles`, roles separated by `;`; an empty roles cell removes every Flex role). Role
+//! values are checked before any call; each row of an import ends in exactly one [`Outcome`],
+//! so nothing is half-applied without being said.
+//!
+//! The export is safe to open in a spreadsheet: a cell that would start a formula gets a
+//! leading `'` ([`spreadsheet_safe`]), which the import removes again ([`unquote`]).
 
 use super::client::{Auth0Error, Client};
 use super::users::{self, User};
@@ -37,6 +41,36 @@ pub struct Row {
     pub roles: Vec<String>,
 }
 
+/// Spreadsheet programs take a cell starting with one of these as a formula (CSV injection).
+const FORMULA_START: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// Would [`unquote`] remove a leading `'` from `cell`?
+fn quoted(cell: &str) -> bool {
+    cell.strip_prefix('\'')
+        .is_some_and(|rest| rest.starts_with(FORMULA_START) || rest.starts_with('\''))
+}
+
+/// `cell` as a spreadsheet shows it as text: one starting with `=`, `+`, `-`, `@`, a tab or a
+/// CR gets a leading `'` (and so does one [`unquote`] would otherwise change, so that
+/// `unquote(spreadsheet_safe(x)) == x` for every `x`).
+pub fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(FORMULA_START) || quoted(cell) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
+}
+
+/// What [`spreadsheet_safe`] wrote, back: a leading `'` before a formula character or another
+/// `'` is removed; anything else is kept as it is.
+pub fn unquote(cell: &str) -> &str {
+    if quoted(cell) {
+        &cell[1..]
+    } else {
+        cell
+    }
+}
+
 /// `a;b ; c` → `[a, b, c]`
 pub fn split(cell: &str) -> Vec<String> {
     crate::flex::split_roles(cell.split(';').map(str::to_string).collect())
@@ -67,13 +101,13 @@ pub fn read_csv(
     for rec in r.records() {
         let rec = rec.map_err(|e| bad(e.to_string()))?;
         let line = rec.position().map(|p| p.line()).unwrap_or(0);
-        let email = rec[0].to_string();
+        let email = unquote(&rec[0]).to_string();
         if !email.contains('@') {
             return Err(bad(format!(
                 "line {line}: {email:?} is not an email address"
             )));
         }
-        let roles = split(&rec[1]);
+        let roles = split(unquote(&rec[1]));
         if let Some(prev) = rows
             .iter()
             .find(|p| p.email.eq_ignore_ascii_case(&email) && p.roles != roles)
@@ -208,8 +242,9 @@ pub async fn import(
     summary
 }
 
-/// Writes users as `email,roles` CSV (roles joined by `;`), sorted by email; users without an
-/// email cannot be imported back and are left out (their count is returned).
+/// Writes users as `email,roles` CSV (roles joined by `;`), sorted by email, every cell
+/// [`spreadsheet_safe`]; users without an email cannot be imported back and are left out
+/// (their count is returned).
 pub fn write_csv(out: impl std::io::Write, mut all: Vec<User>) -> Result<u64, csv::Error> {
     all.sort_by(|a, b| a.email.cmp(&b.email).then(a.user_id.cmp(&b.user_id)));
     let mut w = csv::Writer::from_writer(out);
@@ -217,7 +252,10 @@ pub fn write_csv(out: impl std::io::Write, mut all: Vec<User>) -> Result<u64, cs
     let mut skipped = 0;
     for u in &all {
         match &u.email {
-            Some(e) => w.write_record([e.as_str(), &u.roles().join(";")])?,
+            Some(e) => w.write_record([
+                spreadsheet_safe(e).as_ref(),
+                spreadsheet_safe(&u.roles().join(";")).as_ref(),
+            ])?,
             None => skipped += 1,
         }
     }
@@ -274,5 +312,66 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, "email,roles\na@x,agent\nb@x,agent;admin\n");
         assert_eq!(read_csv("x", text.as_bytes(), &[]).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn export_cells_never_start_a_formula_and_import_reads_them_back() {
+        let u = |email: &str, roles: serde_json::Value| User {
+            user_id: email.into(),
+            email: Some(email.into()),
+            app_metadata: serde_json::json!({"flex": {"roles": roles}}),
+        };
+        let hostile = [
+            "=HYPERLINK(\"http://x\")@x.com",
+            "+1@x.com",
+            "-2@x.com",
+            "@sum@x.com",
+            "\tt@x.com",
+            "\rr@x.com",
+            "'=q@x.com",
+            "''q@x.com",
+            "'plain@x.com",
+        ];
+        let mut users: Vec<User> = hostile
+            .iter()
+            .map(|e| u(e, serde_json::json!(["agent"])))
+            .collect();
+        users.push(u("roles@x.com", serde_json::json!(["-evil", "agent"])));
+        let mut out = Vec::new();
+        write_csv(&mut out, users).unwrap();
+        let mut r = csv::ReaderBuilder::new().from_reader(out.as_slice());
+        for rec in r.records() {
+            let rec = rec.unwrap();
+            for cell in rec.iter() {
+                assert!(
+                    !cell.starts_with(FORMULA_START),
+                    "{cell:?} starts a formula"
+                );
+            }
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\"'=HYPERLINK("), "{text}");
+        assert!(text.contains("'-evil;agent"), "{text}");
+        assert!(
+            text.contains("\n'plain@x.com,agent\n"),
+            "a plain quote is kept: {text}"
+        );
+        // Round trip: the import reads exactly what was exported.
+        let rows = read_csv("x", text.as_bytes(), &["-evil".into()]).unwrap();
+        let mut emails: Vec<&str> = rows.iter().map(|r| r.email.as_str()).collect();
+        emails.sort();
+        let mut want: Vec<&str> = hostile.to_vec();
+        want.push("roles@x.com");
+        want.sort();
+        // The reader trims whitespace around cells, so tab and CR survive only behind the quote.
+        assert_eq!(emails, want);
+        let evil = rows.iter().find(|r| r.email == "roles@x.com").unwrap();
+        assert_eq!(evil.roles, vec!["-evil", "agent"]);
+    }
+
+    #[test]
+    fn an_empty_roles_cell_means_no_role() {
+        let rows = read_csv("f.csv", "email,roles\na@x.com,\n".as_bytes(), &[]).unwrap();
+        assert_eq!(rows[0].roles, Vec::<String>::new());
     }
 }

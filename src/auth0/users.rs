@@ -68,12 +68,17 @@ impl User {
     }
 
     /// The `app_metadata` PATCH body that sets the roles and keeps every other key of `flex`.
+    /// No roles removes the `roles` key (the user then leaves the search for users with roles).
     pub fn roles_patch(&self, roles: &[String]) -> Value {
         let mut flex = match self.app_metadata.get("flex") {
             Some(Value::Object(m)) => m.clone(),
             _ => Map::new(),
         };
-        flex.insert("roles".into(), json!(roles));
+        if roles.is_empty() {
+            flex.remove("roles");
+        } else {
+            flex.insert("roles".into(), json!(roles));
+        }
         json!({ "app_metadata": { "flex": flex } })
     }
 }
@@ -331,6 +336,11 @@ mod tests {
         assert_eq!(
             p,
             json!({"app_metadata": {"flex": {"roles": ["supervisor", "wfo.team_leader"], "team": "blue"}}})
+        );
+        // No roles: the key goes (the user leaves the search for users with a role).
+        assert_eq!(
+            u.roles_patch(&[]),
+            json!({"app_metadata": {"flex": {"team": "blue"}}})
         );
     }
 

@@ -49,11 +49,15 @@ pub fn run(a: Args) -> Result<(), Failure> {
 pub enum RolesCommand {
     /// Print the Flex roles of the account(s) with this email.
     Get { email: String },
-    /// Set the Flex roles of the account(s) with this email (other app_metadata is kept).
+    /// Set the Flex roles of the account(s) with this email (other app_metadata is kept);
+    /// `--none` removes every Flex role.
     Set {
         email: String,
-        #[arg(required = true)]
+        #[arg(required_unless_present = "none", conflicts_with = "none")]
         roles: Vec<String>,
+        /// Remove every Flex role: the person gets Flex's no-role page at the next login.
+        #[arg(long)]
+        none: bool,
     },
     /// Set the roles of every `email,roles` row of a CSV file (roles separated by `;`).
     Import {
@@ -159,7 +163,7 @@ async fn run_async(t: &Tenant, cmd: RolesCommand) -> Result<(), Exit> {
     let mut written = Vec::new();
     let result = match cmd {
         RolesCommand::Get { email } => get(&client, &email).await,
-        RolesCommand::Set { email, roles } => {
+        RolesCommand::Set { email, roles, .. } => {
             set(&client, &email, &roles_of(&roles), &mut written).await
         }
         RolesCommand::Import { dry_run, .. } => {
@@ -202,8 +206,7 @@ async fn share(cfg: &Config, written: &[users::User]) {
     }
     .await;
     match outcome {
-        Ok(Some(_)) => eprintln!("the shared roles snapshot was updated: running flexgate instances use the new roles within 15 s"),
-        Ok(None) => {}
+        Ok(_) => eprintln!("the shared roles snapshot was updated: running flexgate instances use the new roles within 15 s"),
         Err(e) => eprintln!("warning: the roles are set in Auth0, but the shared roles snapshot could not be updated ({e}); {later}"),
     }
 }

@@ -30,7 +30,8 @@ pub struct Management {
     cache: Mutex<HashMap<String, (Instant, Value)>>,
     /// The shared snapshot, when `prefetch_secs` is on.
     roles: Option<Arc<Roles>>,
-    /// The task keeping `roles` current; stopped with this configuration generation.
+    /// The task keeping `roles` current (supervised: started again if it stops); stopped with
+    /// this configuration generation.
     refresher: Mutex<Option<tokio::task::AbortHandle>>,
     metrics: OnceLock<Arc<Metrics>>,
 }
@@ -92,7 +93,7 @@ impl Management {
             self.client.clone(),
             self.metrics.get().cloned(),
         );
-        let task = tokio::spawn(refresher.run());
+        let task = tokio::spawn(refresher.supervise());
         if let Some(old) = self.refresher.lock().replace(task.abort_handle()) {
             old.abort();
         }

@@ -100,6 +100,39 @@ impl Store for MemoryStore {
         self.insert(space, key, Vec::new(), ttl, true)
     }
 
+    async fn swap(
+        &self,
+        space: Space,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        let held = inner
+            .entries
+            .get(&(space, key.to_string()))
+            .filter(|(exp, _)| *exp > now)
+            .map(|(_, v)| v.as_slice());
+        if held != expected {
+            return Ok(false);
+        }
+        if held.is_none() && inner.entries.len() >= self.max_entries {
+            return Err(StoreError::Full(self.max_entries));
+        }
+        inner
+            .entries
+            .insert((space, key.to_string()), (now + ttl, new));
+        Ok(true)
+    }
+
+    async fn time_ms(&self) -> Result<u64, StoreError> {
+        Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -130,6 +163,30 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(s.take(Space::Pending, "b").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn swap_sets_only_over_what_was_expected() {
+        let s = MemoryStore::new(10);
+        let ttl = Duration::from_secs(60);
+        assert!(s
+            .swap(Space::Roles, "v", None, b"1".to_vec(), ttl)
+            .await
+            .unwrap());
+        assert!(!s
+            .swap(Space::Roles, "v", None, b"2".to_vec(), ttl)
+            .await
+            .unwrap());
+        assert!(!s
+            .swap(Space::Roles, "v", Some(b"0"), b"2".to_vec(), ttl)
+            .await
+            .unwrap());
+        assert!(s
+            .swap(Space::Roles, "v", Some(b"1"), b"2".to_vec(), ttl)
+            .await
+            .unwrap());
+        assert_eq!(s.get(Space::Roles, "v").await.unwrap(), Some(b"2".to_vec()));
+        assert!(s.time_ms().await.unwrap() > 1_700_000_000_000);
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! Shared state behind one small interface. Entries are opaque bytes with a TTL, so a backend
-//! needs only four operations. `memory` is the default (one instance).
+//! needs only a few operations: put, get, take, first use, compare-and-set and the store's
+//! clock. `memory` is the default (one instance).
 
 pub mod memory;
 pub mod redis;
@@ -52,6 +53,20 @@ pub trait Store: Send + Sync {
     async fn take(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Marks `key` used; `false` when it already was (within `ttl`).
     async fn first_use(&self, space: Space, key: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// Sets `key` to `new` only if it holds `expected` now (`None`: only if it is absent), in
+    /// one atomic step; `false` when it held something else. Publications that must not undo
+    /// each other go through this.
+    async fn swap(
+        &self,
+        space: Space,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    /// The store's clock, in milliseconds since the Unix epoch: one clock that every instance
+    /// sharing the store reads alike (no instance's own clock has to be right).
+    async fn time_ms(&self) -> Result<u64, StoreError>;
     /// Is the store usable? (for `/readyz`)
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -1,5 +1,6 @@
 //! The Redis store: what several flexgate instances share. Every entry has a TTL; `take` is
-//! `GETDEL` (atomic single use), `first_use` is `SET NX PX`. The connection is made lazily and
+//! `GETDEL` (atomic single use), `first_use` is `SET NX PX`, `swap` a Lua script (`GET`,
+//! compare, `SET PX`: atomic, one key, so it works on Cluster too), `time_ms` is `TIME`. The connection is made lazily and
 //! re-made after failures (redis's `ConnectionManager` reconnects by itself once it exists), so
 //! flexgate starts — and `/readyz` says why it is not ready — while Redis is away.
 //!
@@ -32,6 +33,15 @@ enum Conn {
     Sentinel(redis::aio::MultiplexedConnection),
     Cluster(redis::cluster_async::ClusterConnection),
 }
+
+/// `swap`: KEYS[1] the key; ARGV: 1 if a value is expected (0: absent), the expected value,
+/// the new value, the TTL in ms.
+const SWAP_SCRIPT: &str = r"local held = redis.call('GET', KEYS[1])
+if (ARGV[1] == '0' and not held) or (ARGV[1] == '1' and held == ARGV[2]) then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+  return 1
+end
+return 0";
 
 /// A Redis-backed [`Store`].
 pub struct RedisStore {
@@ -275,6 +285,31 @@ impl Store for RedisStore {
             .arg(ttl.as_millis().max(1) as u64);
         let r: Option<String> = self.run(cmd).await?;
         Ok(r.is_some())
+    }
+
+    async fn swap(
+        &self,
+        space: Space,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(SWAP_SCRIPT)
+            .arg(1)
+            .arg(self.key(space, key))
+            .arg(if expected.is_some() { "1" } else { "0" })
+            .arg(expected.unwrap_or_default())
+            .arg(new)
+            .arg(ttl.as_millis().max(1) as u64);
+        let done: i64 = self.run(cmd).await?;
+        Ok(done == 1)
+    }
+
+    async fn time_ms(&self) -> Result<u64, StoreError> {
+        let (secs, micros): (u64, u64) = self.run(redis::cmd("TIME")).await?;
+        Ok(secs * 1000 + micros / 1000)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -14,6 +14,8 @@
 //         "You can only page through the first 1000 records. See https://auth0.com/docs/users/search/v3/view-search-results-by-page#limitation"
 //         (go-auth0 management/user.go `List` + `UserList`; Auth0 docs "User Search Query Syntax").
 //         Queries understood here: `_exists_:app_metadata.flex.roles`, `email:"x"` (others → 400 invalid_query_string).
+//         Test-only: `search_delay_ms` (after `search_delay_after` searches) answers each search that
+//         long after reading the users, so a bulk read can span a change made meanwhile.
 //   POST  /api/v2/jobs/users-exports {"format":"json","fields":[{"name":"user_id"},{"name":"app_metadata.x","export_as":"x"}]}
 //         -> 201 {"id":"job_…","type":"users_export","status":"pending","format","fields","created_at"}
 //   GET   /api/v2/jobs/{id} -> 200 {…, "status":"pending"|"processing"|"completed", "location": URL when completed}
@@ -55,6 +57,9 @@ export function routes(ctx) {
   }
 
   let searchFailures = cfg.search_unavailable ?? 0;
+  // Test-only slowdown: after the first `search_delay_after` searches, each search reads the
+  // users at once and answers `search_delay_ms` later (stats: slow_searches_begun / _done).
+  let searches = 0;
   function search({ res, url }) {
     const p = url.searchParams;
     // Test-only fault: the first N searches fail as an Auth0 outage does (503, Auth0's error body).
@@ -71,10 +76,21 @@ export function routes(ctx) {
     if ((page + 1) * perPage > SEARCH_LIMIT) {
       return apiError(res, 400, 'Bad Request', 'You can only page through the first 1000 records. See https://auth0.com/docs/users/search/v3/view-search-results-by-page#limitation', 'invalid_paging');
     }
+    // The users as they are now, answered now or (test-only slowdown) later: a slow search
+    // answers with what it read when it began, as a bulk read spanning a change does.
     const hits = sorted().filter(filter);
-    const slice = hits.slice(page * perPage, (page + 1) * perPage).map((u) => pick(u, p.get('fields'), p.get('include_fields')));
-    if (p.get('include_totals') !== 'true') return send(res, 200, slice);
-    return send(res, 200, { start: page * perPage, limit: perPage, length: slice.length, total: Math.min(hits.length, SEARCH_LIMIT), users: slice });
+    const slice = hits.slice(page * perPage, (page + 1) * perPage).map((u) => structuredClone(pick(u, p.get('fields'), p.get('include_fields'))));
+    const body = p.get('include_totals') !== 'true' ? slice
+      : { start: page * perPage, limit: perPage, length: slice.length, total: Math.min(hits.length, SEARCH_LIMIT), users: slice };
+    searches += 1;
+    if (cfg.search_delay_ms && searches > (cfg.search_delay_after ?? 0)) {
+      stats.slow_searches_begun = (stats.slow_searches_begun || 0) + 1;
+      return new Promise((r) => setTimeout(r, cfg.search_delay_ms)).then(() => {
+        stats.slow_searches_done = (stats.slow_searches_done || 0) + 1;
+        return send(res, 200, body);
+      });
+    }
+    return send(res, 200, body);
   }
 
   function getUser({ res, url, params: [id] }) {
