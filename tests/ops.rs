@@ -1356,6 +1356,8 @@ async fn readiness_detail_and_metrics_are_served_only_by_the_admin_listener() {
     };
     assert!(status.success(), "{status}");
     assert!(std::net::TcpStream::connect(("127.0.0.1", i.admin)).is_err());
+}
+
 /// The HTTP status of a login of `norole` on `on` (403: Flex's no-role page).
 async fn login_status(on: &Instance, public_port: u16) -> u16 {
     legacy_login(on, public_port, &unique_id("ONELOGIN_"))
