@@ -574,4 +574,24 @@ mod tests {
             .to_string();
         assert!(e.contains("does not verify"), "{e}");
     }
+
+    #[test]
+    fn a_refused_pin_is_held_until_the_back_off_ends_and_only_that_pin() {
+        let refused = Secret::new("4711");
+        let now = Instant::now();
+        let hold = PinHold {
+            pin: pin_digest(Some(&refused)),
+            until: now + MIN_PIN_RETRY,
+            token: "token=t".into(),
+            reason: "PinIncorrect".into(),
+        };
+        assert!(hold.holds(&pin_digest(Some(&refused)), now));
+        assert!(hold.holds(
+            &pin_digest(Some(&refused)),
+            now + MIN_PIN_RETRY - Duration::from_secs(1)
+        ));
+        assert!(!hold.holds(&pin_digest(Some(&refused)), now + MIN_PIN_RETRY));
+        // A different PIN (a rotated pin-source file) is not held.
+        assert!(!hold.holds(&pin_digest(Some(&Secret::new("4712"))), now));
+    }
 }
