@@ -371,6 +371,9 @@ fn out_of_range_durations() {
     refused(&text, "upstream.timeout_secs", "between 1 and 120");
     let text = good().replace("[server]\n", "[server]\nheader_timeout_secs = 0\n");
     refused(&text, "server.header_timeout_secs", "between 1 and 300");
+    // A refused HSM PIN is never retried sooner than every 5 minutes.
+    let text = good().replace("[idp]\n", "[idp]\npin_retry_secs = 60\n");
+    refused(&text, "idp.pin_retry_secs", "between 300 and 86400");
 }
 
 #[test]

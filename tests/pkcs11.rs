@@ -17,7 +17,13 @@ struct Token {
     conf: PathBuf,
     label: String,
     pin: String,
+    /// flexgate reaches the token through OpenSC's pkcs11-spy, which logs every call.
+    spied: bool,
 }
+
+/// OpenSC's pkcs11-spy (Debian package `opensc`): a PKCS#11 module that passes every call on to
+/// the module in `PKCS11SPY` and logs it to `PKCS11SPY_OUTPUT`.
+const SPY: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so";
 
 /// `s` with every byte but letters and digits percent-encoded (a PIN written into a URI).
 fn pct(s: &str) -> String {
@@ -42,6 +48,7 @@ impl Token {
             conf,
             label: label.to_string(),
             pin: pin.to_string(),
+            spied: false,
         };
         t.tool(
             "softhsm2-util",
@@ -57,6 +64,34 @@ impl Token {
             ],
         );
         t
+    }
+
+    /// A token flexgate reaches through [`SPY`].
+    fn spied(label: &str) -> Token {
+        assert!(
+            Path::new(SPY).exists(),
+            "pkcs11-spy is missing: apt-get install opensc"
+        );
+        Token {
+            spied: true,
+            ..Token::new(label)
+        }
+    }
+
+    fn spy_log(&self) -> PathBuf {
+        self.dir.path().join("pkcs11-spy.log")
+    }
+
+    /// How many times flexgate (and its keygen) called `function` so far.
+    fn calls(&self, function: &str) -> usize {
+        let log = std::fs::read_to_string(self.spy_log()).unwrap_or_default();
+        let suffix = format!(": {function}");
+        log.lines()
+            .filter(|l| {
+                l.strip_suffix(&suffix)
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .count()
     }
 
     /// The token's own folder inside the token directory (SoftHSM2 names it by a UUID).
@@ -102,8 +137,9 @@ impl Token {
 
     /// The key URI with the PIN taken from ${FLEXGATE_HSM_PIN}.
     fn uri(&self, object: &str) -> String {
+        let module = if self.spied { SPY } else { MODULE };
         format!(
-            "pkcs11:token={};object={object}?module-path={MODULE}&pin-value=${{FLEXGATE_HSM_PIN}}",
+            "pkcs11:token={};object={object}?module-path={module}&pin-value=${{FLEXGATE_HSM_PIN}}",
             self.label
         )
     }
@@ -114,10 +150,15 @@ impl Token {
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("SOFTHSM2_CONF", self.conf.display().to_string()),
             ("FLEXGATE_HSM_PIN", self.pin.clone()),
-        ]
+        ];
+        if self.spied {
+            env.push(("PKCS11SPY", MODULE.to_string()));
+            env.push(("PKCS11SPY_OUTPUT", self.spy_log().display().to_string()));
+        }
+        env
     }
 
     fn flexgate(&self, args: &[&str]) -> Output {
@@ -631,7 +672,10 @@ fn assert_no_pin_piece(pin: &str, out: &str) {
         "AEnd",
         "4711&",
     ] {
-        assert!(!out.contains(piece), "{piece:?} of the PIN is printed: {out}");
+        assert!(
+            !out.contains(piece),
+            "{piece:?} of the PIN is printed: {out}"
+        );
     }
 }
 
@@ -645,8 +689,8 @@ async fn a_pin_from_the_environment_is_never_uri_syntax_and_never_printed() {
         let cfg = write_config(dir.path(), &idp_lines(&t.uri("idp-signing"), ""));
         let o = t.flexgate(&["check", "--json", "--config", cfg.to_str().expect("utf-8")]);
         assert_no_pin_piece(pin, &text(&o));
-        let report: serde_json::Value = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|_| panic!("{pin:?}: {}", text(&o)));
+        let report: serde_json::Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{pin:?}: {}", text(&o)));
         let key = report["findings"]
             .as_array()
             .expect("findings")
@@ -662,4 +706,196 @@ async fn a_pin_from_the_environment_is_never_uri_syntax_and_never_printed() {
     let out = login(&fg).await;
     assert_eq!(out.status, 200, "{}", out.body);
     assert_no_pin_piece(pin, &fg.log_text());
+}
+
+/// One `/readyz` from `client`: its status and how long it took.
+async fn timed_probe(client: &reqwest::Client, url: &str) -> (u16, Duration) {
+    let started = Instant::now();
+    let r = client.get(url).send().await.expect("readyz answers");
+    let status = r.status().as_u16();
+    let _ = r.bytes().await;
+    (status, started.elapsed())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Anonymous `/readyz` probes from a runtime of their own.
+struct Flood {
+    url: String,
+    client: reqwest::Client,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Flood {
+    fn start(url: String) -> Flood {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        Flood {
+            url,
+            client: reqwest::Client::new(),
+            rt: Some(rt),
+        }
+    }
+
+    /// `n` concurrent probes; the receiver gets one message once every one answered 200.
+    fn start_round(&self, n: usize) -> std::sync::mpsc::Receiver<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (client, url) = (self.client.clone(), self.url.clone());
+        let rt = self.rt.as_ref().expect("running");
+        rt.spawn(async move {
+            let all: Vec<_> = (0..n)
+                .map(|_| tokio::spawn(client.get(url.clone()).send()))
+                .collect();
+            for a in all {
+                let r = a.await.expect("task").expect("readyz answers");
+                assert_eq!(r.status().as_u16(), 200);
+            }
+            let _ = tx.send(());
+        });
+        rx
+    }
+
+    fn round(&self, n: usize) {
+        tokio::task::block_in_place(|| self.start_round(n).recv().expect("the flood round ends"));
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        // Dropped inside the test's runtime: no blocking shutdown there.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Issue 18, item 3: a probe flood makes no token signatures beyond one per 10 s, and does not
+/// delay the orchestrator's own probe by more than 100 ms (median, against an idle baseline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_probes_sign_at_most_once_per_10_s_and_never_delay_another_probe() {
+    let (t, fg, _op) = serving_token(Token::spied("probes"), "");
+    let url = format!("{}/readyz", fg.base);
+    let own = reqwest::Client::new();
+    let mut idle = Vec::new();
+    for _ in 0..7 {
+        let (status, took) = timed_probe(&own, &url).await;
+        assert_eq!(status, 200);
+        idle.push(took);
+    }
+    let baseline = median(idle);
+
+    let signs_before = t.calls("C_Sign");
+    let started = Instant::now();
+    // The anonymous probes come from their own runtime (another process, in production), over
+    // connections opened by a first, unmeasured round.
+    let flood = Flood::start(url.clone());
+    flood.round(300);
+    let mut delays = Vec::new();
+    for _ in 0..9 {
+        let done = flood.start_round(300);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (status, took) = timed_probe(&own, &url).await;
+        assert_eq!(status, 200);
+        delays.push(took);
+        tokio::task::block_in_place(|| done.recv().expect("the flood round ends"));
+    }
+    let delayed = median(delays.clone());
+    eprintln!("/readyz idle median {baseline:?}; with 300 anonymous probes in flight {delays:?}, median {delayed:?}");
+    assert!(
+        delayed <= baseline + Duration::from_millis(100),
+        "300 anonymous probes delayed another probe: median {delayed:?} against {baseline:?} idle"
+    );
+    // Probes keep arriving past one check interval.
+    while started.elapsed() < Duration::from_secs(12) {
+        flood.round(20);
+    }
+    let signs = t.calls("C_Sign") - signs_before;
+    let allowed = started.elapsed().as_secs() as usize / 10 + 1;
+    eprintln!(
+        "{} s of probes: {signs} C_Sign calls (allowed {allowed})",
+        started.elapsed().as_secs()
+    );
+    assert!(
+        signs <= allowed,
+        "{signs} token signatures for probes in {:?}",
+        started.elapsed()
+    );
+}
+
+/// Issue 18, item 4: the token's PIN changes under a running flexgate. After the token refuses
+/// the old PIN once, neither logins nor probes make it try again (pkcs11-spy counts `C_Login`);
+/// they get the 503 page and a not-ready `/readyz` naming the PIN. A reload with the right PIN
+/// makes logins work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_pin_is_not_tried_again_until_a_reload() {
+    const NEW_PIN: &str = "4711-rotated";
+    let (t, fg, _op) = serving_token(Token::spied("pinchange"), "");
+    assert_eq!(login(&fg).await.status, 200);
+
+    // The PIN changes; the token goes away and comes back, so flexgate must log in again.
+    t.p11tool(&["--change-pin", "--new-pin", NEW_PIN]);
+    let storage = t.storage();
+    let away = t.dir.path().join("away");
+    std::fs::rename(&storage, &away).expect("move the token away");
+    assert_eq!(login(&fg).await.status, 503);
+    std::fs::rename(&away, &storage).expect("move the token back");
+    let out = login(&fg).await;
+    assert_eq!(out.status, 503, "{}", out.body);
+    assert!(out.body.contains("security module"), "{}", out.body);
+    let logins_after_refusal = t.calls("C_Login");
+    assert!(logins_after_refusal > 0, "no C_Login reached the token");
+
+    // Logins and probes keep arriving, past the readiness check interval: no C_Login.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(11) {
+        assert_eq!(login(&fg).await.status, 503);
+        let (status, ready) = readyz(&fg.base).await;
+        assert_eq!(status, 503, "{ready}");
+        let keys = ready["checks"]["keys"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            keys.contains("refused the PIN") && keys.contains("SIGHUP"),
+            "{ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        t.calls("C_Login"),
+        logins_after_refusal,
+        "C_Login was called again with the refused PIN"
+    );
+    let log = fg.wait_log("refused the PIN");
+    assert!(
+        log.contains("refused the PIN") && log.contains("reload"),
+        "{log}"
+    );
+    for pin in [PIN, NEW_PIN] {
+        assert!(!log.contains(pin), "a PIN is in the log");
+    }
+
+    // The operator puts the new PIN into the config and reloads: logins work again.
+    let cfg = fg.dir.path().join("flexgate.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(&cfg, text.replace("${FLEXGATE_HSM_PIN}", &pct(NEW_PIN))).expect("config");
+    let hup = Command::new("kill")
+        .args(["-HUP", &fg.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    fg.wait_log("configuration and keys reloaded");
+    let out = login(&fg).await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert!(t.calls("C_Login") > logins_after_refusal);
+    assert!(
+        !fg.log_text().contains(NEW_PIN),
+        "the new PIN is in the log"
+    );
 }

@@ -139,18 +139,23 @@ fn signing_recovers_after_the_login_is_lost_and_after_the_token_refused() {
     }
     let health = key.health().expect_err("not ready");
     assert!(health.contains("refused the PIN"), "{health}");
-    // … until the PIN is back: the next signature (or readiness probe) opens the token again.
+    // … and that PIN is not given to the token again, not even once it is right again (issue 18,
+    // item 4): only a reload (a new TokenKey) or the back-off tries it.
     admin
         .login(cryptoki::session::UserType::User, Some(&new_pin))
         .expect("login");
     admin.set_pin(&new_pin, &old_pin).expect("set pin back");
     admin.logout().expect("logout");
     drop(admin);
-    assert_eq!(key.health(), Ok(()));
+    match by_token.signature_element("_r1", ELEMENT) {
+        Err(SignError::Token(e)) => assert!(e.to_string().contains("SIGHUP"), "{e}"),
+        other => panic!("expected the held PIN, got {other:?}"),
+    }
+    let (_, reloaded, _) = signers(&uri, pem_dir.path());
     assert_eq!(
-        by_token
+        reloaded
             .signature_element("_r1", ELEMENT)
-            .expect("recovered"),
+            .expect("recovered after a reload"),
         expected
     );
 }

@@ -219,7 +219,8 @@ fn token_signer(cfg: &Config, uri: &Pkcs11Uri) -> Result<(Signer, X509), ConfigE
         cfg.idp.pkcs11_sessions,
         cfg.idp.allow_extractable_key,
     )
-    .map_err(|e| pkcs11_invalid(cfg, &e))?;
+    .map_err(|e| pkcs11_invalid(cfg, &e))?
+    .with_pin_retry(cfg.idp.pin_retry);
     let signer = Signer::with_token(Arc::new(key), &cert)
         .map_err(|e| sign_error(cfg, &uri.key_name(), e))?;
     Ok((signer, cert))

@@ -153,6 +153,9 @@ pub struct IdpConfig {
     pub pkcs11_sessions: usize,
     /// Accept a token key whose private part can be read out.
     pub allow_extractable_key: bool,
+    /// After the token refused the PIN, how long before flexgate tries that PIN once more
+    /// (a reload tries at once).
+    pub pin_retry: Duration,
 }
 
 /// How flexgate authenticates at the upstream's token endpoint.

@@ -81,6 +81,7 @@ pub(super) struct RawIdp {
     pub(super) pkcs11_sessions: Option<usize>,
     #[serde(default)]
     pub(super) allow_extractable_key: bool,
+    pub(super) pin_retry_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -104,6 +104,7 @@ pub fn generate(
     common_name: &str,
     force: bool,
 ) -> Result<Made, Pkcs11Error> {
+    let _inside = token::enter();
     let (_ctx, _slot, session) = token::open(uri, true)?;
     let (public, replaced) = make_pair(&session, uri, bits, force)?;
     drop(session);

@@ -27,6 +27,12 @@ pub enum Pkcs11Error {
     AmbiguousToken { wanted: String, present: String },
     #[error("the token {token} refused the PIN ({reason})")]
     Pin { token: String, reason: String },
+    #[error("the token {token} refused the PIN ({reason}); flexgate does not give it that PIN again for {retry_in_secs} s or until a reload (SIGHUP), so that the token does not lock it")]
+    PinHeld {
+        token: String,
+        reason: String,
+        retry_in_secs: u64,
+    },
     #[error("the PIN file {path} cannot be read: {reason}")]
     PinFile { path: String, reason: String },
     #[error("the token {token} has no private key {key}")]
@@ -64,7 +70,8 @@ impl Pkcs11Error {
             Pkcs11Error::Module { .. } => "install the HSM vendor's PKCS#11 library and point module-path at it (SoftHSM2: apt-get install softhsm2, module-path=/usr/lib/softhsm/libsofthsm2.so)".into(),
             Pkcs11Error::NoToken { .. } => "correct token= (the token label, as `pkcs11-tool --module M --list-token-slots` shows it), or initialise the token".into(),
             Pkcs11Error::AmbiguousToken { .. } => "add slot-id= or serial= to the URI to pick one".into(),
-            Pkcs11Error::Pin { .. } => "give the user PIN of that token in pin-value= (e.g. pin-value=${FLEXGATE_HSM_PIN}) or pin-source=file:/path".into(),
+            Pkcs11Error::Pin { .. } => "give the user PIN of that token in pin-value= (e.g. pin-value=${FLEXGATE_HSM_PIN}) or pin-source=file:/path; a locked (CKR_PIN_LOCKED) or expired PIN must first be unblocked or renewed by the token's security officer".into(),
+            Pkcs11Error::PinHeld { .. } => "put the token's current user PIN where idp.key takes it from (the variable in pin-value=${…} or the pin-source file) and reload flexgate (SIGHUP; a changed pin-source file is tried at once); a locked (CKR_PIN_LOCKED) or expired PIN must first be unblocked or renewed by the token's security officer".into(),
             Pkcs11Error::PinFile { .. } => "create the file with the PIN on its first line, readable by flexgate only".into(),
             Pkcs11Error::NoKey { .. } => "correct object= (the key's label) or id=, or make the key with `flexgate keygen --pkcs11 URI`".into(),
             Pkcs11Error::AmbiguousKey { .. } => "give each key its own label, or name the key by id= as well".into(),

@@ -4,9 +4,22 @@
 //! waits (it runs on a blocking thread). When a signature fails because the session, the login or
 //! the token went away, the pool is dropped, the token found and logged into again, the key found
 //! again, and the signature retried once.
+//!
+//! **Readiness costs the token at most one signature per [`HEALTH_TTL`].** Every signature's
+//! outcome is remembered with its time; [`TokenKey::known_health`] answers from it without touching
+//! the token, and [`TokenKey::health`] signs only when that outcome is older than `HEALTH_TTL` and
+//! no other thread is checking (the others get the last outcome at once).
+//!
+//! **A refused PIN is not given to the token again.** After `C_Login` answers a PIN error
+//! (`CKR_PIN_INCORRECT`, `CKR_PIN_LOCKED`, `CKR_PIN_EXPIRED`, …) that PIN is held back: no session
+//! is opened and no `C_Login` made with it until `pin_retry` (at least [`MIN_PIN_RETRY`]) has passed;
+//! a reload builds a new `TokenKey` and tries at once, and a different PIN (a rotated `pin-source`
+//! file) is tried at once. Requests and probes meanwhile get the PIN error, so a token with a
+//! retry counter is not locked by traffic.
 
 use super::token::{self, KeyFacts};
 use super::{needs_reopen, token_err, Pkcs11Error, Pkcs11Uri};
+use crate::secret::Secret;
 use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::ObjectHandle;
@@ -14,10 +27,55 @@ use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 use openssl::pkey::{PKey, Public};
 use parking_lot::{Condvar, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// How long a signature waits for a free session.
 const CHECKOUT_WAIT: Duration = Duration::from_secs(10);
+
+/// How long the token's last outcome (a login's signature or a readiness check) stands for its
+/// health: readiness makes at most one signature per this interval.
+pub const HEALTH_TTL: Duration = Duration::from_secs(10);
+
+/// The shortest wait before a PIN the token refused is given to it again.
+pub const MIN_PIN_RETRY: Duration = Duration::from_secs(300);
+
+/// What a readiness check signs.
+const HEALTH_PROBE: &[u8] = b"flexgate readiness probe";
+
+/// The token's last answer to a signature.
+struct Status {
+    at: Instant,
+    result: Result<(), String>,
+}
+
+/// A PIN the token refused: not given to `C_Login` again before `until`.
+struct PinHold {
+    /// SHA-256 of the refused PIN (a different PIN is tried at once).
+    pin: [u8; 32],
+    until: Instant,
+    token: String,
+    reason: String,
+}
+
+impl PinHold {
+    fn holds(&self, pin: &[u8; 32], now: Instant) -> bool {
+        &self.pin == pin && now < self.until
+    }
+}
+
+fn pin_digest(pin: Option<&Secret>) -> [u8; 32] {
+    openssl::sha::sha256(pin.map(Secret::expose).unwrap_or("").as_bytes())
+}
+
+/// Resets a flag when dropped (also when the holder unwinds).
+struct Lowers<'a>(&'a AtomicBool);
+
+impl Drop for Lowers<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
 
 /// DER prefix of a SHA-256 DigestInfo (PKCS#1 v1.5, RFC 8017 §9.2).
 const SHA256_DIGEST_INFO: [u8; 19] = [
@@ -118,10 +176,20 @@ impl std::ops::Deref for Held {
     }
 }
 
+impl Held {
+    /// Opened before the module was initialised again: not to be used or closed.
+    fn stale(&self) -> bool {
+        self.epoch != token::epoch()
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
-        if self.epoch != token::epoch() {
+        let _inside = token::enter();
+        if self.stale() {
             std::mem::forget(self.session.take());
+        } else {
+            drop(self.session.take());
         }
     }
 }
@@ -150,6 +218,12 @@ pub struct TokenKey {
     reopening: Mutex<()>,
     public: PKey<Public>,
     facts: KeyFacts,
+    /// The last signature's outcome, for readiness.
+    status: Mutex<Status>,
+    /// A readiness check is signing now.
+    checking: AtomicBool,
+    pin_hold: Mutex<Option<PinHold>>,
+    pin_retry: Duration,
 }
 
 impl std::fmt::Debug for TokenKey {
@@ -165,6 +239,7 @@ impl TokenKey {
         max_sessions: usize,
         allow_extractable: bool,
     ) -> Result<TokenKey, Pkcs11Error> {
+        let _inside = token::enter();
         let (ctx, slot, session) = token::open(&uri, false)?;
         let key = token::find_private_key(&session, &uri)?;
         let (facts, public) = token::read_key(&session, key, &uri)?;
@@ -190,7 +265,20 @@ impl TokenKey {
             reopening: Mutex::new(()),
             public,
             facts,
+            status: Mutex::new(Status {
+                at: Instant::now(),
+                result: Ok(()),
+            }),
+            checking: AtomicBool::new(false),
+            pin_hold: Mutex::new(None),
+            pin_retry: MIN_PIN_RETRY,
         })
+    }
+
+    /// How long a refused PIN is held back (`idp.pin_retry_secs`; never under [`MIN_PIN_RETRY`]).
+    pub fn with_pin_retry(mut self, retry: Duration) -> TokenKey {
+        self.pin_retry = retry.max(MIN_PIN_RETRY);
+        self
     }
 
     pub fn uri(&self) -> &Pkcs11Uri {
@@ -221,20 +309,102 @@ impl TokenKey {
             Err(Fail::Final(e)) => Err(e),
             Ok(sig) => Ok(sig),
         };
+        self.record(&result);
         result
     }
 
-    /// `Ok` when the token signs now (blocking: one signature, which also re-opens the token if
-    /// it went away).
+    /// Remembers a signature's outcome for readiness (all sessions busy says nothing about the
+    /// token).
+    fn record(&self, result: &Result<Vec<u8>, Pkcs11Error>) {
+        let result = match result {
+            Err(Pkcs11Error::Busy(_)) => return,
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        *self.status.lock() = Status {
+            at: Instant::now(),
+            result,
+        };
+    }
+
+    /// The token's health without touching it, when known: the last outcome if younger than
+    /// [`HEALTH_TTL`], or while another thread is checking. `None`: call [`TokenKey::health`].
+    pub fn known_health(&self) -> Option<Result<(), String>> {
+        let s = self.status.lock();
+        (s.at.elapsed() < HEALTH_TTL || self.checking.load(Ordering::Acquire))
+            .then(|| s.result.clone())
+    }
+
+    /// `Ok` when the token signs (blocking). At most one signature per [`HEALTH_TTL`] and one at a
+    /// time: otherwise the last outcome, at once.
     pub fn health(&self) -> Result<(), String> {
-        self.sign_sha256(b"flexgate readiness probe")
+        if let Some(known) = self.known_health() {
+            return known;
+        }
+        if self.checking.swap(true, Ordering::AcqRel) {
+            return self.status.lock().result.clone();
+        }
+        let _done = Lowers(&self.checking);
+        // Another check may have ended between the two looks.
+        {
+            let s = self.status.lock();
+            if s.at.elapsed() < HEALTH_TTL {
+                return s.result.clone();
+            }
+        }
+        self.sign_sha256(HEALTH_PROBE)
             .map(drop)
             .map_err(|e| e.to_string())
+    }
+
+    /// A new logged-in session, unless the token refused this PIN and `pin_retry` has not passed.
+    fn open_session(&self, slot: Slot) -> Result<Session, Pkcs11Error> {
+        let pin = token::read_pin(&self.uri.pin)?;
+        let digest = pin_digest(pin.as_ref());
+        if let Some(h) = self.pin_hold.lock().as_ref() {
+            if h.holds(&digest, Instant::now()) {
+                return Err(Pkcs11Error::PinHeld {
+                    token: h.token.clone(),
+                    reason: h.reason.clone(),
+                    retry_in_secs: h.until.saturating_duration_since(Instant::now()).as_secs(),
+                });
+            }
+        }
+        let opened = token::open_session_with(&self.ctx, slot, &self.uri, false, pin.as_ref());
+        if let Err(Pkcs11Error::Pin { token, reason }) = &opened {
+            self.hold_pin(digest, token, reason);
+        }
+        opened
+    }
+
+    fn hold_pin(&self, pin: [u8; 32], token: &str, reason: &str) {
+        let held = Pkcs11Error::PinHeld {
+            token: token.to_string(),
+            reason: reason.to_string(),
+            retry_in_secs: self.pin_retry.as_secs(),
+        };
+        tracing::error!(key = %self.uri, error = %held, fix = %held.fix(), "the token refused the PIN; it is not tried again until a reload or the back-off ends");
+        *self.pin_hold.lock() = Some(PinHold {
+            pin,
+            until: Instant::now() + self.pin_retry,
+            token: token.to_string(),
+            reason: reason.to_string(),
+        });
     }
 
     /// One attempt on a pooled session.
     fn try_sign(&self, input: &[u8]) -> Result<Vec<u8>, Fail> {
         let (session, key, generation) = self.checkout()?;
+        let inside = token::enter();
+        if session.stale() {
+            // The module was initialised again since this session was opened.
+            drop(inside);
+            self.checkin(session, generation, true);
+            return Err(Fail::Reopen(
+                generation,
+                "the module was initialised again".into(),
+            ));
+        }
         let out = session.sign(&mechanism(self.raw_rsa), key, input);
         let broken = matches!(&out, Err(e) if needs_reopen(e));
         self.checkin(session, generation, broken);
@@ -257,11 +427,15 @@ impl TokenKey {
                 p.open += 1;
                 let (slot, key, generation) = (p.slot, p.key, p.generation);
                 drop(p);
-                return match token::open_session(&self.ctx, slot, &self.uri, false) {
+                return match self.open_session(slot) {
                     Ok(s) => Ok((Held::new(s), key, generation)),
                     Err(e) => {
                         self.checkin_failed(generation);
-                        Err(Fail::Reopen(generation, e.to_string()))
+                        Err(match e {
+                            // Opening again would not help, and must not try the PIN again.
+                            Pkcs11Error::Pin { .. } | Pkcs11Error::PinHeld { .. } => Fail::Final(e),
+                            e => Fail::Reopen(generation, e.to_string()),
+                        })
                     }
                 };
             }
@@ -315,7 +489,8 @@ impl TokenKey {
                 token::find_slot(&self.ctx, &self.uri)?
             }
         };
-        let session = token::open_session(&self.ctx, slot, &self.uri, false)?;
+        let session = self.open_session(slot)?;
+        let _inside = token::enter();
         let key = token::find_private_key(&session, &self.uri)?;
         match token::public_key(&session, key) {
             Some(k) if k.public_eq(&self.public) => {}
@@ -398,5 +573,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("does not verify"), "{e}");
+    }
+
+    #[test]
+    fn a_refused_pin_is_held_until_the_back_off_ends_and_only_that_pin() {
+        let refused = Secret::new("4711");
+        let now = Instant::now();
+        let hold = PinHold {
+            pin: pin_digest(Some(&refused)),
+            until: now + MIN_PIN_RETRY,
+            token: "token=t".into(),
+            reason: "PinIncorrect".into(),
+        };
+        assert!(hold.holds(&pin_digest(Some(&refused)), now));
+        assert!(hold.holds(
+            &pin_digest(Some(&refused)),
+            now + MIN_PIN_RETRY - Duration::from_secs(1)
+        ));
+        assert!(!hold.holds(&pin_digest(Some(&refused)), now + MIN_PIN_RETRY));
+        // A different PIN (a rotated pin-source file) is not held.
+        assert!(!hold.holds(&pin_digest(Some(&Secret::new("4712"))), now));
     }
 }

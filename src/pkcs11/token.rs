@@ -1,8 +1,20 @@
 //! Reaching a token: the module (loaded and initialised once per process), the slot, the login,
 //! and the key's attributes.
+//!
+//! **No `C_Finalize` while another thread is inside the module.** A token that went away is found
+//! again only after the module scans anew, which takes `C_Finalize` + `C_Initialize`
+//! ([`reinitialize`]). Every other call into a module happens under [`enter`], a shared guard;
+//! `reinitialize` takes the same lock exclusively, so it waits until every thread has left the
+//! module (signatures, session opens and closes, logins, look-ups) and no thread enters until it is
+//! done. Sessions opened before belong to the finished module: they carry the module [`epoch`] and
+//! are forgotten, never used or closed, afterwards. The shared guard is taken recursively (a
+//! session closed while its owner is inside the module does not deadlock), so under a constant
+//! overlap of signatures a re-initialisation can wait; it runs only while the token is unusable,
+//! when signatures fail fast.
 
 use super::uri::{PinSpec, Pkcs11Uri, TokenMatch};
 use super::Pkcs11Error;
+use crate::secret::Secret;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
@@ -12,7 +24,7 @@ use cryptoki::types::AuthPin;
 use openssl::bn::BigNum;
 use openssl::pkey::{PKey, Public};
 use openssl::rsa::Rsa;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,14 +38,24 @@ static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
 /// module and must be forgotten, not closed (their handle numbers may name new sessions).
 static EPOCH: AtomicU64 = AtomicU64::new(0);
 
+/// Held (shared) by every thread inside a module; held exclusively by [`reinitialize`].
+static INSIDE: RwLock<()> = RwLock::new(());
+
 /// The current module epoch (see [`reinitialize`]).
 pub fn epoch() -> u64 {
     EPOCH.load(Ordering::SeqCst)
 }
 
+/// Held while calling into a module: [`reinitialize`] waits until no thread holds it.
+pub fn enter() -> RwLockReadGuard<'static, ()> {
+    INSIDE.read_recursive()
+}
+
 /// Finalises and initialises the module at `path` again, so it scans its tokens anew (a token
-/// that went away and came back is found only then). Every session of the module ends.
+/// that went away and came back is found only then). Every session of the module ends. Waits
+/// until no other thread is inside a module; the caller must not hold [`enter`].
 pub fn reinitialize(path: &Path) -> Result<(), Pkcs11Error> {
+    let _alone = INSIDE.write();
     let modules = MODULES.get_or_init(Default::default).lock();
     let Some(ctx) = modules.get(path) else {
         return Ok(());
@@ -81,6 +103,7 @@ fn matches(m: &TokenMatch, slot: Slot, info: &cryptoki::slot::TokenInfo) -> bool
 
 /// The one slot whose token matches the URI.
 pub fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, Pkcs11Error> {
+    let _inside = enter();
     let slots = ctx
         .get_slots_with_token()
         .map_err(|e| super::token_err("C_GetSlotList", e))?;
@@ -122,17 +145,16 @@ pub fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, Pkcs11Error> {
 }
 
 /// The PIN the URI names (read from its file each time, so a rotated PIN file is picked up).
-pub fn read_pin(pin: &PinSpec) -> Result<Option<AuthPin>, Pkcs11Error> {
+pub fn read_pin(pin: &PinSpec) -> Result<Option<Secret>, Pkcs11Error> {
     match pin {
         PinSpec::None => Ok(None),
-        PinSpec::Value(s) => Ok(Some(AuthPin::from(s.expose().to_string()))),
+        PinSpec::Value(s) => Ok(Some(s.clone())),
         PinSpec::File(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| Pkcs11Error::PinFile {
                 path: p.display().to_string(),
                 reason: e.to_string(),
             })?;
-            let line = text.lines().next().unwrap_or("").to_string();
-            Ok(Some(AuthPin::from(line)))
+            Ok(Some(Secret::new(text.lines().next().unwrap_or(""))))
         }
     }
 }
@@ -172,26 +194,41 @@ pub fn login(session: &Session, pin: Option<&AuthPin>, token: &str) -> Result<()
 
 /// Loads the module, finds the token and opens a logged-in session.
 pub fn open(uri: &Pkcs11Uri, read_write: bool) -> Result<(Pkcs11, Slot, Session), Pkcs11Error> {
+    let _inside = enter();
     let ctx = module(&uri.module_path)?;
     let slot = find_slot(&ctx, uri)?;
     let session = open_session(&ctx, slot, uri, read_write)?;
     Ok((ctx, slot, session))
 }
 
-/// A new session on `slot`, logged in.
+/// A new session on `slot`, logged in with the URI's PIN.
 pub fn open_session(
     ctx: &Pkcs11,
     slot: Slot,
     uri: &Pkcs11Uri,
     read_write: bool,
 ) -> Result<Session, Pkcs11Error> {
+    let pin = read_pin(&uri.pin)?;
+    open_session_with(ctx, slot, uri, read_write, pin.as_ref())
+}
+
+/// A new session on `slot`, logged in with `pin` (`C_Login` only if the token's login state is
+/// not "logged in" already).
+pub fn open_session_with(
+    ctx: &Pkcs11,
+    slot: Slot,
+    uri: &Pkcs11Uri,
+    read_write: bool,
+    pin: Option<&Secret>,
+) -> Result<Session, Pkcs11Error> {
+    let _inside = enter();
     let session = if read_write {
         ctx.open_rw_session(slot)
     } else {
         ctx.open_ro_session(slot)
     }
     .map_err(|e| super::token_err("C_OpenSession", e))?;
-    let pin = read_pin(&uri.pin)?;
+    let pin = pin.map(|p| AuthPin::from(p.expose().to_string()));
     login(&session, pin.as_ref(), &uri.token_name())?;
     Ok(session)
 }

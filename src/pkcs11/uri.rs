@@ -339,7 +339,13 @@ mod tests {
     #[test]
     fn a_pin_from_a_variable_is_taken_as_it_is_never_as_uri_syntax() {
         let written = format!("pkcs11:token=t;object=k?{M}&pin-value=${{FLEXGATE_HSM_PIN}}");
-        for pin in ["4711&TopSecretTail", "47%41", "a;b?c=d&e", "%zz", "x&pin-source=/etc/p"] {
+        for pin in [
+            "4711&TopSecretTail",
+            "47%41",
+            "a;b?c=d&e",
+            "%zz",
+            "x&pin-source=/etc/p",
+        ] {
             let u = Pkcs11Uri::parse_expanding(&written, &env_pin(pin))
                 .unwrap_or_else(|e| panic!("{pin:?}: {e}"));
             assert_eq!(u.pin, PinSpec::Value(Secret::new(pin)), "{pin:?}");

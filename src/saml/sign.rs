@@ -117,7 +117,18 @@ impl Signer {
         &self.key
     }
 
-    /// `Ok` when a signature can be made now (blocking for a token key: run it off the reactor).
+    /// The key's health if known without asking a token: always for a PEM key; for a token key
+    /// its last outcome while recent (see `pkcs11::TokenKey::known_health`). `None`: call
+    /// [`Signer::health`] off the reactor.
+    pub fn known_health(&self) -> Option<Result<(), String>> {
+        match &self.key {
+            SigningKey::Pem(_) => Some(Ok(())),
+            SigningKey::Token(t) => t.known_health(),
+        }
+    }
+
+    /// `Ok` when a signature can be made (blocking for a token key: run it off the reactor; at
+    /// most one token signature per `pkcs11::pool::HEALTH_TTL`, however often it is called).
     pub fn health(&self) -> Result<(), String> {
         match &self.key {
             SigningKey::Pem(_) => Ok(()),

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub async fn healthz() -> &'static str {
@@ -15,14 +16,39 @@ pub async fn healthz() -> &'static str {
 
 /// How long a not-ready answer is reused. `/readyz` is public: without this, while the
 /// upstream or the store fails, every probe would retry them. A ready answer costs no upstream
-/// fetch (discovery and keys are cached) and is checked at each probe, so a store that goes
-/// down shows at once.
+/// fetch (discovery and keys are cached) and is checked again whenever no check is running, so a
+/// store that goes down shows at once.
 pub(crate) const READY_CACHE: Duration = Duration::from_secs(2);
 
-/// The last not-ready answer of one configuration generation. Concurrent probes wait for the
-/// one that is checking and share its answer.
-#[derive(Default)]
-pub(crate) struct ReadyCache(tokio::sync::Mutex<Option<(Instant, Readiness)>>);
+/// The last answer of one configuration generation. One probe checks at a time, and no lock is
+/// held while it does: the others take the last answer at once. Only the first probes of a
+/// generation, which have no answer to take, wait for the first check's.
+pub(crate) struct ReadyCache {
+    last: parking_lot::Mutex<Option<(Instant, Readiness)>>,
+    checking: AtomicBool,
+    /// Bumped when a check ends (or its probe goes away).
+    done: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for ReadyCache {
+    fn default() -> Self {
+        ReadyCache {
+            last: Default::default(),
+            checking: AtomicBool::new(false),
+            done: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+/// The checking probe's turn: ends when dropped, also when the probe's request goes away.
+struct Turn<'a>(&'a ReadyCache);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.checking.store(false, Ordering::Release);
+        self.0.done.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Readiness {
@@ -38,21 +64,41 @@ impl Readiness {
 }
 
 impl ReadyCache {
-    /// The cached not-ready answer if younger than [`READY_CACHE`], else `check`'s (cached
-    /// when not ready).
+    /// The last answer if it stands (a not-ready one younger than [`READY_CACHE`], or any while
+    /// another probe is checking); else `check`'s.
     async fn get<F: std::future::Future<Output = Readiness>>(
         &self,
         check: impl FnOnce() -> F,
     ) -> Readiness {
-        let mut cached = self.0.lock().await;
-        if let Some((at, r)) = cached.as_ref() {
-            if at.elapsed() < READY_CACHE {
-                return r.clone();
+        let mut done = self.done.subscribe();
+        loop {
+            if let Some(r) = self.standing() {
+                return r;
+            }
+            if !self.checking.swap(true, Ordering::AcqRel) {
+                let _turn = Turn(self);
+                let r = check().await;
+                *self.last.lock() = Some((Instant::now(), r.clone()));
+                return r;
+            }
+            // The first check of this generation is running and there is no answer yet: its
+            // answer is this probe's too (unless its probe went away without one).
+            if self.last.lock().is_none() {
+                if done.changed().await.is_err() {
+                    return check().await;
+                }
+                if let Some((_, r)) = self.last.lock().as_ref() {
+                    return r.clone();
+                }
             }
         }
-        let r = check().await;
-        *cached = (!r.is_ready()).then(|| (Instant::now(), r.clone()));
-        r
+    }
+
+    fn standing(&self) -> Option<Readiness> {
+        let last = self.last.lock();
+        let (at, r) = last.as_ref()?;
+        let fresh = !r.is_ready() && at.elapsed() < READY_CACHE;
+        (fresh || self.checking.load(Ordering::Acquire)).then(|| r.clone())
     }
 }
 
@@ -69,8 +115,12 @@ async fn check(idp: &Idp) -> Readiness {
     }
 }
 
-/// Whether the signing key can sign (a token key is asked for a signature, off the reactor).
+/// Whether the signing key can sign: a token key's recent outcome, else one signature off the
+/// reactor (at most one per `pkcs11::pool::HEALTH_TTL`, whatever the probe rate).
 async fn signing_health(idp: &Idp) -> Result<(), String> {
+    if let Some(known) = idp.keys.signer.known_health() {
+        return known;
+    }
     let keys = idp.keys.clone();
     tokio::task::spawn_blocking(move || keys.signer.health())
         .await
@@ -138,7 +188,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
 
     async fn probe(cache: Arc<ReadyCache>, checks: Arc<AtomicUsize>) -> Readiness {
@@ -168,7 +218,7 @@ mod tests {
         }
         assert_eq!(checks.load(Ordering::SeqCst), 1);
         // Once the answer is older than READY_CACHE, the next probe checks again.
-        if let Some((at, _)) = cache.0.lock().await.as_mut() {
+        if let Some((at, _)) = cache.last.lock().as_mut() {
             *at = at.checked_sub(READY_CACHE).expect("an instant 2 s back");
         }
         probe(cache.clone(), checks.clone()).await;
@@ -193,5 +243,47 @@ mod tests {
             assert!(r.is_ready());
         }
         assert_eq!(checks.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_probe_never_waits_for_another_probes_check() {
+        let cache = Arc::new(ReadyCache::default());
+        let ready = || Readiness {
+            upstream: Ok(()),
+            store: Ok(()),
+            keys: Ok(()),
+        };
+        cache.get(|| async { ready() }).await;
+        // A check that does not end until the test says so.
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let slow = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                cache
+                    .get(|| async move {
+                        let _ = wait.await;
+                        ready()
+                    })
+                    .await
+            }
+        });
+        while !cache.checking.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+        // Another probe gets the last answer while that check runs, and makes no check itself.
+        let checks = AtomicUsize::new(0);
+        let other = tokio::time::timeout(
+            Duration::from_secs(5),
+            cache.get(|| async {
+                checks.fetch_add(1, Ordering::SeqCst);
+                ready()
+            }),
+        )
+        .await
+        .expect("a probe waited for another probe's check");
+        assert!(other.is_ready());
+        assert_eq!(checks.load(Ordering::SeqCst), 0);
+        let _ = release.send(());
+        assert!(slow.await.unwrap().is_ready());
     }
 }

@@ -9,6 +9,11 @@ use crate::mfa::MfaPolicy;
 /// `idp.pkcs11_sessions` when it is not set.
 const DEFAULT_PKCS11_SESSIONS: u64 = 8;
 
+/// `idp.pin_retry_secs` when it is not set, and its range: never under 5 minutes, so a wrong PIN
+/// costs a token's retry counter at most one attempt per 5 minutes.
+const DEFAULT_PIN_RETRY_SECS: u64 = 300;
+const PIN_RETRY_SECS: std::ops::RangeInclusive<u64> = 300..=86_400;
+
 /// `[idp]`; the default entity id derives from `public_url` (absent when `server.public_url`
 /// is wrong, which is recorded already).
 pub(super) fn idp(raw: RawIdp, public_url: Option<&str>, p: &mut Problems) -> Option<IdpConfig> {
@@ -56,6 +61,12 @@ pub(super) fn idp(raw: RawIdp, public_url: Option<&str>, p: &mut Problems) -> Op
         1..=256,
         "sessions (at most what the token allows)",
     );
+    let pin_retry = p.secs(
+        "idp.pin_retry_secs",
+        raw.pin_retry_secs,
+        DEFAULT_PIN_RETRY_SECS,
+        PIN_RETRY_SECS,
+    );
     Some(IdpConfig {
         entity_id: entity_id?,
         key: key?,
@@ -70,6 +81,7 @@ pub(super) fn idp(raw: RawIdp, public_url: Option<&str>, p: &mut Problems) -> Op
         allow_insecure_key_permissions: raw.allow_insecure_key_permissions,
         pkcs11_sessions: usize::try_from(pkcs11_sessions?).ok()?,
         allow_extractable_key: raw.allow_extractable_key,
+        pin_retry: pin_retry?,
     })
 }
 
