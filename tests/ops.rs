@@ -1385,7 +1385,7 @@ async fn a_removal_sticks_on_every_instance_while_a_bulk_read_spans_it() {
     let cert = std::fs::read_to_string(dir.path().join("idp-cert.pem")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     for i in [&a, &b] {
-        while metric(&i.base(), "flexgate_roles_snapshot_users").await < 1.0 {
+        while metric(&i.admin(), "flexgate_roles_snapshot_users").await < 1.0 {
             assert!(Instant::now() < deadline, "no snapshot: {}", i.log_text());
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -1431,7 +1431,7 @@ async fn a_removal_sticks_on_every_instance_while_a_bulk_read_spans_it() {
     // The slow read publishes what it read before the change; the change holds on both.
     let refreshes = "flexgate_roles_snapshot_refreshes_total{result=\"ok\"}";
     let deadline = Instant::now() + Duration::from_secs(40);
-    while metric(&a.base(), refreshes).await + metric(&b.base(), refreshes).await < 2.0 {
+    while metric(&a.admin(), refreshes).await + metric(&b.admin(), refreshes).await < 2.0 {
         assert!(
             Instant::now() < deadline,
             "{}{}",

@@ -855,7 +855,7 @@ async fn a_refused_pin_is_not_tried_again_until_a_reload() {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(11) {
         assert_eq!(login(&fg).await.status, 503);
-        let (status, ready) = readyz(&fg.base).await;
+        let (status, ready) = readyz(&fg.admin).await;
         assert_eq!(status, 503, "{ready}");
         let keys = ready["checks"]["keys"]
             .as_str()
