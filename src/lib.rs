@@ -21,4 +21,5 @@ pub mod qa;
 pub mod saml;
 pub mod serve;
 pub mod store;
+pub mod trace;
 pub mod web;

@@ -5,6 +5,7 @@
 mod idp;
 mod server;
 mod sp;
+mod trace;
 mod upstream;
 
 use super::raw::RawConfig;
@@ -128,6 +129,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
     let server = server::server(raw.server, &mut p);
     let store = server::store(raw.store, &mut p);
     let log = server::log(raw.log, &mut p);
+    let trace = trace::trace(raw.trace.unwrap_or_default(), &mut p);
     let public_url = server.as_ref().map(|s| s.public_url.as_str());
     let idp = idp::idp(raw.idp, public_url, &mut p);
     let upstream = upstream::upstream(raw.upstream, &mut p);
@@ -146,6 +148,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
             mfa: mfa?,
             store: store?,
             log: log?,
+            trace: trace?,
         })
     })();
     p.finish(config)
