@@ -275,6 +275,36 @@ impl Trace {
     }
 }
 
+/// A trace as shown (`flexgate trace --json`, the admin view): the trace, its outcome at the
+/// time of showing (`abandoned` included), and the contract checks of its Response.
+#[derive(Debug, Clone, Serialize)]
+pub struct View {
+    pub status: &'static str,
+    pub checks: Vec<Check>,
+    #[serde(flatten)]
+    pub trace: Trace,
+}
+
+impl View {
+    /// `keys`: the IdP certificates' public keys the checks trust.
+    pub fn new(
+        trace: Trace,
+        keys: &[openssl::pkey::PKey<openssl::pkey::Public>],
+        now_ms: i64,
+    ) -> View {
+        let checks = trace
+            .response
+            .as_ref()
+            .map(|r| checks::run(r, keys))
+            .unwrap_or_default();
+        View {
+            status: trace.outcome_label(now_ms),
+            checks,
+            trace,
+        }
+    }
+}
+
 /// An error a stage can end with: its stable label, its text, and the fix.
 pub trait Explain: std::fmt::Display {
     fn reason(&self) -> &'static str;
