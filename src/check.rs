@@ -175,6 +175,7 @@ pub async fn run(cfg: &Config) -> Report {
         ),
     )];
     let keys = key_findings(cfg, &mut findings);
+    findings.push(admin_finding(cfg.server.admin_listen));
     upstream_findings(cfg, &mut findings).await;
     management_findings(cfg, &mut findings).await;
     let namespaced = cfg
@@ -192,6 +193,53 @@ pub async fn run(cfg: &Config) -> Report {
             allowed_callback_url: cfg.callback_url(),
             post_login_action: namespaced.map(|c| action_snippet(&c)),
         },
+    }
+}
+
+/// Who can reach an address flexgate listens on.
+#[derive(Debug, PartialEq, Eq)]
+enum Reach {
+    /// Loopback, RFC 1918 / RFC 4193 private or link-local.
+    Private,
+    /// `0.0.0.0` or `::`: every interface of the host.
+    Every,
+    Public,
+}
+
+fn reach(ip: std::net::IpAddr) -> Reach {
+    use std::net::IpAddr;
+    if ip.is_unspecified() {
+        return Reach::Every;
+    }
+    let private = match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    };
+    if private {
+        Reach::Private
+    } else {
+        Reach::Public
+    }
+}
+
+/// Where `/metrics` and the readiness detail are served. The admin listener has no
+/// authentication, so an address reachable from outside the host or its private network warns.
+pub fn admin_finding(admin: Option<std::net::SocketAddr>) -> Finding {
+    let what = "admin listener";
+    let Some(addr) = admin else {
+        return finding(
+            Level::Ok,
+            what,
+            "off (server.admin_listen unset): /metrics and the readiness detail are not served",
+        );
+    };
+    match reach(addr.ip()) {
+        Reach::Private => finding(Level::Ok, what, format!("http://{addr} (/metrics, /readyz detail, admin pages; plain HTTP, no authentication)")),
+        Reach::Every => finding(Level::Warn, what, format!("{addr} listens on every interface with no authentication; keep its port private (firewall, NetworkPolicy) and never proxy it, or bind a loopback or private address")),
+        Reach::Public => finding(Level::Warn, what, format!("{addr} is a public address and the admin listener has no authentication; bind 127.0.0.1 or a private address")),
     }
 }
 
@@ -400,4 +448,32 @@ pub fn render_text(r: &Report) -> String {
         "\nresult: ok\n"
     });
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_admin_listener_outside_private_addresses_warns() {
+        let level = |a: Option<&str>| admin_finding(a.map(|a| a.parse().unwrap())).level;
+        assert_eq!(level(None), Level::Ok);
+        for private in [
+            "127.0.0.1:9090",
+            "10.1.2.3:9090",
+            "192.168.0.5:9090",
+            "[::1]:9090",
+            "[fd00::5]:9090",
+        ] {
+            assert_eq!(level(Some(private)), Level::Ok, "{private}");
+        }
+        for open in [
+            "0.0.0.0:9090",
+            "[::]:9090",
+            "203.0.113.7:9090",
+            "[2001:db8::1]:9090",
+        ] {
+            assert_eq!(level(Some(open)), Level::Warn, "{open}");
+        }
+    }
 }

@@ -11,9 +11,12 @@ use crate::oidc::{OidcError, Upstream};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::Store;
-use crate::web::{router, server, AppState};
+use crate::web::{admin, router, server, AppState};
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio::net::TcpListener;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -23,8 +26,9 @@ pub enum ServeError {
     Upstream(#[from] OidcError),
     #[error("the state store cannot be set up: {0}\n  fix: check [store] url")]
     Store(String),
-    #[error("cannot listen on {addr}: {source}\n  fix: pick a free port in server.listen, or stop the process using it")]
+    #[error("cannot listen on {addr} ({key}): {source}\n  fix: pick a free port in {key}, or stop the process using it")]
     Bind {
+        key: &'static str,
         addr: String,
         source: std::io::Error,
     },
@@ -143,8 +147,11 @@ fn spawn_reload(path: PathBuf, state: AppState, store: Arc<dyn Store>, metrics: 
                 if cfg.store != old.config.store {
                     tracing::warn!("[store] changed; the running store is kept until a restart");
                 }
-                if cfg.server.listen != old.config.server.listen || cfg.server.tls != old.config.server.tls {
-                    tracing::warn!("server.listen / [server.tls] changed; they take effect at the next restart");
+                if cfg.server.listen != old.config.server.listen
+                    || cfg.server.admin_listen != old.config.server.admin_listen
+                    || cfg.server.tls != old.config.server.tls
+                {
+                    tracing::warn!("server.listen / server.admin_listen / [server.tls] changed; they take effect at the next restart");
                 }
                 build_idp(cfg, store.clone(), metrics.clone())
             });
@@ -169,9 +176,37 @@ fn spawn_reload(path: PathBuf, state: AppState, store: Arc<dyn Store>, metrics: 
 #[cfg(not(unix))]
 fn spawn_reload(_: PathBuf, _: AppState, _: Arc<dyn Store>, _: Arc<Metrics>) {}
 
+/// Binds `addr` for the config key `key`.
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            key,
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// One SIGTERM/SIGINT, seen by every listener: they stop accepting together and drain within
+/// the same grace period.
+pub fn shared_shutdown() -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    move || {
+        let mut rx = rx.clone();
+        Box::pin(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
+    }
+}
+
 /// Runs the proxy until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> Result<(), ServeError> {
     let listen = config.server.listen;
+    let admin_listen = config.server.admin_listen;
     let grace = config.server.shutdown_grace;
     let tls = config.server.tls.clone();
     let header_timeout = config.server.header_timeout;
@@ -191,8 +226,6 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     }
     let state = AppState::new(idp.clone());
     spawn_reload(path, state.clone(), store, metrics);
-    let app = router(state);
-    tracing::info!(listen = %listen, public_url = %idp.config.server.public_url, entity_id = %idp.config.idp.entity_id, sps = idp.config.sps.len(), tls = tls.is_some(), "flexgate listening");
 
     let tls = match tls {
         Some(t) => Some(
@@ -204,19 +237,31 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         ),
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: listen.to_string(),
-            source,
-        })?;
+    let listener = bind("server.listen", listen).await?;
+    let admin = match admin_listen {
+        Some(addr) => Some(bind("server.admin_listen", addr).await?),
+        None => None,
+    };
+    tracing::info!(listen = %listen, public_url = %idp.config.server.public_url, entity_id = %idp.config.idp.entity_id, sps = idp.config.sps.len(), tls = tls.is_some(), "flexgate listening");
     let opts = server::Listen {
         header_timeout,
         grace,
         tls,
     };
-    if server::serve(listener, app, opts, shutdown_signal()).await == server::Stopped::GraceExpired
-    {
+    let shutdown = shared_shutdown();
+    let public = server::serve(listener, router(state.clone()), opts.clone(), shutdown());
+    let admin = async {
+        let Some(listener) = admin else {
+            return server::Stopped::Drained;
+        };
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(admin_listen = %addr, "admin listener (plain HTTP): /metrics, /readyz detail");
+        }
+        let admin_opts = server::Listen { tls: None, ..opts };
+        server::serve(listener, admin::router(state), admin_opts, shutdown()).await
+    };
+    let (public, admin) = tokio::join!(public, admin);
+    if public == server::Stopped::GraceExpired || admin == server::Stopped::GraceExpired {
         tracing::warn!(
             grace_secs = grace.as_secs(),
             "requests still in flight after the grace period were cut"

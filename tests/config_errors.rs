@@ -126,6 +126,28 @@ fn bad_listen() {
     }
 }
 
+#[test]
+fn admin_listen_is_off_by_default_and_checked() {
+    assert_eq!(load(&good()).unwrap().server.admin_listen, None);
+    let with = |v: &str| good().replace("[server]\n", &format!("[server]\n{v}\n"));
+    let cfg = load(&with("admin_listen = \"127.0.0.1:9090\"")).unwrap();
+    assert_eq!(
+        cfg.server.admin_listen,
+        Some("127.0.0.1:9090".parse().unwrap())
+    );
+    let msg = refused(
+        &with("admin_listen = \"9090\""),
+        "server.admin_listen",
+        "127.0.0.1:9090",
+    );
+    assert!(msg.contains("9090"), "{msg}");
+    refused(
+        &with("listen = \"0.0.0.0:8080\"\nadmin_listen = \"127.0.0.1:8080\""),
+        "server.admin_listen",
+        "its own port",
+    );
+}
+
 // ------------------------------------------------------------------ [[sp]] presets and shapes
 
 #[test]

@@ -533,7 +533,8 @@ async fn upstream_down_gives_502_and_readyz_says_why() {
         .await
         .unwrap()
         .contains("sign-in service is unavailable"));
-    let r = c.get(format!("{}/readyz", fg2.base)).send().await.unwrap();
+    // The admin listener says why …
+    let r = c.get(format!("{}/readyz", fg2.admin)).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["ready"], false);
@@ -543,6 +544,14 @@ async fn upstream_down_gives_502_and_readyz_says_why() {
             .unwrap()
             .contains("cannot be reached"),
         "{v}"
+    );
+    // … the public one only which check fails.
+    let r = c.get(format!("{}/readyz", fg2.base)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"ready": false, "checks": {"keys": "ok", "upstream": "failing", "store": "ok"}})
     );
     drop(fg);
 }
@@ -691,7 +700,7 @@ async fn roles_at_shift_start_come_from_the_shared_snapshot() {
         "prefetch_secs = 5\n",
     );
     env.fg.wait_log("roles snapshot read");
-    let base = env.fg.base.clone();
+    let base = env.fg.admin.clone();
     assert_eq!(
         metric(&base, "flexgate_roles_snapshot_users").await,
         1.0,
@@ -709,6 +718,17 @@ async fn roles_at_shift_start_come_from_the_shared_snapshot() {
             .unwrap_or("")
             .starts_with("snapshot of 1 user(s) with a Flex role"),
         "{ready}"
+    );
+    // The public /readyz counts no agents.
+    let public = reqwest::get(format!("{}/readyz", env.fg.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !public.contains("roles") && !public.contains("user(s)"),
+        "{public}"
     );
 
     // Logins find their roles in the snapshot: no per-login call.
@@ -778,7 +798,7 @@ async fn logins_read_roles_one_by_one_while_the_bulk_read_fails() {
         "prefetch_secs = 5\n",
     );
     env.fg.wait_log("roles snapshot could not be refreshed");
-    let ready: serde_json::Value = reqwest::get(format!("{}/readyz", env.fg.base))
+    let ready: serde_json::Value = reqwest::get(format!("{}/readyz", env.fg.admin))
         .await
         .unwrap()
         .json()

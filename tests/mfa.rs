@@ -313,7 +313,7 @@ async fn no_authn_context_is_counted_alike_on_both_paths() {
     assert!(status_of(&out.form.expect("a status response").xml())
         .contains(&"urn:oasis:names:tc:SAML:2.0:status:NoAuthnContext".to_string()));
     let metrics = || async {
-        reqwest::get(format!("{}/metrics", env.fg.base))
+        reqwest::get(format!("{}/metrics", env.fg.admin))
             .await
             .unwrap()
             .text()

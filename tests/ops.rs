@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 struct Instance {
     child: Child,
     port: u16,
+    /// The admin listener's port (`server.admin_listen`, added to every instance's config).
+    admin: u16,
     log: PathBuf,
 }
 
@@ -56,6 +58,23 @@ impl Instance {
         text: String,
         env: &[(&str, &Path)],
     ) -> Instance {
+        let admin = free_port();
+        let text = text.replacen(
+            "[server]\n",
+            &format!("[server]\nadmin_listen = \"127.0.0.1:{admin}\"\n"),
+            1,
+        );
+        Instance::spawn(dir, name, port, admin, text, env)
+    }
+    /// Starts `text` as it is (no admin listener added); `admin` is only remembered.
+    fn spawn(
+        dir: &Path,
+        name: &str,
+        port: u16,
+        admin: u16,
+        text: String,
+        env: &[(&str, &Path)],
+    ) -> Instance {
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, text).unwrap();
         let log = dir.join(format!("{name}.log"));
@@ -67,7 +86,12 @@ impl Instance {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut i = Instance { child, port, log };
+        let mut i = Instance {
+            child,
+            port,
+            admin,
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(s)) = i.child.try_wait() {
@@ -87,6 +111,10 @@ impl Instance {
     }
     fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+    /// The admin listener: `/metrics`, the detailed `/readyz`.
+    fn admin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin)
     }
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -149,8 +177,9 @@ fn keys(dir: &Path) {
     keygen(dir);
 }
 
+/// The detailed `/readyz` (the admin listener's).
 async fn readyz(i: &Instance) -> (u16, serde_json::Value) {
-    let r = reqwest::get(format!("{}/readyz", i.base())).await.unwrap();
+    let r = reqwest::get(format!("{}/readyz", i.admin())).await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
@@ -338,7 +367,7 @@ async fn metrics_json_logs_reload_and_shutdown() {
         .await;
     assert_eq!(out.status, 403);
 
-    let m = reqwest::get(format!("{}/metrics", i.base()))
+    let m = reqwest::get(format!("{}/metrics", i.admin()))
         .await
         .unwrap()
         .text()
@@ -499,7 +528,6 @@ async fn tls_without_a_reverse_proxy() {
         let _ = child.wait();
         panic!("https /healthz: {log_text}");
     }
-    // The browser-binding cookie carries Secure when public_url is https.
     let url = format!(
         "https://127.0.0.1:{p}/saml/sso?SAMLRequest={}",
         urlencode(&deflate_b64(&enhanced_request(
@@ -521,8 +549,13 @@ async fn tls_without_a_reverse_proxy() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(r.status(), 302, "{cookie}");
+    // On https the binding cookie has the __Host- prefix: Secure, Path=/, no Domain.
     assert!(
-        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        cookie.starts_with("__Host-flexgate_browser=")
+            && cookie.contains("; Secure")
+            && cookie.contains("; Path=/;")
+            && cookie.contains("HttpOnly")
+            && !cookie.to_ascii_lowercase().contains("domain"),
         "{cookie}"
     );
     assert!(
@@ -1052,7 +1085,7 @@ async fn instances_share_one_roles_snapshot_through_redis() {
     // Both serve from one snapshot, read once.
     let deadline = Instant::now() + Duration::from_secs(20);
     for i in [&a, &b] {
-        while metric(&i.base(), "flexgate_roles_snapshot_users").await < 1.0 {
+        while metric(&i.admin(), "flexgate_roles_snapshot_users").await < 1.0 {
             assert!(Instant::now() < deadline, "no snapshot: {}", i.log_text());
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -1064,7 +1097,7 @@ async fn instances_share_one_roles_snapshot_through_redis() {
     );
     let refreshes = "flexgate_roles_snapshot_refreshes_total{result=\"ok\"}";
     assert_eq!(
-        metric(&a.base(), refreshes).await + metric(&b.base(), refreshes).await,
+        metric(&a.admin(), refreshes).await + metric(&b.admin(), refreshes).await,
         1.0
     );
 
@@ -1274,4 +1307,129 @@ async fn logins_on_one_instance_are_traced_from_a_config_that_shares_its_redis()
     let (code, _, err) = tokio::task::block_in_place(|| trace_cli(&memory, &["x"]));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("admin listener"), "{err}");
+}
+
+/// The TCP ports process `pid` listens on: its socket inodes (`/proc/PID/fd`) matched with the
+/// LISTEN rows (state 0A) of `/proc/net/tcp` and `tcp6`.
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().to_string();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for row in std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            if cols.len() > 9 && cols[3] == "0A" && inodes.iter().any(|i| i == cols[9]) {
+                let port = cols[1].rsplit(':').next().unwrap();
+                ports.push(u16::from_str_radix(port, 16).unwrap());
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_is_off_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let p = free_port();
+    let op = start_op(p, json!({}));
+    let text = config_text(p, p, &op.issuer, "");
+    assert!(!text.contains("admin_listen"));
+    let i = Instance::spawn(dir.path(), "off", p, 0, text, &[]);
+    assert_eq!(listening_ports(i.child.id()), vec![p], "only server.listen");
+    let r = reqwest::get(format!("{}/metrics", i.base())).await.unwrap();
+    assert_eq!(r.status(), 404, "no public /metrics");
+    assert!(!i.log_text().contains("admin listener"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_detail_and_metrics_are_served_only_by_the_admin_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let p = free_port();
+    // A recognisable failure text: the (dead) upstream's URL is in the reason.
+    let marker = "tenant-marker-7f3a";
+    let issuer = format!("http://127.0.0.1:{}/{marker}/", free_port());
+    let config = dir.path().join("adm.toml");
+    let text = config_text(p, p, &issuer, "").replace(
+        "client_secret = \"test-secret-5f1d2c\"\n",
+        "client_secret = \"test-secret-5f1d2c\"\ntimeout_secs = 2\n",
+    );
+    let mut i = Instance::start_text(dir.path(), "adm", p, text);
+    assert_eq!(listening_ports(i.child.id()), {
+        let mut both = vec![p, i.admin];
+        both.sort_unstable();
+        both
+    });
+
+    // Public: which check fails, nothing more; no /metrics.
+    let r = reqwest::get(format!("{}/readyz", i.base())).await.unwrap();
+    assert_eq!(r.status(), 503);
+    let public = r.text().await.unwrap();
+    assert!(
+        !public.contains(marker) && !public.contains("reached"),
+        "{public}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&public).unwrap();
+    assert_eq!(
+        v,
+        json!({"ready": false, "checks": {"keys": "ok", "upstream": "failing", "store": "ok"}})
+    );
+    let r = reqwest::get(format!("{}/metrics", i.base())).await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Admin: the reason, and the metrics.
+    let (status, v) = readyz(&i).await;
+    assert_eq!(status, 503);
+    assert!(
+        v["checks"]["upstream"].as_str().unwrap().contains(marker),
+        "{v}"
+    );
+    let r = reqwest::get(format!("{}/metrics", i.admin()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.text().await.unwrap().contains("flexgate_"),
+        "metrics text"
+    );
+
+    // SIGHUP: a changed admin_listen waits for a restart; the admin listener keeps serving.
+    let cfg_text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("admin_listen = \"127.0.0.1:{}\"", i.admin),
+        &format!("admin_listen = \"127.0.0.1:{}\"", free_port()),
+    );
+    std::fs::write(&config, cfg_text).unwrap();
+    i.signal("-HUP");
+    wait_for(|| i.log_text().contains("configuration and keys reloaded"));
+    assert!(
+        i.log_text().contains("server.admin_listen"),
+        "{}",
+        i.log_text()
+    );
+    assert_eq!(readyz(&i).await.0, 503);
+
+    // SIGTERM stops both listeners.
+    i.signal("-TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = i.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", i.admin)).is_err());
 }

@@ -105,6 +105,9 @@ pub struct TraceConfig {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// The private admin listener (`/metrics`, the detailed `/readyz`, admin pages): plain
+    /// HTTP, no authentication; `None` (the default) = not started.
+    pub admin_listen: Option<SocketAddr>,
     /// How browsers reach flexgate, without a trailing slash.
     pub public_url: String,
     /// How long a login may take at the upstream before its state expires.

@@ -67,6 +67,7 @@ pub(super) struct RawMfa {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
     pub(super) listen: Option<String>,
+    pub(super) admin_listen: Option<String>,
     pub(super) public_url: String,
     pub(super) login_timeout_secs: Option<u64>,
     pub(super) shutdown_grace_secs: Option<u64>,

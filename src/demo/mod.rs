@@ -4,6 +4,9 @@
 //! - `/dev-oidc`: a development OpenID issuer with a few users (`issuer.rs`),
 //! - `/flex`: a Flex stand-in that starts logins and verifies what it receives (`flex_standin.rs`).
 //!
+//! A second loopback port serves the admin routes (`/metrics`, the detailed `/readyz`), as
+//! `server.admin_listen` does for `serve`; both addresses are printed at start.
+//!
 //! The key pair is generated in memory at start. Nothing here is reachable from `serve`.
 
 pub mod flex_standin;
@@ -109,8 +112,15 @@ pub fn idp(base: &str, client_secret: &str) -> Result<Idp, DemoError> {
     })
 }
 
-/// Builds the demo's app (proxy + dev issuer + Flex stand-in) for `base` (`http://127.0.0.1:PORT`).
-pub fn app(base: &str) -> Result<axum::Router, DemoError> {
+/// The demo's two routers: the public app (proxy + dev issuer + Flex stand-in) for `base`
+/// (`http://127.0.0.1:PORT`), and the admin listener's (`/metrics`, the detailed `/readyz`).
+pub struct Apps {
+    pub public: axum::Router,
+    pub admin: axum::Router,
+}
+
+/// Builds the demo's apps for `base`.
+pub fn app(base: &str) -> Result<Apps, DemoError> {
     let secret = random_token(24);
     let idp = Arc::new(idp(base, &secret)?);
     let cert_pem = idp.keys.cert.pem.clone();
@@ -134,29 +144,45 @@ pub fn app(base: &str) -> Result<axum::Router, DemoError> {
         )
         .map_err(setup)?,
     );
-    Ok(crate::web::router(crate::web::AppState::new(idp))
+    let state = crate::web::AppState::new(idp);
+    let public = crate::web::router(state.clone())
         .nest("/dev-oidc", dev)
         .nest("/flex", standin)
         .route(
             "/",
             axum::routing::get(|| async { axum::response::Redirect::to("/flex") }),
-        ))
+        );
+    Ok(Apps {
+        public,
+        admin: crate::web::admin::router(state),
+    })
 }
 
-/// Runs the demo on 127.0.0.1:`port` until Ctrl-C.
-pub async fn run(port: u16) -> Result<(), DemoError> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+async fn bind(port: u16) -> Result<tokio::net::TcpListener, DemoError> {
+    tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
-        .map_err(|source| DemoError::Bind { port, source })?;
+        .map_err(|source| DemoError::Bind { port, source })
+}
+
+/// Runs the demo on 127.0.0.1:`port`, and its admin listener on 127.0.0.1:`admin_port`
+/// (0: a free port; both printed), until Ctrl-C.
+pub async fn run(port: u16, admin_port: u16) -> Result<(), DemoError> {
+    let listener = bind(port).await?;
+    let admin_listener = bind(admin_port).await?;
     let port = listener.local_addr()?.port();
+    let admin_port = admin_listener.local_addr()?.port();
     let base = format!("http://127.0.0.1:{port}");
-    let app = app(&base)?;
-    println!("flexgate demo is running.\n\n  Open {base}/flex and press \"Log in with SSO\".\n\n  Users: Alice (agent), Sam (supervisor), Ada (admin), Nora (no Flex role), Zoë (markup in her name).\n  Proxy metadata: {base}/saml/metadata · dev issuer: {base}/dev-oidc/.well-known/openid-configuration\n  Press Ctrl-C to stop.");
+    let apps = app(&base)?;
+    println!("flexgate demo is running.\n\n  Open {base}/flex and press \"Log in with SSO\".\n\n  Users: Alice (agent), Sam (supervisor), Ada (admin), Nora (no Flex role), Zoë (markup in her name).\n  Proxy metadata: {base}/saml/metadata · dev issuer: {base}/dev-oidc/.well-known/openid-configuration\n  Admin listener: http://127.0.0.1:{admin_port}/metrics · http://127.0.0.1:{admin_port}/readyz\n  Press Ctrl-C to stop.");
     let opts = crate::web::server::Listen {
         header_timeout: std::time::Duration::from_secs(15),
         grace: std::time::Duration::from_secs(2),
         tls: None,
     };
-    crate::web::server::serve(listener, app, opts, crate::serve::shutdown_signal()).await;
+    let shutdown = crate::serve::shared_shutdown();
+    tokio::join!(
+        crate::web::server::serve(listener, apps.public, opts.clone(), shutdown()),
+        crate::web::server::serve(admin_listener, apps.admin, opts, shutdown()),
+    );
     Ok(())
 }

@@ -66,13 +66,13 @@ impl AppState {
     }
 }
 
-/// The proxy's routes.
+/// The proxy's public routes. `/metrics` and the readiness detail are not here: they are the
+/// admin listener's (`admin.rs`).
 pub fn router(state: AppState) -> Router {
     let idp = state.idp();
-    let request_timeout = idp.config.server.request_timeout;
     let body_limit =
         idp.config.limits.saml.max_encoded * 2 + idp.config.limits.saml.max_relay_state * 3 + 4096;
-    Router::new()
+    let routes = Router::new()
         .route("/saml/sso", get(super::sso::get).post(super::sso::post))
         .route("/saml/init/{sp}", get(super::init::get))
         .route("/saml/metadata", get(super::metadata::metadata))
@@ -80,8 +80,17 @@ pub fn router(state: AppState) -> Router {
         .route("/oidc/callback", get(super::callback::get))
         .route("/healthz", get(super::health::healthz))
         .route("/readyz", get(super::health::readyz))
-        .route("/metrics", get(super::health::metrics))
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(body_limit));
+    hardened(routes, idp.config.server.request_timeout).with_state(state)
+}
+
+/// The layers every listener's routes get: the request deadline, pages for axum's own
+/// rejections, and the security headers.
+pub(crate) fn hardened(
+    routes: Router<AppState>,
+    request_timeout: std::time::Duration,
+) -> Router<AppState> {
+    routes
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::GATEWAY_TIMEOUT,
             request_timeout,
@@ -103,7 +112,6 @@ pub fn router(state: AppState) -> Router {
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ))
-        .with_state(state)
 }
 
 /// axum's own rejections (an oversize body, a wrong method) are plain text; a person gets a page.

@@ -27,8 +27,8 @@ pub async fn get(
         error: first("error"),
         error_description: first("error_description"),
     };
-    let browser = super::browser_cookie(&headers);
     let idp = st.idp();
+    let browser = super::browser_cookie(&headers, idp.config.secure_cookies());
     let mut rec = idp.recorder(Kind::Callback);
     match login::finish(&idp, cb, browser.as_deref(), &mut rec).await {
         Ok(issued) if issued.status.is_some() => errors::status_sent(&idp, &issued, rec).await,
@@ -76,5 +76,54 @@ mod tests {
             m.contains("flexgate_logins_failed_total{reason=\"browser_mismatch\",sp=\"flex\"} 1"),
             "{m}"
         );
+    }
+
+    /// On https the binding cookie is read under its `__Host-` name only: one planted under the
+    /// unprefixed name (a sibling subdomain can set that one) does not bind, the real one does.
+    #[tokio::test]
+    async fn on_https_a_cookie_under_the_unprefixed_name_is_not_accepted() {
+        let idp = Arc::new(crate::demo::idp("https://127.0.0.1:9", "test-secret").unwrap());
+        assert!(idp.config.secure_cookies());
+        let cookie = crate::clock::random_token(32);
+        let hash = crate::login::browser_hash(&cookie);
+        for state in ["planted", "real"] {
+            let entry = serde_json::to_vec(&pending(&hash)).unwrap();
+            idp.store
+                .put(Space::Pending, state, entry, Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        let app = crate::web::router(crate::web::AppState::new(idp.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let callback = |state: &str, name: &str| {
+            reqwest::Client::new()
+                .get(format!("http://{addr}/oidc/callback?state={state}&code=c"))
+                .header("cookie", format!("{name}={cookie}"))
+                .send()
+        };
+        let mismatches = |idp: &crate::login::Idp| {
+            idp.metrics
+                .render()
+                .contains("flexgate_logins_failed_total{reason=\"browser_mismatch\",sp=\"flex\"} 1")
+        };
+
+        let resp = callback("planted", crate::web::BROWSER_COOKIE)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400);
+        let body = resp.text().await.unwrap();
+        assert!(body.contains("started in another browser"), "{body}");
+        assert!(mismatches(&idp));
+
+        // The same value under the __Host- name passes the binding (and goes on to the
+        // upstream, which is not there: a different page).
+        let resp = callback("real", crate::web::BROWSER_COOKIE_HOST)
+            .await
+            .unwrap();
+        let body = resp.text().await.unwrap();
+        assert!(!body.contains("started in another browser"), "{body}");
+        assert!(mismatches(&idp), "still one mismatch");
     }
 }

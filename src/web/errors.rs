@@ -111,7 +111,7 @@ pub fn page_for(e: &LoginError) -> Page {
             S::SERVICE_UNAVAILABLE,
             "Sign-in is temporarily unavailable",
             "You signed in, but flexgate cannot reach the security module that holds its signing key, so it cannot vouch for you to Flex.",
-            "Try again in a minute. If it persists, give your administrator the reference below (flexgate's /readyz shows the module's state).",
+            "Try again in a minute. If it persists, give your administrator the reference below (the /readyz of flexgate's admin listener shows the module's state).",
         ),
         LoginError::Sign(_) | LoginError::Internal(_) => page(
             S::INTERNAL_SERVER_ERROR,

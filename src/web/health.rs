@@ -1,4 +1,5 @@
-//! `GET /healthz` (the process answers) and `GET /readyz` (it can complete a login).
+//! `GET /healthz` (the process answers) and `GET /readyz` (it can complete a login): the public
+//! answer names only which check fails; the reasons and `/metrics` are the admin listener's.
 
 use super::AppState;
 use crate::login::Idp;
@@ -76,16 +77,34 @@ async fn signing_health(idp: &Idp) -> Result<(), String> {
         .unwrap_or_else(|e| Err(format!("the signing check failed: {e}")))
 }
 
+/// The public `/readyz`: ready or not, and which checks fail, as `ok` / `failing` — nothing
+/// else. The reasons (token labels, module and PIN-file paths, upstream error texts, agent
+/// counts) are served only by the admin listener's [`readyz_detail`].
 pub async fn readyz(State(st): State<AppState>) -> Response {
     let current = st.current();
     let r = current.ready.get(|| check(&current.idp)).await;
-    let ready = r.is_ready();
+    let state = |r: &Result<(), String>| if r.is_ok() { "ok" } else { "failing" };
+    let body = serde_json::json!({
+        "ready": r.is_ready(),
+        "checks": {
+            "keys": state(&r.keys),
+            "upstream": state(&r.upstream),
+            "store": state(&r.store),
+        }
+    });
+    (status_of(&r), Json(body)).into_response()
+}
+
+/// The admin listener's `/readyz`: each check with its reason, and the roles snapshot line.
+pub async fn readyz_detail(State(st): State<AppState>) -> Response {
+    let current = st.current();
+    let r = current.ready.get(|| check(&current.idp)).await;
     let show = |r: &Result<(), String>| match r {
         Ok(()) => "ok".to_string(),
         Err(e) => e.clone(),
     };
     let mut body = serde_json::json!({
-        "ready": ready,
+        "ready": r.is_ready(),
         "checks": {
             "keys": show(&r.keys),
             "upstream": show(&r.upstream),
@@ -96,12 +115,15 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     if let Some(roles) = current.idp.management.as_ref().and_then(|m| m.roles()) {
         body["roles"] = roles.describe(crate::auth0::prefetch::now_ms()).into();
     }
-    let status = if ready {
+    (status_of(&r), Json(body)).into_response()
+}
+
+fn status_of(r: &Readiness) -> StatusCode {
+    if r.is_ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
+    }
 }
 
 pub async fn metrics(State(st): State<AppState>) -> Response {

@@ -16,6 +16,7 @@ pub async fn get(
 ) -> Response {
     let query = params(q.as_deref().unwrap_or("").as_bytes());
     let idp = st.idp();
+    let browser = super::browser_cookie(&headers, idp.config.secure_cookies());
     let idp = &*idp;
     let mut rec = idp.recorder(Kind::IdpInitiated);
     rec.with(|t| {
@@ -36,7 +37,6 @@ pub async fn get(
         Ok(r) => r,
         Err(e) => return errors::login_failed(idp, &e, Some(&sp), rec).await,
     };
-    let browser = super::browser_cookie(&headers);
     match login::begin_idp_initiated(idp, &sp, relay_state, browser.as_deref(), &mut rec).await {
         Ok(started) => errors::started(idp, &started, errors::Start::Idp, rec).await,
         Err(e) => errors::login_failed(idp, &e, Some(&sp), rec).await,

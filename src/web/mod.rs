@@ -1,6 +1,7 @@
 //! HTTP: the axum router and one module per endpoint. HTTP types stay here; the login itself
 //! is `login`'s.
 
+pub mod admin;
 pub mod app;
 mod callback;
 mod errors;
@@ -13,27 +14,45 @@ mod sso;
 
 pub use app::{router, AppState};
 
-/// The cookie that binds a login to the browser that started it.
+/// The cookie that binds a login to the browser that started it, when `public_url` is http
+/// (loopback development only).
 pub const BROWSER_COOKIE: &str = "flexgate_browser";
+
+/// Its name when `public_url` is https. Browsers store a `__Host-` cookie only when it is set
+/// `Secure`, with `Path=/` and no `Domain`, by the host itself: a sibling subdomain cannot plant
+/// one to tie a victim's login to the attacker's (login CSRF).
+pub const BROWSER_COOKIE_HOST: &str = "__Host-flexgate_browser";
+
+/// The binding cookie's name: the `__Host-` one whenever cookies are `Secure` (https).
+pub fn browser_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        BROWSER_COOKIE_HOST
+    } else {
+        BROWSER_COOKIE
+    }
+}
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-/// Reads the browser-binding cookie.
-pub(crate) fn browser_cookie(headers: &HeaderMap) -> Option<String> {
+/// Reads the browser-binding cookie under the name it is set with (`secure`: https); a cookie
+/// under the other name is ignored.
+pub(crate) fn browser_cookie(headers: &HeaderMap, secure: bool) -> Option<String> {
+    let name = browser_cookie_name(secure);
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == BROWSER_COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
 }
 
 /// 302 to the upstream, setting the browser-binding cookie. `SameSite=Lax`: the cookie is set on
 /// the answer to Flex's cross-site request and must come back on the upstream's top-level
-/// redirect to `/oidc/callback`, which Lax allows and Strict would not.
+/// redirect to `/oidc/callback`, which Lax allows and Strict would not. On https the name has the
+/// `__Host-` prefix, so it also carries `Secure`, `Path=/` and never a `Domain`.
 pub(crate) fn redirect_with_cookie(
     location: &str,
     cookie: &str,
@@ -46,7 +65,8 @@ pub(crate) fn redirect_with_cookie(
         h.insert(header::LOCATION, v);
     }
     let c = format!(
-        "{BROWSER_COOKIE}={cookie}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{}",
+        "{}={cookie}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{}",
+        browser_cookie_name(secure),
         if secure { "; Secure" } else { "" }
     );
     if let Ok(v) = HeaderValue::from_str(&c) {
@@ -97,15 +117,15 @@ mod tests {
         let c = r.headers()[header::SET_COOKIE].to_str().unwrap();
         assert_eq!(
             c,
-            "flexgate_browser=abc; Path=/; Max-Age=600; HttpOnly; SameSite=Lax; Secure"
+            "__Host-flexgate_browser=abc; Path=/; Max-Age=600; HttpOnly; SameSite=Lax; Secure"
         );
         assert_eq!(r.status(), StatusCode::FOUND);
         assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
         let r = redirect_with_cookie("http://127.0.0.1/authorize", "abc", false, 600);
-        assert!(!r.headers()[header::SET_COOKIE]
-            .to_str()
-            .unwrap()
-            .contains("Secure"));
+        assert_eq!(
+            r.headers()[header::SET_COOKIE].to_str().unwrap(),
+            "flexgate_browser=abc; Path=/; Max-Age=600; HttpOnly; SameSite=Lax"
+        );
     }
 
     #[test]
@@ -121,6 +141,14 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("a=1; flexgate_browser=xyz; b=2"),
         );
-        assert_eq!(browser_cookie(&h).as_deref(), Some("xyz"));
+        assert_eq!(browser_cookie(&h, false).as_deref(), Some("xyz"));
+        // On https only the __Host- name counts: the unprefixed one could be planted.
+        assert_eq!(browser_cookie(&h, true), None);
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("flexgate_browser=planted; __Host-flexgate_browser=mine"),
+        );
+        assert_eq!(browser_cookie(&h, true).as_deref(), Some("mine"));
+        assert_eq!(browser_cookie(&h, false).as_deref(), Some("planted"));
     }
 }

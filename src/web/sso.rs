@@ -67,6 +67,7 @@ async fn handle(
         Ok((req.to_string(), relay, conn))
     };
     let idp = st.idp();
+    let browser = super::browser_cookie(headers, idp.config.secure_cookies());
     let idp = &*idp;
     let mut rec = idp.recorder(Kind::SpInitiated);
     rec.with(|t| t.binding = Some(binding.label().to_string()));
@@ -85,7 +86,6 @@ async fn handle(
         Ok(v) => v,
         Err(e) => return errors::login_failed(idp, &e, None, rec).await,
     };
-    let browser = super::browser_cookie(headers);
     let r = SsoRequest {
         binding,
         saml_request: &saml_request,

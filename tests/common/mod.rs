@@ -246,10 +246,10 @@ pub fn softhsm_conf(dir: &Path) -> PathBuf {
     conf
 }
 
-/// A Prometheus sample's value on the flexgate at `base`, e.g.
+/// A Prometheus sample's value on the flexgate whose admin listener is at `admin`, e.g.
 /// `flexgate_roles_reads_total{source="snapshot"}` (0 when absent).
-pub async fn metric(base: &str, sample: &str) -> f64 {
-    let text = ::reqwest::get(format!("{base}/metrics"))
+pub async fn metric(admin: &str, sample: &str) -> f64 {
+    let text = ::reqwest::get(format!("{admin}/metrics"))
         .await
         .expect("GET /metrics")
         .text()
@@ -263,6 +263,8 @@ pub async fn metric(base: &str, sample: &str) -> f64 {
 /// A running `flexgate serve` with its config and keys in a temp dir.
 pub struct Flexgate {
     pub base: String,
+    /// The admin listener (`server.admin_listen`): `/metrics`, the detailed `/readyz`.
+    pub admin: String,
     pub dir: tempfile::TempDir,
     pub cert_pem: String,
     pub entity_id: String,
@@ -368,9 +370,11 @@ impl Flexgate {
         env: &[(&str, &str)],
     ) -> Flexgate {
         let base = format!("http://127.0.0.1:{port}");
+        let admin_port = free_port();
         let config = format!(
             r#"[server]
 listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin_port}"
 public_url = "{base}"
 
 [idp]
@@ -400,6 +404,7 @@ client_secret = "${{TEST_CLIENT_SECRET}}"
         let cert_pem = std::fs::read_to_string(dir.path().join("idp-cert.pem")).expect("cert");
         let mut fg = Flexgate {
             entity_id: format!("{base}/saml/metadata"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
             base,
             dir,
             cert_pem,

@@ -22,6 +22,7 @@ pub(super) fn server(raw: RawServer, p: &mut Problems) -> Option<ServerConfig> {
             "write e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8080\"",
         );
     }
+    let admin_listen = admin_listen(raw.admin_listen.as_deref(), listen, p);
     let public_url = public_url(&raw.public_url, p);
     let shutdown_grace = p.secs(
         "server.shutdown_grace_secs",
@@ -53,6 +54,7 @@ pub(super) fn server(raw: RawServer, p: &mut Problems) -> Option<ServerConfig> {
     });
     Some(ServerConfig {
         listen: listen?,
+        admin_listen: admin_listen?,
         public_url: public_url?,
         login_timeout: login_timeout?,
         shutdown_grace: shutdown_grace?,
@@ -60,6 +62,37 @@ pub(super) fn server(raw: RawServer, p: &mut Problems) -> Option<ServerConfig> {
         header_timeout: header_timeout?,
         tls,
     })
+}
+
+/// `server.admin_listen`: unset (the default) means no admin listener. Any address is
+/// accepted (a pod address or `0.0.0.0` in a container is normal); `check` warns when it is not
+/// loopback or private. It must not be `server.listen`.
+fn admin_listen(
+    raw: Option<&str>,
+    listen: Option<SocketAddr>,
+    p: &mut Problems,
+) -> Option<Option<SocketAddr>> {
+    let key = "server.admin_listen";
+    let Some(raw) = raw else {
+        return Some(None);
+    };
+    let Ok(addr) = raw.parse::<SocketAddr>() else {
+        p.add(
+            key,
+            format!("is {raw:?}, not an address:port"),
+            "write e.g. \"127.0.0.1:9090\", or leave it out to run no admin listener",
+        );
+        return None;
+    };
+    if listen.is_some_and(|l| l.port() == addr.port() && addr.port() != 0) {
+        p.add(
+            key,
+            format!("uses the port of server.listen ({})", addr.port()),
+            "give the admin listener its own port, e.g. \"127.0.0.1:9090\"",
+        );
+        return None;
+    }
+    Some(Some(addr))
 }
 
 /// `server.public_url`, without a trailing slash.
