@@ -1175,15 +1175,6 @@ fn trace_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// The reference id an error page shows.
-fn page_reference(body: &str) -> String {
-    let at = body
-        .find("Reference: <code>")
-        .expect("a reference on the page")
-        + 17;
-    body[at..at + body[at..].find('<').unwrap()].to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_on_one_instance_are_traced_from_a_config_that_shares_its_redis() {
     let (dir, redis, pa, _pb, op) = redis_pair();

@@ -277,9 +277,9 @@ impl Trace {
 
 /// A trace as shown (`flexgate trace --json`, the admin view): the trace, its outcome at the
 /// time of showing (`abandoned` included), and the contract checks of its Response.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct View {
-    pub status: &'static str,
+    pub status: String,
     pub checks: Vec<Check>,
     #[serde(flatten)]
     pub trace: Trace,
@@ -298,7 +298,7 @@ impl View {
             .map(|r| checks::run(r, keys))
             .unwrap_or_default();
         View {
-            status: trace.outcome_label(now_ms),
+            status: trace.outcome_label(now_ms).to_string(),
             checks,
             trace,
         }

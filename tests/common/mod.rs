@@ -884,3 +884,12 @@ pub fn attrs(pairs: &[(&str, &[&str])]) -> Attrs {
         .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
         .collect()
 }
+
+/// The reference id an error page shows (what a person reads out to support).
+pub fn page_reference(body: &str) -> String {
+    let at = body
+        .find("Reference: <code>")
+        .expect("a reference on the page")
+        + 17;
+    body[at..at + body[at..].find('<').expect("end of the reference")].to_string()
+}
