@@ -4,6 +4,7 @@
 
 pub mod auth0;
 pub mod blocking;
+pub mod capture;
 pub mod check;
 pub mod clock;
 pub mod config;
