@@ -826,10 +826,11 @@ pub async fn finish(
     browser: Option<&str>,
     rec: &mut Recorder,
 ) -> Result<Issued, Failed> {
-    for secret in [cb.code.as_deref(), cb.state.as_deref(), browser] {
-        if let Some(s) = secret {
-            rec.forbid(s);
-        }
+    for secret in [cb.code.as_deref(), cb.state.as_deref(), browser]
+        .into_iter()
+        .flatten()
+    {
+        rec.forbid(secret);
     }
     let pending = match take_pending(idp.store.as_ref(), cb.state.as_deref()).await {
         Ok(p) => p,
