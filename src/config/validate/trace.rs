@@ -57,3 +57,43 @@ pub(super) fn trace(raw: RawTrace, p: &mut Problems) -> Option<TraceConfig> {
         per_email: usize::try_from(per_email?).ok()?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+    use std::path::Path;
+
+    fn load(trace: &str) -> Result<Config, ConfigError> {
+        let toml = crate::demo::demo_config_toml("http://127.0.0.1:9", "demo-secret-123")
+            + "\n[trace]\n"
+            + trace;
+        Config::from_toml(&toml, Path::new("<test>"), |_| None)
+    }
+
+    #[test]
+    fn defaults_and_ranges() {
+        let t = load("").unwrap().trace;
+        assert!(t.enabled);
+        assert_eq!(t.keep.as_secs(), super::KEEP_SECS.0);
+        assert_eq!(t.sample, super::SAMPLE.0);
+        assert_eq!(t.max_traces as u64, super::MAX_TRACES.0);
+        assert_eq!(t.max_trace_bytes as u64, super::MAX_TRACE_BYTES.0);
+        assert_eq!(t.per_email as u64, super::PER_EMAIL.0);
+        let t = load("enabled = false\nsample = 0.25\nkeep_secs = 60\n")
+            .unwrap()
+            .trace;
+        assert!(!t.enabled && t.sample == 0.25 && t.keep.as_secs() == 60);
+        for (bad, key) in [
+            ("sample = 1.5", "trace.sample"),
+            ("sample = -0.1", "trace.sample"),
+            ("keep_secs = 59", "trace.keep_secs"),
+            ("max_traces = 9", "trace.max_traces"),
+            ("max_trace_bytes = 100", "trace.max_trace_bytes"),
+            ("per_email = 0", "trace.per_email"),
+            ("nope = 1", "nope"),
+        ] {
+            let e = load(bad).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+    }
+}
