@@ -911,16 +911,11 @@ async fn finish_pending(
         }
     };
     let roles = add_roles(idp.management.as_deref(), person).await;
-    let from_management = idp.management.is_some();
-    let person = rec.step(StageName::RolesSource, roles, |p| {
-        if from_management {
-            format!(
-                "the Auth0 Management API: app_metadata of {:?} (shared snapshot, cache or a call)",
-                p.subject
-            )
-        } else {
-            "the upstream's ID token and userinfo claims".into()
-        }
+    let (person, _) = rec.step(StageName::RolesSource, roles, |(p, source)| match source {
+        Some("snapshot") => format!("app_metadata of {:?} from the shared roles snapshot (read in bulk from the Auth0 Management API)", p.subject),
+        Some("cache") => format!("app_metadata of {:?} from this instance's cache of the Auth0 Management API", p.subject),
+        Some(_) => format!("app_metadata of {:?} read from the Auth0 Management API now", p.subject),
+        None => "the upstream's ID token and userinfo claims".into(),
     })?;
     rec.with(|t| t.claims = claims_read(&person, sp));
     let mapped = map_person(&person, sp);
@@ -1189,21 +1184,25 @@ fn mfa_outcome(policy: &MfaPolicy, plan: &Plan, person: &Person) -> Result<Mfa, 
 
 /// The roles stage: with an Auth0 Management client, the person's `app_metadata` (where Flex
 /// roles are kept) joins the claims.
+///
+/// Gives where the roles came from: `None` (the upstream's claims), else the Management API
+/// source (`snapshot`, `cache` or `api`).
 async fn add_roles(
     management: Option<&Management>,
     mut person: Person,
-) -> Result<Person, LoginError> {
-    if let Some(m) = management {
-        let meta =
-            m.app_metadata(&person.subject)
-                .await
-                .map_err(|source| LoginError::Management {
-                    subject: person.subject.clone(),
-                    source,
-                })?;
-        person.claims.insert("app_metadata".into(), meta);
-    }
-    Ok(person)
+) -> Result<(Person, Option<&'static str>), LoginError> {
+    let Some(m) = management else {
+        return Ok((person, None));
+    };
+    let (meta, source) = m
+        .app_metadata_from(&person.subject)
+        .await
+        .map_err(|source| LoginError::Management {
+            subject: person.subject.clone(),
+            source,
+        })?;
+    person.claims.insert("app_metadata".into(), meta);
+    Ok((person, Some(source)))
 }
 
 /// Claims → the SP's attributes and NameID.
@@ -1544,8 +1543,9 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn without_management_the_roles_stage_keeps_the_claims() {
         let who = person(json!({ "sub": "u1", "roles": ["agent"] }));
-        let after = add_roles(None, who.clone()).await.unwrap();
+        let (after, source) = add_roles(None, who.clone()).await.unwrap();
         assert_eq!(after.claims, who.claims);
+        assert_eq!(source, None);
     }
 
     #[test]

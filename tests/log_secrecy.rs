@@ -697,6 +697,11 @@ async fn no_secret_enters_a_trace_in_any_output_format() {
         all.contains("no_role") && all.contains("bad_state"),
         "{all}"
     );
+    // Where the roles came from: this login read them from the Management API itself.
+    assert!(
+        all.contains("read from the Auth0 Management API now"),
+        "{all}"
+    );
     let mut secrets = vec![
         ("client secret", SECRET.to_string()),
         ("Basic credentials", basic("flexgate", SECRET)),
