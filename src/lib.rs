@@ -4,6 +4,7 @@
 
 pub mod auth0;
 pub mod blocking;
+pub mod capture;
 pub mod check;
 pub mod clock;
 pub mod config;
@@ -23,5 +24,6 @@ pub mod saml;
 pub mod secret;
 pub mod serve;
 pub mod store;
+pub mod trace;
 pub mod web;
 pub mod x509;

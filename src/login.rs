@@ -20,6 +20,8 @@ use crate::saml::request::{self, AuthnRequest, RequestError};
 use crate::saml::response::{self, ResponseParams};
 use crate::saml::sign::SignError;
 use crate::store::{Space, Store, StoreError};
+use crate::trace::keep::TraceLog;
+use crate::trace::{Claim, Expected, Explain, Kind, Outcome, Recorder, SentResponse, StageName};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -38,6 +40,15 @@ pub struct Idp {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdGen>,
+    /// Where each attempt's trace is kept.
+    pub traces: Arc<TraceLog>,
+}
+
+impl Idp {
+    /// A recorder for a new attempt of `kind`.
+    pub fn recorder(&self, kind: Kind) -> Recorder {
+        self.traces.recorder(self.clock.clone(), kind)
+    }
 }
 
 /// Why a login stopped. Each maps to one page and one log line.
@@ -142,6 +153,39 @@ impl LoginError {
             LoginError::Busy(_) => "busy",
         }
     }
+
+    /// What fixes it, for support (the person's page says what *they* can do).
+    pub fn fix(&self) -> String {
+        let s = match self.reason() {
+            "request_replayed" => "the browser sent the same AuthnRequest twice (a reload or a back button): sign in again from the SP",
+            "unknown_sp" => "add the SP as an [[sp]] whose entity_id is the AuthnRequest's Issuer, or correct the Issuer configured at the SP",
+            "bad_request" => "compare the AuthnRequest below with the SP's [[sp]] entry (acs_url, request signing) and the SSO URL configured at the SP; check both clocks for an expired request",
+            "bad_state" => "the login expired (server.login_timeout_secs), was finished already, or its state is in another store: sign in again; with several instances, share one [store] url",
+            "browser_mismatch" => "the callback came in a browser without the cookie set when the login began: cookies blocked, another browser, or server.public_url differs from the URL the browser uses",
+            "upstream_denied" => "the upstream refused the login (its error is above): check the user and the application at the upstream, e.g. the Auth0 logs",
+            "upstream_timeout" => "the upstream did not answer in time: check its status, the network from flexgate, or raise upstream.timeout_secs",
+            "upstream_error" => "the upstream's answer was refused (the error is above): check upstream.issuer, client_id and client_secret with `flexgate check`",
+            "management_timeout" | "management_error" => "the Auth0 Management API could not give the user's app_metadata: check [upstream.management] with `flexgate check` and the API's rate limits",
+            "no_role" => "give the user a Flex role the SP knows (e.g. app_metadata.flex.roles = [\"agent\"], `flexgate roles set`), or fix the roles claim in the SP's [sp.attributes]",
+            "no_email" => "set an email address on the user at the upstream, or map the claim that carries it in [sp.attributes] email",
+            "mfa_missing" => "enrol the user in MFA at the upstream and make sure it is enforced for this application (the ID token must show amr mfa)",
+            "not_reauthenticated" => "the upstream ignored prompt=login / max_age=0: configure it to honour them, or ask the SP not to send ForceAuthn",
+            "store_error" => "the state store is down or full: check [store] (Redis reachable, `flexgate check`) or raise limits.max_pending_logins",
+            "signing_unavailable" => "the PKCS#11 token holding the signing key is unreachable: check the module and token (/readyz shows its state)",
+            _ => "an internal error: the log line with this reference has the details",
+        };
+        s.to_string()
+    }
+}
+
+impl Explain for LoginError {
+    fn reason(&self) -> &'static str {
+        LoginError::reason(self)
+    }
+
+    fn fix(&self) -> String {
+        LoginError::fix(self)
+    }
 }
 
 /// A login waiting for the upstream, stored under its OIDC `state`.
@@ -163,6 +207,9 @@ pub struct PendingLogin {
     /// What the login must achieve (MFA) and the AuthnContextClassRef to state.
     #[serde(default)]
     pub plan: crate::mfa::Plan,
+    /// The reference of this login's trace (`None` when traces are off).
+    #[serde(default)]
+    pub trace: Option<String>,
 }
 
 /// How the AuthnRequest arrived.
@@ -170,6 +217,16 @@ pub struct PendingLogin {
 pub enum Binding {
     Redirect,
     Post,
+}
+
+impl Binding {
+    /// The binding's name as SAML writes it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Binding::Redirect => "HTTP-Redirect",
+            Binding::Post => "HTTP-POST",
+        }
+    }
 }
 
 /// An incoming SP-initiated request.
@@ -266,32 +323,58 @@ fn chrono_dur(d: Duration) -> chrono::Duration {
 /// How much longer than a request can be valid its ID is remembered as used.
 const REQUEST_ID_TTL_MARGIN: Duration = Duration::from_secs(60);
 
-/// Decodes, parses and validates an AuthnRequest, and marks its ID used.
-/// A request refused here never reaches the upstream.
+/// Decodes, parses and validates an AuthnRequest, and marks its ID used (the request-checks
+/// stage). A request refused here never reaches the upstream.
 pub async fn accept_request<'i>(
     idp: &'i Idp,
     binding: Binding,
     saml_request: &str,
     raw_query: &str,
     relay_state: Option<&str>,
+    rec: &mut Recorder,
+) -> Result<(AuthnRequest, &'i SpConfig), LoginError> {
+    let r = accept(idp, binding, saml_request, raw_query, relay_state, rec).await;
+    rec.step(StageName::RequestChecks, r, |(req, sp)| {
+        format!(
+            "AuthnRequest {} from {:?} (SP {}): decoded, parsed, signature policy, Destination, ACS and age checked, ID used once; ForceAuthn {}, IsPassive {}",
+            req.id, req.issuer, sp.name, req.force_authn, req.is_passive
+        )
+    })
+}
+
+async fn accept<'i>(
+    idp: &'i Idp,
+    binding: Binding,
+    saml_request: &str,
+    raw_query: &str,
+    relay_state: Option<&str>,
+    rec: &mut Recorder,
 ) -> Result<(AuthnRequest, &'i SpConfig), LoginError> {
     let cfg = &idp.config;
     let (config, keys, now) = (cfg.clone(), idp.keys.clone(), idp.clock.now());
     let (saml_request, raw_query) = (saml_request.to_string(), raw_query.to_string());
     let relay_state = relay_state.map(str::to_string);
-    let req = crate::blocking::run(move || {
+    let keep_xml = rec.is_on();
+    let (xml, req) = crate::blocking::run(move || {
         let msg = Received {
             binding,
             saml_request: &saml_request,
             raw_query: &raw_query,
             relay_state: relay_state.as_deref(),
         };
-        read_request(&config, &keys, now, &msg)
+        let (xml, req) = read_request(&config, &keys, now, &msg);
+        (xml.filter(|_| keep_xml), req)
     })
-    .await??;
+    .await?;
+    if let Some(xml) = xml {
+        rec.with(|t| t.authn_request_xml = Some(xml));
+    }
+    let req = req?;
+    rec.with(|t| t.request_id = Some(req.id.clone()));
     let sp = cfg
         .sp_by_entity_id(&req.issuer)
         .ok_or_else(|| RequestError::UnknownIssuer(req.issuer.clone()))?;
+    rec.with(|t| t.sp = Some(sp.name.clone()));
     let ttl = cfg.idp.request_max_age + cfg.idp.clock_skew * 2 + REQUEST_ID_TTL_MARGIN;
     let key = format!("{}|{}", req.issuer, req.id);
     if !idp.store.first_use(Space::RequestId, &key, ttl).await? {
@@ -309,19 +392,39 @@ struct Received<'a> {
 }
 
 /// The CPU part of `accept_request`: decode, parse, check the signature, validate. Pure.
+/// Gives the decoded XML (for the trace) whenever it could be decoded.
 fn read_request(
     cfg: &Config,
     keys: &KeyMaterial,
     now: DateTime<Utc>,
     msg: &Received,
-) -> Result<AuthnRequest, RequestError> {
+) -> (Option<String>, Result<AuthnRequest, RequestError>) {
     let limits = &cfg.limits.saml;
-    request::check_relay_state(msg.relay_state, limits)?;
+    if let Err(e) = request::check_relay_state(msg.relay_state, limits) {
+        return (None, Err(e));
+    }
     let xml = match msg.binding {
-        Binding::Redirect => request::decode_redirect(msg.saml_request, limits)?,
-        Binding::Post => request::decode_post(msg.saml_request, limits)?,
+        Binding::Redirect => request::decode_redirect(msg.saml_request, limits),
+        Binding::Post => request::decode_post(msg.saml_request, limits),
     };
-    let doc = request::parse_document(&xml)?;
+    match xml {
+        Ok(xml) => {
+            let req = check_request(cfg, keys, now, msg, &xml);
+            (Some(xml), req)
+        }
+        Err(e) => (None, Err(e)),
+    }
+}
+
+/// Parses and checks a decoded AuthnRequest.
+fn check_request(
+    cfg: &Config,
+    keys: &KeyMaterial,
+    now: DateTime<Utc>,
+    msg: &Received,
+    xml: &str,
+) -> Result<AuthnRequest, RequestError> {
+    let doc = request::parse_document(xml)?;
     let req = request::read(&doc)?;
     let sp = cfg
         .sp_by_entity_id(&req.issuer)
@@ -364,9 +467,19 @@ fn check_connection(c: &str) -> Result<(), LoginError> {
 }
 
 /// SP-initiated login: validate the AuthnRequest, then send the person to the upstream.
-pub async fn begin_sp_initiated(idp: &Idp, r: SsoRequest<'_>) -> Result<Begun, LoginError> {
+pub async fn begin_sp_initiated(
+    idp: &Idp,
+    r: SsoRequest<'_>,
+    rec: &mut Recorder,
+) -> Result<Begun, LoginError> {
+    if let Some(b) = r.browser {
+        rec.forbid(b);
+    }
     if let Some(c) = &r.connection {
-        check_connection(c)?;
+        if let Err(e) = check_connection(c) {
+            rec.failed(StageName::RequestChecks, &e);
+            return Err(e);
+        }
     }
     let (req, sp) = accept_request(
         idp,
@@ -374,6 +487,7 @@ pub async fn begin_sp_initiated(idp: &Idp, r: SsoRequest<'_>) -> Result<Begun, L
         r.saml_request,
         r.raw_query,
         r.relay_state.as_deref(),
+        rec,
     )
     .await?;
     let plan = match idp
@@ -384,6 +498,9 @@ pub async fn begin_sp_initiated(idp: &Idp, r: SsoRequest<'_>) -> Result<Begun, L
         Ok(p) => p,
         Err(unsat) => {
             tracing::warn!(sp = %sp.name, error = %unsat, "answering NoAuthnContext");
+            rec.ok(StageName::MfaDecision, || {
+                format!("{unsat}: answering the SP with the status NoAuthnContext")
+            });
             let issued = respond_status(
                 idp,
                 sp,
@@ -391,6 +508,7 @@ pub async fn begin_sp_initiated(idp: &Idp, r: SsoRequest<'_>) -> Result<Begun, L
                 r.relay_state,
                 "NoAuthnContext",
                 &unsat.to_string(),
+                rec,
             )
             .await?;
             return Ok(Begun::Respond(issued));
@@ -407,7 +525,7 @@ pub async fn begin_sp_initiated(idp: &Idp, r: SsoRequest<'_>) -> Result<Begun, L
         plan,
         browser: r.browser,
     };
-    start(idp, start_req).await.map(Begun::Upstream)
+    start(idp, start_req, rec).await.map(Begun::Upstream)
 }
 
 /// IdP-initiated login for one SP (`/saml/init/{sp}`).
@@ -416,18 +534,16 @@ pub async fn begin_idp_initiated(
     sp_name: &str,
     relay_state: Option<String>,
     browser: Option<&str>,
+    rec: &mut Recorder,
 ) -> Result<Started, LoginError> {
-    let sp = idp
-        .config
-        .sp_by_name(sp_name)
-        .ok_or_else(|| LoginError::UnknownSp(sp_name.to_string()))?;
-    request::check_relay_state(relay_state.as_deref(), &idp.config.limits.saml)?;
+    if let Some(b) = browser {
+        rec.forbid(b);
+    }
+    let checked = idp_initiated_checks(idp, sp_name, relay_state.as_deref());
+    let (sp, plan) = rec.step(StageName::RequestChecks, checked, |(sp, _)| {
+        format!("IdP-initiated login for SP {} ({})", sp.name, sp.entity_id)
+    })?;
     let relay_state = relay_state.or_else(|| sp.default_relay_state.clone());
-    let plan = idp
-        .config
-        .mfa
-        .plan(sp.mfa, None)
-        .map_err(|e| LoginError::Internal(e.to_string()))?;
     let name = sp.name.clone();
     start(
         idp,
@@ -441,8 +557,27 @@ pub async fn begin_idp_initiated(
             plan,
             browser,
         },
+        rec,
     )
     .await
+}
+
+fn idp_initiated_checks<'i>(
+    idp: &'i Idp,
+    sp_name: &str,
+    relay_state: Option<&str>,
+) -> Result<(&'i SpConfig, Plan), LoginError> {
+    let sp = idp
+        .config
+        .sp_by_name(sp_name)
+        .ok_or_else(|| LoginError::UnknownSp(sp_name.to_string()))?;
+    request::check_relay_state(relay_state, &idp.config.limits.saml)?;
+    let plan = idp
+        .config
+        .mfa
+        .plan(sp.mfa, None)
+        .map_err(|e| LoginError::Internal(e.to_string()))?;
+    Ok((sp, plan))
 }
 
 /// A signed status-only Response to the SP (no assertion).
@@ -453,7 +588,56 @@ pub async fn respond_status(
     relay_state: Option<String>,
     second_status: &str,
     message: &str,
+    rec: &mut Recorder,
 ) -> Result<Issued, LoginError> {
+    let r = sign_status(idp, sp, request_id, relay_state, second_status, message).await;
+    let r = rec.step(StageName::Signing, r, |(_, (_, id))| {
+        format!("status Response {id} ({second_status}) signed")
+    });
+    let (issued, xml) = r?;
+    if rec.is_on() {
+        let expected = Expected {
+            issuer: idp.config.idp.entity_id.clone(),
+            destination: sp.acs_url.clone(),
+            audience: sp.entity_id.clone(),
+            in_response_to: issued_irt(&xml.0),
+            name_id: String::new(),
+            required_attributes: Vec::new(),
+            status: Some(second_status.to_string()),
+        };
+        let sent_at_ms = idp.clock.now().timestamp_millis();
+        rec.with(|t| {
+            t.response_id = Some(xml.1);
+            t.outcome = Outcome::Status;
+            t.reason = Some(second_status.to_string());
+            t.response = Some(SentResponse {
+                xml: xml.0,
+                expected,
+                sent_at_ms,
+            });
+        });
+    }
+    Ok(issued)
+}
+
+/// The InResponseTo of a Response flexgate wrote (its root element's first attributes).
+fn issued_irt(xml: &str) -> Option<String> {
+    let root_end = xml.find('>')?;
+    let root = &xml[..root_end];
+    let at = root.find(" InResponseTo=\"")? + " InResponseTo=\"".len();
+    let len = root[at..].find('"')?;
+    Some(root[at..at + len].to_string())
+}
+
+/// Builds and signs a status Response; gives it with its (XML, ID).
+async fn sign_status(
+    idp: &Idp,
+    sp: &SpConfig,
+    request_id: Option<String>,
+    relay_state: Option<String>,
+    second_status: &str,
+    message: &str,
+) -> Result<(Issued, (String, String)), LoginError> {
     let keys = idp.keys.clone();
     let ids = idp.ids.clone();
     let issuer = idp.config.idp.entity_id.clone();
@@ -462,7 +646,7 @@ pub async fn respond_status(
     let irt = request_id.clone();
     let second = format!("urn:oasis:names:tc:SAML:2.0:status:{second_status}");
     let message = message.to_string();
-    let xml = tokio::task::spawn_blocking(move || {
+    let (xml, id) = tokio::task::spawn_blocking(move || {
         let unsigned = response::build_status(
             &issuer,
             &acs,
@@ -473,21 +657,24 @@ pub async fn respond_status(
             now,
             ids.as_ref(),
         );
-        keys.signer.sign_status_response(&unsigned)
+        keys.signer
+            .sign_status_response(&unsigned)
+            .map(|x| (x, unsigned.response_id))
     })
     .await
     .map_err(signing_task_failed)??;
-    Ok(Issued {
+    let issued = Issued {
         sp: sp.name.clone(),
         acs_url: sp.acs_url.clone(),
-        saml_response: base64::engine::general_purpose::STANDARD.encode(xml),
+        saml_response: base64::engine::general_purpose::STANDARD.encode(&xml),
         relay_state,
         subject: String::new(),
         name_id: String::new(),
         roles: Vec::new(),
         status: Some(second_status.to_string()),
         started_at: None,
-    })
+    };
+    Ok((issued, (xml, id)))
 }
 
 fn signing_task_failed(e: tokio::task::JoinError) -> LoginError {
@@ -500,6 +687,7 @@ async fn respond_to_pending(
     sp: &SpConfig,
     pending: PendingLogin,
     answer: StatusAnswer,
+    rec: &mut Recorder,
 ) -> Result<Issued, LoginError> {
     respond_status(
         idp,
@@ -508,6 +696,7 @@ async fn respond_to_pending(
         pending.relay_state,
         answer.status,
         answer.message,
+        rec,
     )
     .await
 }
@@ -523,7 +712,27 @@ struct StartRequest<'a> {
     browser: Option<&'a str>,
 }
 
-async fn start(idp: &Idp, r: StartRequest<'_>) -> Result<Started, LoginError> {
+/// The to-the-upstream stage: a pending login in the store, the browser sent to `/authorize`.
+async fn start(idp: &Idp, r: StartRequest<'_>, rec: &mut Recorder) -> Result<Started, LoginError> {
+    let started = send_upstream(idp, r, rec).await;
+    let timeout = idp.config.server.login_timeout;
+    let r = rec.step(StageName::ToUpstream, started, |(_, why)| {
+        format!("{why}; the login waits up to {} s", timeout.as_secs())
+    });
+    let (started, _) = r?;
+    let expires = idp.clock.now().timestamp_millis() + timeout.as_millis() as i64;
+    rec.with(|t| {
+        t.outcome = Outcome::Upstream;
+        t.expires_at_ms = expires;
+    });
+    Ok(started)
+}
+
+async fn send_upstream(
+    idp: &Idp,
+    r: StartRequest<'_>,
+    rec: &mut Recorder,
+) -> Result<(Started, String), LoginError> {
     let meta = idp.upstream.metadata().await?;
     let browser_cookie = match r.browser {
         Some(b) if valid_browser_cookie(b) => b.to_string(),
@@ -541,7 +750,16 @@ async fn start(idp: &Idp, r: StartRequest<'_>) -> Result<Started, LoginError> {
         force_authn: r.force_authn,
         is_passive: r.is_passive,
         plan: r.plan,
+        trace: rec.is_on().then(|| rec.reference().to_string()),
     };
+    for secret in [
+        &browser_cookie,
+        &state,
+        &pending.pkce_verifier,
+        &pending.nonce,
+    ] {
+        rec.forbid(secret);
+    }
     // IsPassive wins over ForceAuthn: the upstream must not interact, and answers
     // login_required when it cannot sign the person in silently (→ NoPassive).
     let prompt = if pending.is_passive {
@@ -551,6 +769,10 @@ async fn start(idp: &Idp, r: StartRequest<'_>) -> Result<Started, LoginError> {
     } else {
         None
     };
+    let acr_values = pending
+        .plan
+        .require_mfa
+        .then_some(idp.config.mfa.acr_values.as_str());
     let location = idp.upstream.authorize_url(
         &meta,
         &AuthorizeParams {
@@ -560,12 +782,21 @@ async fn start(idp: &Idp, r: StartRequest<'_>) -> Result<Started, LoginError> {
             connection: r.connection.as_deref(),
             prompt,
             max_age: pending.force_authn.then_some(0),
-            acr_values: pending
-                .plan
-                .require_mfa
-                .then_some(idp.config.mfa.acr_values.as_str()),
+            acr_values,
         },
     );
+    let why = if rec.is_on() {
+        format!(
+            "sent to {} (connection {:?}, prompt {:?}, acr_values {:?}, MFA required {})",
+            meta.authorization_endpoint,
+            r.connection.as_deref().unwrap_or("-"),
+            prompt.unwrap_or("-"),
+            acr_values.unwrap_or("-"),
+            pending.plan.require_mfa
+        )
+    } else {
+        String::new()
+    };
     let bytes = serde_json::to_vec(&pending).map_err(|e| LoginError::Internal(e.to_string()))?;
     idp.store
         .put(
@@ -575,11 +806,12 @@ async fn start(idp: &Idp, r: StartRequest<'_>) -> Result<Started, LoginError> {
             idp.config.server.login_timeout,
         )
         .await?;
-    Ok(Started {
+    let started = Started {
         location,
         browser_cookie,
         sp: r.sp.to_string(),
-    })
+    };
+    Ok((started, why))
 }
 
 /// A failed callback, with the SP it was for when that is known (for logs and metrics).
@@ -597,12 +829,38 @@ pub struct Failed {
 /// ```
 /// `NoPassive` (from `upstream_answer`) and `NoAuthnContext` (from `mfa_outcome`) end the
 /// login early with a signed status Response.
-pub async fn finish(idp: &Idp, cb: Callback, browser: Option<&str>) -> Result<Issued, Failed> {
-    let pending = take_pending(idp.store.as_ref(), cb.state.as_deref())
-        .await
-        .map_err(|error| Failed { sp: None, error })?;
+///
+/// `rec` records each stage; with the pending login found, it continues the trace begun when
+/// the login went upstream (same reference id).
+pub async fn finish(
+    idp: &Idp,
+    cb: Callback,
+    browser: Option<&str>,
+    rec: &mut Recorder,
+) -> Result<Issued, Failed> {
+    for secret in [cb.code.as_deref(), cb.state.as_deref(), browser]
+        .into_iter()
+        .flatten()
+    {
+        rec.forbid(secret);
+    }
+    let pending = match take_pending(idp.store.as_ref(), cb.state.as_deref()).await {
+        Ok(p) => p,
+        Err(error) => {
+            rec.failed(StageName::Callback, &error);
+            return Err(Failed { sp: None, error });
+        }
+    };
+    if let Some(r) = &pending.trace {
+        let kind = if pending.request_id.is_some() {
+            Kind::SpInitiated
+        } else {
+            Kind::IdpInitiated
+        };
+        rec.continue_login(r, kind, pending.started_at.saturating_mul(1000));
+    }
     let sp = pending.sp.clone();
-    finish_pending(idp, pending, cb, browser)
+    finish_pending(idp, pending, cb, browser, rec)
         .await
         .map_err(|error| Failed {
             sp: Some(sp),
@@ -615,28 +873,173 @@ async fn finish_pending(
     pending: PendingLogin,
     cb: Callback,
     browser: Option<&str>,
+    rec: &mut Recorder,
 ) -> Result<Issued, LoginError> {
+    rec.forbid(&pending.pkce_verifier);
+    rec.forbid(&pending.nonce);
+    rec.with(|t| {
+        t.sp = Some(pending.sp.clone());
+        t.request_id = pending.request_id.clone();
+    });
+    let answer = callback_checks(idp, &pending, cb, browser);
+    let (sp, answer) = rec.step(StageName::Callback, answer, |(_, a)| match a {
+        Answer::Code(_) => "same browser; the upstream sent an authorization code".into(),
+        Answer::NoPassive => "same browser; the upstream needs interaction and the SP asked IsPassive: answering NoPassive".into(),
+    })?;
+    let code = match answer {
+        Answer::Code(code) => code,
+        Answer::NoPassive => return respond_to_pending(idp, sp, pending, NO_PASSIVE, rec).await,
+    };
+    let person = token_stage(idp, sp, &pending, &code, rec).await?;
+    if pending.force_authn {
+        let fresh = fresh_sign_in(&pending, &person, idp.config.idp.clock_skew);
+        rec.step(StageName::IdTokenChecks, fresh, |_| {
+            format!(
+                "ForceAuthn: auth_time {:?} is not before the login began ({})",
+                person.auth_time, pending.started_at
+            )
+        })?;
+    }
+    let mfa = mfa_outcome(&idp.config.mfa, &pending.plan, &person);
+    let mfa = rec.step(StageName::MfaDecision, mfa, |m| match m {
+        Mfa::Class(c) if c.is_empty() => {
+            "no second factor needed; the IdP's default AuthnContextClassRef".into()
+        }
+        Mfa::Class(c) => format!(
+            "AuthnContextClassRef {c} (MFA required: {}, proven: {})",
+            pending.plan.require_mfa,
+            idp.config.mfa.proven(&person.claims)
+        ),
+        Mfa::NotSatisfied => {
+            "the SP asked for MFA and the ID token does not show it: answering NoAuthnContext"
+                .into()
+        }
+    })?;
+    let class = match mfa {
+        Mfa::Class(class) => class,
+        Mfa::NotSatisfied => {
+            tracing::warn!(sp = %sp.name, subject = %person.subject, "the SP asked for MFA and the upstream did not show it; answering NoAuthnContext");
+            return respond_to_pending(idp, sp, pending, NO_MFA, rec).await;
+        }
+    };
+    let roles = add_roles(idp.management.as_deref(), person).await;
+    let (person, _) = rec.step(StageName::RolesSource, roles, |(p, source)| match source {
+        Some("snapshot") => format!("app_metadata of {:?} from the shared roles snapshot (read in bulk from the Auth0 Management API)", p.subject),
+        Some("cache") => format!("app_metadata of {:?} from this instance's cache of the Auth0 Management API", p.subject),
+        Some(_) => format!("app_metadata of {:?} read from the Auth0 Management API now", p.subject),
+        None => "the upstream's ID token and userinfo claims".into(),
+    })?;
+    rec.with(|t| t.claims = claims_read(&person, sp));
+    let mapped = map_person(&person, sp);
+    let mapped = rec.step(StageName::Mapping, mapped, |m| {
+        let mut d = format!("NameID {:?}; {} attributes", m.name_id, m.attributes.len());
+        if !m.dropped_roles.is_empty() {
+            d.push_str(&format!(
+                "; role values Flex does not know, dropped: {:?}",
+                m.dropped_roles
+            ));
+        }
+        if !m.missing.is_empty() {
+            d.push_str(&format!(
+                "; claims absent (attributes left out): {:?}",
+                m.missing
+            ));
+        }
+        d
+    })?;
+    rec.with(|t| {
+        t.email = Some(mapped.name_id.clone());
+        t.attributes = mapped.attributes.clone();
+    });
+    sign_assertion(idp, sp, pending, person, mapped, class, rec).await
+}
+
+/// The callback stage: the browser that began the login, its SP, and the upstream's answer.
+fn callback_checks<'i>(
+    idp: &'i Idp,
+    pending: &PendingLogin,
+    cb: Callback,
+    browser: Option<&str>,
+) -> Result<(&'i SpConfig, Answer), LoginError> {
     same_browser(browser, &pending.browser)?;
     let sp = idp
         .config
         .sp_by_name(&pending.sp)
         .ok_or_else(|| LoginError::UnknownSp(pending.sp.clone()))?;
-    let code = match upstream_answer(cb, pending.is_passive)? {
-        Answer::Code(code) => code,
-        Answer::NoPassive => return respond_to_pending(idp, sp, pending, NO_PASSIVE).await,
-    };
-    let person = authenticate(idp, sp, &pending, &code).await?;
-    fresh_sign_in(&pending, &person, idp.config.idp.clock_skew)?;
-    let class = match mfa_outcome(&idp.config.mfa, &pending.plan, &person)? {
-        Mfa::Class(class) => class,
-        Mfa::NotSatisfied => {
-            tracing::warn!(sp = %sp.name, subject = %person.subject, "the SP asked for MFA and the upstream did not show it; answering NoAuthnContext");
-            return respond_to_pending(idp, sp, pending, NO_MFA).await;
+    Ok((sp, upstream_answer(cb, pending.is_passive)?))
+}
+
+/// The token and ID-token-checks stages: a refused ID token (or a userinfo for someone else)
+/// stops the second, anything else the first.
+async fn token_stage(
+    idp: &Idp,
+    sp: &SpConfig,
+    pending: &PendingLogin,
+    code: &str,
+    rec: &mut Recorder,
+) -> Result<Person, LoginError> {
+    match authenticate(idp, sp, pending, code).await {
+        Ok(person) => {
+            rec.ok(StageName::Token, || {
+                "the code was exchanged at the token endpoint (PKCE)".into()
+            });
+            rec.ok(StageName::IdTokenChecks, || {
+                format!(
+                    "signature (JWKS), issuer, audience, expiry and nonce verified; sub {:?}",
+                    person.subject
+                )
+            });
+            rec.with(|t| {
+                t.subject = Some(person.subject.clone());
+                t.email = claim_str(&person.claims, "email");
+            });
+            Ok(person)
         }
-    };
-    let person = add_roles(idp.management.as_deref(), person).await?;
-    let mapped = map_person(&person, sp)?;
-    sign_assertion(idp, sp, pending, person, mapped, class).await
+        Err(e) => {
+            let id_token = matches!(
+                e,
+                LoginError::Upstream(OidcError::IdToken(_) | OidcError::UserinfoSubject { .. })
+            );
+            if id_token {
+                rec.ok(StageName::Token, || {
+                    "the code was exchanged at the token endpoint (PKCE)".into()
+                });
+                rec.failed(StageName::IdTokenChecks, &e);
+            } else {
+                rec.failed(StageName::Token, &e);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The claims the login read, with their values (`null`: absent). Only claims: the tokens
+/// themselves never reach the login.
+fn claims_read(person: &Person, sp: &SpConfig) -> Vec<Claim> {
+    let mut out = vec![Claim {
+        claim: "sub".into(),
+        used_for: "the subject".into(),
+        value: Value::String(person.subject.clone()),
+    }];
+    for (name, used_for) in [("amr", "MFA"), ("acr", "MFA"), ("auth_time", "ForceAuthn")] {
+        if let Some(v) = person.claims.get(name) {
+            out.push(Claim {
+                claim: name.into(),
+                used_for: used_for.into(),
+                value: v.clone(),
+            });
+        }
+    }
+    for m in &sp.attributes {
+        out.push(Claim {
+            claim: m.claim.clone(),
+            used_for: format!("attribute {}", m.saml_name),
+            value: flex::lookup(&person.claims, &m.claim)
+                .cloned()
+                .unwrap_or(Value::Null),
+        });
+    }
+    out
 }
 
 /// Takes the pending login stored under the callback's `state` (each `state` works once).
@@ -793,21 +1196,25 @@ fn mfa_outcome(policy: &MfaPolicy, plan: &Plan, person: &Person) -> Result<Mfa, 
 
 /// The roles stage: with an Auth0 Management client, the person's `app_metadata` (where Flex
 /// roles are kept) joins the claims.
+///
+/// Gives where the roles came from: `None` (the upstream's claims), else the Management API
+/// source (`snapshot`, `cache` or `api`).
 async fn add_roles(
     management: Option<&Management>,
     mut person: Person,
-) -> Result<Person, LoginError> {
-    if let Some(m) = management {
-        let meta =
-            m.app_metadata(&person.subject)
-                .await
-                .map_err(|source| LoginError::Management {
-                    subject: person.subject.clone(),
-                    source,
-                })?;
-        person.claims.insert("app_metadata".into(), meta);
-    }
-    Ok(person)
+) -> Result<(Person, Option<&'static str>), LoginError> {
+    let Some(m) = management else {
+        return Ok((person, None));
+    };
+    let (meta, source) = m
+        .app_metadata_from(&person.subject)
+        .await
+        .map_err(|source| LoginError::Management {
+            subject: person.subject.clone(),
+            source,
+        })?;
+    person.claims.insert("app_metadata".into(), meta);
+    Ok((person, Some(source)))
 }
 
 /// Claims → the SP's attributes and NameID.
@@ -831,7 +1238,47 @@ async fn sign_assertion(
     person: Person,
     mapped: MappedUser,
     class: String,
+    rec: &mut Recorder,
 ) -> Result<Issued, LoginError> {
+    let expected = rec.is_on().then(|| Expected {
+        issuer: idp.config.idp.entity_id.clone(),
+        destination: sp.acs_url.clone(),
+        audience: sp.entity_id.clone(),
+        in_response_to: pending.request_id.clone(),
+        name_id: mapped.name_id.clone(),
+        required_attributes: if sp.kind.is_flex() {
+            ["email", "full_name", "roles"].map(String::from).to_vec()
+        } else {
+            Vec::new()
+        },
+        status: None,
+    });
+    let signed = sign(idp, sp, pending, person, mapped, class).await;
+    let (issued, xml, id) = rec.step(StageName::Signing, signed, |(_, _, id)| {
+        format!("Response {id} built and signed ({:?})", sp.sign)
+    })?;
+    let sent_at_ms = idp.clock.now().timestamp_millis();
+    rec.with(|t| {
+        t.response_id = Some(id);
+        t.outcome = Outcome::Completed;
+        t.response = expected.map(|expected| SentResponse {
+            xml,
+            expected,
+            sent_at_ms,
+        });
+    });
+    Ok(issued)
+}
+
+/// Builds and signs the Response; gives it with its XML and ID.
+async fn sign(
+    idp: &Idp,
+    sp: &SpConfig,
+    pending: PendingLogin,
+    person: Person,
+    mapped: MappedUser,
+    class: String,
+) -> Result<(Issued, String, String), LoginError> {
     let now = idp.clock.now();
     let authn_instant = person
         .auth_time
@@ -870,21 +1317,25 @@ async fn sign_assertion(
             skew: chrono_dur(cfg.idp.clock_skew),
         };
         let unsigned = response::build(&params, now, ids.as_ref());
-        keys.signer.sign_response(&unsigned, sp_for_sign.sign)
+        keys.signer
+            .sign_response(&unsigned, sp_for_sign.sign)
+            .map(|x| (x, unsigned.response_id))
     })
     .await
     .map_err(signing_task_failed)??;
-    Ok(Issued {
+    let (xml, id) = xml;
+    let issued = Issued {
         sp: sp.name.clone(),
         acs_url: sp.acs_url.clone(),
-        saml_response: base64::engine::general_purpose::STANDARD.encode(xml),
+        saml_response: base64::engine::general_purpose::STANDARD.encode(&xml),
         relay_state: pending.relay_state,
         subject: person.subject,
         name_id,
         roles,
         status: None,
         started_at: Some(pending.started_at),
-    })
+    };
+    Ok((issued, xml, id))
 }
 
 #[cfg(test)]
@@ -910,6 +1361,7 @@ pub(crate) mod tests {
             force_authn: false,
             is_passive: false,
             plan: Plan::default(),
+            trace: None,
         }
     }
 
@@ -988,7 +1440,8 @@ pub(crate) mod tests {
             code: Some("code".into()),
             ..Callback::default()
         };
-        let failed = finish(&idp, cb, Some(&random_token(TOKEN_BYTES)))
+        let mut rec = idp.recorder(Kind::Callback);
+        let failed = finish(&idp, cb, Some(&random_token(TOKEN_BYTES)), &mut rec)
             .await
             .unwrap_err();
         assert!(matches!(failed.error, LoginError::BrowserMismatch));
@@ -1102,8 +1555,9 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn without_management_the_roles_stage_keeps_the_claims() {
         let who = person(json!({ "sub": "u1", "roles": ["agent"] }));
-        let after = add_roles(None, who.clone()).await.unwrap();
+        let (after, source) = add_roles(None, who.clone()).await.unwrap();
         assert_eq!(after.claims, who.claims);
+        assert_eq!(source, None);
     }
 
     #[test]

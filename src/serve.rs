@@ -85,6 +85,7 @@ pub fn build_idp(
         }
         None => None,
     };
+    let traces = Arc::new(crate::trace::keep::TraceLog::new(&config, store.clone()));
     Ok(Idp {
         config: Arc::new(config),
         keys: Arc::new(keys),
@@ -94,6 +95,7 @@ pub fn build_idp(
         metrics,
         clock,
         ids: Arc::new(RandomIds),
+        traces,
     })
 }
 

@@ -1530,3 +1530,99 @@ fn check_reaches_the_management_api_and_names_a_missing_scope() {
         both(&o)
     );
 }
+
+/// `flexgate verify` on the browser captures in fixtures/captures (made in HAR 1.2 and
+/// SAML-tracer's export format by fixtures/captures/make.py).
+fn verify_capture(file: &str, cert: &str, extra: &[&str]) -> Output {
+    let f = repo().join("fixtures/captures").join(file);
+    let c = repo().join("certs").join(cert);
+    let mut args = vec!["verify", "--cert", p(&c)];
+    args.extend_from_slice(extra);
+    args.push(p(&f));
+    run(&args)
+}
+
+#[test]
+fn verify_reads_every_saml_response_of_a_har_file_with_the_request_each_answers() {
+    let flex = [
+        "--audience",
+        "urn:flex:JQ0123456789abcdef0123456789abcdef",
+        "--recipient",
+        "https://login.flex.us1.twilio.com/login/callback?connection=JQ0123456789abcdef0123456789abcdef",
+        "--now",
+        "2026-01-15T10:00:00Z",
+    ];
+    let o = verify_capture("login.har", "test-idp-cert.pem", &flex);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("SAMLResponse 1 of 2 (entry 2,"), "{out}");
+    assert!(out.contains("SAMLResponse 2 of 2 (entry 3,"), "{out}");
+    assert!(
+        out.contains("answers AuthnRequest _b3f0c2a9e1d84f6a7c5e"),
+        "{out}"
+    );
+    assert!(
+        out.contains("the AuthnRequest it answers is not in the capture"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("VALID: the Response verifies").count(),
+        2,
+        "{out}"
+    );
+    // JSON: both, the first with its AuthnRequest.
+    let mut json_args = flex.to_vec();
+    json_args.push("--json");
+    let o = verify_capture("login.har", "test-idp-cert.pem", &json_args);
+    assert_exit(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["format"], "har");
+    assert_eq!(v["responses"][0]["answers"]["id"], "_b3f0c2a9e1d84f6a7c5e");
+    assert!(v["responses"][1]["answers"].is_null());
+    // Another certificate: every Response is refused (exit 1).
+    let o = verify_capture("login.har", "test-other-cert.pem", &flex);
+    assert_exit(&o, 1);
+    assert_eq!(stdout(&o).matches("INVALID").count(), 2, "{}", stdout(&o));
+}
+
+#[test]
+fn verify_reads_a_saml_tracer_export_against_an_expect_file() {
+    let expect = repo().join("fixtures/responses/enhanced-agent.expect.toml");
+    let o = verify_capture(
+        "login.saml-tracer.json",
+        "test-idp-cert.pem",
+        &["--expect", p(&expect)],
+    );
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("answers AuthnRequest _b3f0c2a9e1d84f6a7c5e from urn:flex:JQ0123456789abcdef0123456789abcdef"), "{out}");
+    assert!(
+        out.contains("<samlp:AuthnRequest"),
+        "the request is shown: {out}"
+    );
+    assert!(out.contains("expect: matches"), "{out}");
+    // The idp-initiated expect file does not match this Response: exit 1, differences shown.
+    let other = repo().join("fixtures/responses/idp-initiated.expect.toml");
+    let o = verify_capture(
+        "login.saml-tracer.json",
+        "test-idp-cert.pem",
+        &["--expect", p(&other)],
+    );
+    assert_exit(&o, 1);
+    // A capture without any SAMLResponse is bad usage (exit 2).
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.har");
+    std::fs::write(
+        &empty,
+        r#"{"log":{"version":"1.2","creator":{"name":"x","version":"1"},"entries":[]}}"#,
+    )
+    .unwrap();
+    let c = repo().join("certs/test-idp-cert.pem");
+    let o = run(&["verify", "--cert", p(&c), "--expect", p(&expect), p(&empty)]);
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("holds no POST with a SAMLResponse"),
+        "{}",
+        stderr(&o)
+    );
+}

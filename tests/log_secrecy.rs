@@ -583,3 +583,155 @@ async fn text_from_the_callback_cannot_forge_log_lines() {
         .collect();
     assert!(bad.is_empty(), "forged log lines:\n{}", bad.join("\n"));
 }
+
+/// `flexgate trace ARGS --config` of `fg`, with the environment its config reads.
+fn trace_output(fg: &Traced, args: &[&str]) -> String {
+    let out = Command::new(flexgate_bin())
+        .arg("trace")
+        .args(args)
+        .arg("--config")
+        .arg(fg.dir.path().join("flexgate.toml"))
+        .env("TEST_CLIENT_SECRET", SECRET)
+        .env("FLEXGATE_MGMT_SECRET", MGMT_SECRET)
+        .output()
+        .expect("flexgate trace");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "flexgate trace {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_enters_a_trace_in_any_output_format() {
+    let mgmt = Mgmt::start(json!({
+        "port": 0,
+        "client_id": "mgmt",
+        "client_secret": MGMT_SECRET,
+        "token_ttl": 86400,
+        "users": {
+            "agent1": {"email": "agent1@example.com", "app_metadata": {"flex": {"roles": ["agent"]}}},
+            "norole": {"email": "norole@example.com", "app_metadata": {"flex": {}}},
+        },
+    }));
+    let proxy = recorder(&mgmt.url).await;
+    let redis = common::redis::Redis::start(free_port());
+    let port = free_port();
+    let op = Op::start(
+        &format!("http://127.0.0.1:{port}/oidc/callback"),
+        "flexgate",
+        SECRET,
+        json!({}),
+    );
+    let extra = format!(
+        "[upstream.management]\nurl = \"{}\"\nclient_id = \"mgmt\"\nclient_secret = \"${{FLEXGATE_MGMT_SECRET}}\"\nprefetch_secs = 0\n\n[store]\nurl = \"{}\"\n",
+        proxy.base,
+        redis.url()
+    );
+    let fg = tokio::task::block_in_place(|| Traced::start(port, &op.issuer, SECRET, &extra));
+
+    // A completed login (Legacy: roles from the Management API) and a failed one.
+    let b = Browser::new();
+    let xml = legacy_request(&unique_id("ONELOGIN_"), &fg.sso_url());
+    let started = start_login(&b, &fg, &xml).await;
+    let nonce = query_param(&started.location, "nonce");
+    let cb = b
+        .login_until(
+            b.client.get(&started.location),
+            "agent1",
+            &fg.callback_prefix(),
+        )
+        .await;
+    let (code, state) = (query_param(&cb, "code"), query_param(&cb, "state"));
+    let r = b.client.get(&cb).send().await.expect("callback");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let b2 = Browser::new();
+    let xml = legacy_request(&unique_id("ONELOGIN_"), &fg.sso_url());
+    let failed = start_login(&b2, &fg, &xml).await;
+    let cb2 = b2
+        .login_until(
+            b2.client.get(&failed.location),
+            "norole",
+            &fg.callback_prefix(),
+        )
+        .await;
+    let code2 = query_param(&cb2, "code");
+    let r = b2.client.get(&cb2).send().await.expect("callback");
+    assert_eq!(r.status(), 403);
+    // The same callback again (the state is used): a trace of its own, with the code in the URL.
+    let r = b2.client.get(&cb2).send().await.expect("callback again");
+    assert_eq!(r.status(), 400);
+    let stale = page_reference(&r.text().await.unwrap());
+    let tokens = proxy.access_tokens.lock().clone();
+    assert!(!tokens.is_empty(), "the Management API issued a token");
+
+    let outputs = tokio::task::block_in_place(|| {
+        let mut o = Vec::new();
+        for who in ["agent1@example.com", "norole@example.com", &stale] {
+            o.push(trace_output(&fg, &[who, "--json"]));
+            o.push(trace_output(&fg, &[who]));
+        }
+        o
+    });
+    let json: Value = serde_json::from_str(&outputs[0]).expect("JSON");
+    let mut html = String::new();
+    for out in [&outputs[0], &outputs[2], &outputs[4]] {
+        for v in serde_json::from_str::<Vec<flexgate::trace::View>>(out).unwrap() {
+            html.push_str(&flexgate::web::admin_logins::trace_page_html(&v));
+        }
+    }
+    let all = format!("{}\n{html}", outputs.join("\n"));
+    // The traces are real: claims, the Management API's roles, the Response, the failure.
+    assert_eq!(json[0]["status"], "completed", "{}", outputs[0]);
+    assert!(
+        all.contains("app_metadata") && all.contains("agent1@example.com"),
+        "{all}"
+    );
+    assert!(
+        all.contains("SignatureValue"),
+        "the Response as sent is in the trace"
+    );
+    assert!(
+        all.contains("no_role") && all.contains("bad_state"),
+        "{all}"
+    );
+    // Where the roles came from: this login read them from the Management API itself.
+    assert!(
+        all.contains("read from the Auth0 Management API now"),
+        "{all}"
+    );
+    let mut secrets = vec![
+        ("client secret", SECRET.to_string()),
+        ("Basic credentials", basic("flexgate", SECRET)),
+        ("Management client secret", MGMT_SECRET.to_string()),
+        ("authorization code", code),
+        ("authorization code (failed login)", code2),
+        ("state", state),
+        ("browser cookie", started.cookie),
+        ("browser cookie (failed login)", failed.cookie),
+        ("nonce", nonce),
+    ];
+    for t in tokens {
+        secrets.push(("Management access token", t));
+    }
+    // The key's lines that encode the modulus are public (the certificate carries the same
+    // bytes, and the Response carries the certificate); every other line must be absent.
+    let cert: String = std::fs::read_to_string(fg.dir.path().join("idp-cert.pem"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    for l in fg
+        .key_lines()
+        .into_iter()
+        .filter(|l| !cert.contains(l.as_str()))
+    {
+        secrets.push(("private key line", l));
+    }
+    assert_absent(&all, &secrets);
+    // The ID token (a JWT) and the OP's access token never reach flexgate's login code; only
+    // the claims do. Any JWT would show as "eyJ".
+    assert_no_jwt(&all);
+}

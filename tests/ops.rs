@@ -2,49 +2,12 @@
 //! restarts and absence, `/metrics`, JSON logs, SIGHUP reload, graceful shutdown, TLS.
 
 mod common;
+use common::redis::*;
 use common::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start(port: u16) -> Redis {
-        let bin = PathBuf::from("/usr/bin/redis-server");
-        assert!(
-            bin.exists(),
-            "redis-server is missing; run scripts/install-test-deps"
-        );
-        let child = Command::new(bin)
-            .args(plain_args(port))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let r = Redis { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        r
-    }
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A `flexgate serve` with its own listen port, sharing keys and `public_url` with its peers
 /// (as instances behind one load balancer do).
@@ -690,25 +653,6 @@ async fn redis_sentinel_over_tls() {
     sentinel_store_works(dir.path(), Some(&tls)).await;
 }
 
-/// Listening options for a plain-TCP server on 127.0.0.1:`port`.
-fn plain_listen_args(port: u16) -> Vec<String> {
-    ["--port", &port.to_string(), "--bind", "127.0.0.1"]
-        .map(String::from)
-        .to_vec()
-}
-
-/// No RDB snapshots, no AOF.
-fn no_disk() -> Vec<String> {
-    ["--save", "", "--appendonly", "no"]
-        .map(String::from)
-        .to_vec()
-}
-
-/// redis-server options for a plain-TCP server on 127.0.0.1:`port`, nothing on disk.
-fn plain_args(port: u16) -> Vec<String> {
-    [plain_listen_args(port), no_disk()].concat()
-}
-
 /// A master and one Sentinel watching it (TLS-only with `tls`, Sentinel to master too), then
 /// `shared_store_works` through the Sentinel.
 async fn sentinel_store_works(dir: &Path, tls: Option<&TlsFiles>) {
@@ -1231,6 +1175,147 @@ async fn legacy_roles(on: &Instance, public_port: u16, cert: &str) -> Vec<String
     };
     let (_, got) = python3_saml(&out.form.unwrap().saml_response, &e).expect("python3-saml");
     got["roles"].clone()
+}
+
+/// `flexgate trace QUERY --config C` run to its end: (exit code, stdout, stderr).
+fn trace_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(flexgate_bin())
+        .arg("trace")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_on_one_instance_are_traced_from_a_config_that_shares_its_redis() {
+    let (dir, redis, pa, _pb, op) = redis_pair();
+    let a = start_with_store(dir.path(), "a", pa, pa, &op.issuer, &redis.url());
+    // Support's config: another listen port, never started; only the Redis (and the IdP
+    // certificate, for the Response checks) is shared with A.
+    let support = dir.path().join("support.toml");
+    let text = config_text(free_port(), pa, &op.issuer, "")
+        + &format!("\n[store]\nurl = \"{}\"\n", redis.url());
+    std::fs::write(&support, text).unwrap();
+
+    // A successful login on A: found by its AuthnRequest ID, its Response ID and the email.
+    let id = unique_id("_");
+    let b = Browser::new();
+    let out = b.login(b.client.get(sso(pa, &a, &id)), "agent1").await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    let xml = out.form.expect("a POST form").xml();
+    let at = xml.find(" ID=\"").unwrap() + 5;
+    let response_id = xml[at..at + xml[at..].find('"').unwrap()].to_string();
+    let (code, json, err) = tokio::task::block_in_place(|| trace_cli(&support, &[&id, "--json"]));
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let t = &v[0];
+    assert_eq!(t["status"], "completed", "{json}");
+    assert_eq!(t["request_id"], id.as_str());
+    assert_eq!(t["response_id"], response_id.as_str());
+    assert_eq!(t["email"], "agent1@example.com");
+    assert_eq!(t["binding"], "HTTP-Redirect");
+    let stages: Vec<&str> = t["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "request_received",
+            "request_checks",
+            "to_upstream",
+            "callback",
+            "token",
+            "id_token_checks",
+            "mfa_decision",
+            "roles_source",
+            "mapping",
+            "signing",
+            "response_sent"
+        ],
+        "{json}"
+    );
+    assert!(t["authn_request_xml"].as_str().unwrap().contains(&id));
+    assert_eq!(t["response"]["xml"].as_str().unwrap(), xml);
+    let checks = t["checks"].as_array().unwrap();
+    assert!(checks.len() >= 10, "{json}");
+    for c in checks {
+        assert_eq!(c["ok"], true, "{c}");
+    }
+    let claims = t["claims"].to_string();
+    assert!(
+        claims.contains("\"Ada Agent\"") && claims.contains(ROLES_CLAIM),
+        "{claims}"
+    );
+    for q in [response_id.as_str(), "agent1@example.com"] {
+        let (code, text, err) = tokio::task::block_in_place(|| trace_cli(&support, &[q]));
+        assert_eq!(code, 0, "{q}: {err}");
+        assert!(
+            text.contains(&id) && text.contains("✔ Audience"),
+            "{q}: {text}"
+        );
+    }
+
+    // A failed login: the page's reference id finds the stage that stopped it and the fix.
+    let b = Browser::new();
+    let out = b
+        .login(b.client.get(sso(pa, &a, &unique_id("_"))), "norole")
+        .await;
+    assert_eq!(out.status, 403, "{}", out.body);
+    let reference = page_reference(&out.body);
+    assert!(!reference.starts_with('-'));
+    let (code, text, err) = tokio::task::block_in_place(|| trace_cli(&support, &[&reference]));
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains("Outcome        failed"), "{text}");
+    assert!(text.contains("✗ mapping"), "{text}");
+    assert!(text.contains("fix: give the user a Flex role"), "{text}");
+    assert!(text.contains("norole@example.com"), "{text}");
+    // The same person's attempts, newest first, as many as asked.
+    let (code, json, _) = tokio::task::block_in_place(|| {
+        trace_cli(&support, &["norole@example.com", "--json", "--limit", "1"])
+    });
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["reference"], reference.as_str());
+
+    // A login sent upstream that never came back is found too.
+    let id = unique_id("_");
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    assert_eq!(c.get(sso(pa, &a, &id)).send().await.unwrap().status(), 302);
+    let (code, json, err) = tokio::task::block_in_place(|| trace_cli(&support, &[&id, "--json"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&json).unwrap()[0]["status"],
+        "upstream"
+    );
+
+    // Nothing found: exit 1; bad usage: exit 2.
+    let (code, _, err) =
+        tokio::task::block_in_place(|| trace_cli(&support, &["nobody@example.com"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no trace matches"), "{err}");
+    for bad in [&["--limit", "0", "x"][..], &[][..], &["x", "--nope"][..]] {
+        let (code, _, err) = tokio::task::block_in_place(|| trace_cli(&support, bad));
+        assert_eq!(code, 2, "{bad:?}: {err}");
+    }
+    let memory = dir.path().join("memory.toml");
+    std::fs::write(&memory, config_text(free_port(), pa, &op.issuer, "")).unwrap();
+    let (code, _, err) = tokio::task::block_in_place(|| trace_cli(&memory, &["x"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("admin listener"), "{err}");
 }
 
 /// The TCP ports process `pid` listens on: its socket inodes (`/proc/PID/fd`) matched with the

@@ -11,6 +11,7 @@ mod keygen;
 mod metadata;
 mod roles;
 mod serve;
+mod trace;
 mod verify;
 
 use anyhow::Context;
@@ -48,6 +49,8 @@ pub enum Command {
     Init(init::Args),
     /// Agents' Flex roles in Auth0 (app_metadata.flex.roles), through the Management API.
     Roles(roles::Args),
+    /// Support and QA: the trace of a login attempt, by reference id, AuthnRequest ID, Response ID or email.
+    Trace(trace::Args),
 }
 
 impl Command {
@@ -62,6 +65,7 @@ impl Command {
             Command::Metadata(args) => metadata::run(args),
             Command::Init(args) => init::run(args),
             Command::Roles(args) => roles::run(args),
+            Command::Trace(args) => trace::run(args),
         }
     }
 }
@@ -81,7 +85,7 @@ impl From<anyhow::Error> for Failure {
 
 impl Failure {
     /// A failed check or verification whose output already says why (exit 1, nothing more printed).
-    fn reported() -> Failure {
+    pub(crate) fn reported() -> Failure {
         Failure {
             code: 1,
             err: anyhow::anyhow!(""),

@@ -1,4 +1,5 @@
-//! `flexgate verify`: QA's check of one captured SAMLResponse.
+//! `flexgate verify`: QA's check of a captured SAMLResponse — or of every SAMLResponse in a
+//! browser capture (HAR, SAML-tracer export), each with the AuthnRequest it answers.
 
 use super::{bounded, print_json, usage, Failure};
 use anyhow::Context;
@@ -43,7 +44,8 @@ pub struct Args {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
-    /// The file to read, or - for standard input.
+    /// The file to read, or - for standard input: a Response (XML, base64, form, saved page), a
+    /// HAR file, or a SAML-tracer JSON export.
     #[arg(default_value = "-")]
     input: String,
 }
@@ -92,6 +94,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
         allow_sha1: args.allow_sha1,
     };
     let text = read_input(&args.input)?;
+    let capture = flexgate::capture::read(&text)
+        .map_err(|e| usage(anyhow::anyhow!("{}: {e}", args.input)))?;
+    if let Some(capture) = capture {
+        return verify_capture(&capture, &req, args.json, &args.input);
+    }
     let report = flexgate::qa::verify(&text, &req).map_err(usage)?;
     if args.json {
         print_json(&report)?;
@@ -103,6 +110,87 @@ pub fn run(args: Args) -> Result<(), Failure> {
     } else {
         Err(Failure::reported())
     }
+}
+
+/// One capture's Responses, with what each answers.
+#[derive(serde::Serialize)]
+struct CaptureReport<'a> {
+    format: flexgate::capture::Format,
+    responses: Vec<Verified<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct Verified<'a> {
+    entry: usize,
+    url: &'a str,
+    answers: Option<&'a flexgate::capture::FoundRequest>,
+    report: flexgate::qa::VerifyReport,
+}
+
+/// Verifies every SAMLResponse the capture holds; exit 1 when any does not verify, 2 when the
+/// capture holds none.
+fn verify_capture(
+    capture: &flexgate::capture::Capture,
+    req: &VerifyRequest,
+    json: bool,
+    input: &str,
+) -> Result<(), Failure> {
+    if capture.responses.is_empty() {
+        return Err(usage(anyhow::anyhow!(
+            "{input}: the {:?} capture holds no POST with a SAMLResponse ({} AuthnRequests found)\n  fix: capture the whole login, up to the post to the SP's ACS",
+            capture.format,
+            capture.requests.len()
+        )));
+    }
+    let mut out = Vec::new();
+    for r in &capture.responses {
+        let report = flexgate::qa::verify(&r.saml_response, req).map_err(usage)?;
+        out.push(Verified {
+            entry: r.entry,
+            url: &r.url,
+            answers: r.answers.as_ref(),
+            report,
+        });
+    }
+    let valid = out.iter().all(|v| v.report.valid);
+    if json {
+        print_json(&CaptureReport {
+            format: capture.format,
+            responses: out,
+        })?;
+    } else {
+        for (i, v) in out.iter().enumerate() {
+            println!(
+                "SAMLResponse {} of {} (entry {}, posted to {})",
+                i + 1,
+                out.len(),
+                v.entry,
+                v.url
+            );
+            match v.answers {
+                Some(a) => println!(
+                    "  answers AuthnRequest {} from {} (entry {}, ACS {})\n{}",
+                    a.id,
+                    a.issuer,
+                    a.entry,
+                    a.acs,
+                    indent(&flexgate::trace::text::pretty_xml(&a.xml))
+                ),
+                None => println!("  the AuthnRequest it answers is not in the capture (IdP-initiated, or captured later)"),
+            }
+            print!("{}", flexgate::qa::render(&v.report));
+            println!();
+        }
+    }
+    if valid {
+        Ok(())
+    } else {
+        Err(Failure::reported())
+    }
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("    {l}\n")).collect()
 }
 
 fn read_expect(path: &Path) -> Result<(String, Expect), Failure> {

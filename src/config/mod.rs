@@ -83,6 +83,23 @@ pub struct Config {
     pub mfa: crate::mfa::MfaPolicy,
     pub store: StoreConfig,
     pub log: LogConfig,
+    pub trace: TraceConfig,
+}
+
+/// `[trace]`: the login traces support and QA read (`trace::keep`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceConfig {
+    pub enabled: bool,
+    /// How long a trace is kept.
+    pub keep: Duration,
+    /// The fraction of successful logins kept (failures are always kept), 0.0 to 1.0.
+    pub sample: f64,
+    /// The most traces kept in all; the oldest go first.
+    pub max_traces: usize,
+    /// The largest trace kept, in bytes of JSON (larger ones lose their XML first).
+    pub max_trace_bytes: usize,
+    /// The attempts kept per email address.
+    pub per_email: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -17,6 +17,18 @@ pub(super) struct RawConfig {
     pub(super) mfa: Option<RawMfa>,
     pub(super) store: Option<RawStore>,
     pub(super) log: Option<RawLog>,
+    pub(super) trace: Option<RawTrace>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTrace {
+    pub(super) enabled: Option<bool>,
+    pub(super) keep_secs: Option<u64>,
+    pub(super) sample: Option<f64>,
+    pub(super) max_traces: Option<u64>,
+    pub(super) max_trace_bytes: Option<u64>,
+    pub(super) per_email: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

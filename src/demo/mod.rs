@@ -96,8 +96,12 @@ pub fn idp(base: &str, client_secret: &str) -> Result<Idp, DemoError> {
         .with_clock(clock.clone(), config.idp.clock_skew);
     let metrics = Arc::new(crate::metrics::Metrics::new().map_err(setup)?);
     upstream.set_metrics(metrics.clone());
+    let store: Arc<dyn crate::store::Store> =
+        Arc::new(MemoryStore::new(config.limits.max_pending_logins));
+    let traces = Arc::new(crate::trace::keep::TraceLog::new(&config, store.clone()));
     Ok(Idp {
-        store: Arc::new(MemoryStore::new(config.limits.max_pending_logins)),
+        store,
+        traces,
         keys: Arc::new(keys),
         upstream: Arc::new(upstream),
         management: None,

@@ -124,18 +124,27 @@ impl Management {
 
     /// The user's `app_metadata` (an empty object when the user has none).
     pub async fn app_metadata(&self, user_id: &str) -> Result<Value, ManagementError> {
+        self.app_metadata_from(user_id).await.map(|(v, _)| v)
+    }
+
+    /// The user's `app_metadata` and where it came from: `snapshot` (the shared roles
+    /// snapshot), `cache` (this process's cache) or `api` (a call to the Management API).
+    pub async fn app_metadata_from(
+        &self,
+        user_id: &str,
+    ) -> Result<(Value, &'static str), ManagementError> {
         if let Some(meta) = self
             .roles
             .as_ref()
             .and_then(|r| r.lookup(user_id, prefetch::now_ms()))
         {
             self.count("snapshot");
-            return Ok(meta);
+            return Ok((meta, "snapshot"));
         }
         if let Some((at, v)) = self.cache.lock().get(user_id) {
             if at.elapsed() < self.cfg.cache_ttl {
                 self.count("cache");
-                return Ok(v.clone());
+                return Ok((v.clone(), "cache"));
             }
         }
         self.count("api");
@@ -164,6 +173,6 @@ impl Management {
             cache.retain(|_, (at, _)| at.elapsed() < ttl);
         }
         cache.insert(user_id.to_string(), (Instant::now(), meta.clone()));
-        Ok(meta)
+        Ok((meta, "api"))
     }
 }

@@ -136,6 +136,43 @@ impl Store for MemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    async fn push_list(
+        &self,
+        space: Space,
+        key: &str,
+        item: &str,
+        max: usize,
+        ttl: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        // Read, change and write under one hold of the lock: atomic, as in Redis.
+        let mut inner = self.inner.lock();
+        let now = Instant::now();
+        let k = (space, key.to_string());
+        let mut items: Vec<String> = match inner.entries.get(&k) {
+            Some((exp, v)) if *exp > now => serde_json::from_slice(v).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        items.insert(0, item.to_string());
+        let dropped = items.split_off(max.min(items.len()));
+        let bytes = serde_json::to_vec(&items).unwrap_or_default();
+        if inner.entries.len() >= self.max_entries && !inner.entries.contains_key(&k) {
+            inner.entries.retain(|_, (exp, _)| *exp > now);
+            if inner.entries.len() >= self.max_entries {
+                return Err(StoreError::Full(self.max_entries));
+            }
+        }
+        inner.entries.insert(k, (now + ttl, bytes));
+        Ok(dropped)
+    }
+
+    async fn list(&self, space: Space, key: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .get(space, key)
+            .await?
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .unwrap_or_default())
+    }
 }
 
 #[cfg(test)]
@@ -187,6 +224,28 @@ mod tests {
             .unwrap());
         assert_eq!(s.get(Space::Roles, "v").await.unwrap(), Some(b"2".to_vec()));
         assert!(s.time_ms().await.unwrap() > 1_700_000_000_000);
+    }
+
+    #[tokio::test]
+    async fn lists_keep_the_newest_and_give_back_what_fell_off() {
+        let s = MemoryStore::new(10);
+        let ttl = Duration::from_secs(60);
+        for i in 0..3 {
+            let dropped = s
+                .push_list(Space::Trace, "l", &i.to_string(), 2, ttl)
+                .await
+                .unwrap();
+            assert_eq!(
+                dropped,
+                if i == 2 {
+                    vec!["0".to_string()]
+                } else {
+                    vec![]
+                }
+            );
+        }
+        assert_eq!(s.list(Space::Trace, "l").await.unwrap(), ["2", "1"]);
+        assert!(s.list(Space::Trace, "none").await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -25,6 +25,8 @@ pub enum Space {
     RequestId,
     /// The shared snapshot of Flex roles read from the Auth0 Management API.
     Roles,
+    /// Login traces and their indexes (`trace::keep`).
+    Trace,
 }
 
 impl Space {
@@ -33,6 +35,7 @@ impl Space {
             Space::Pending => "pending",
             Space::RequestId => "reqid",
             Space::Roles => "roles",
+            Space::Trace => "trace",
         }
     }
 }
@@ -69,4 +72,16 @@ pub trait Store: Send + Sync {
     async fn time_ms(&self) -> Result<u64, StoreError>;
     /// Is the store usable? (for `/readyz`)
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Puts `item` first in the list under `key`, keeps the first `max` items, and sets the
+    /// list's TTL, in one atomic step; returns the items that fell off the end.
+    async fn push_list(
+        &self,
+        space: Space,
+        key: &str,
+        item: &str,
+        max: usize,
+        ttl: Duration,
+    ) -> Result<Vec<String>, StoreError>;
+    /// The list under `key`, newest first (empty when there is none).
+    async fn list(&self, space: Space, key: &str) -> Result<Vec<String>, StoreError>;
 }

@@ -245,6 +245,27 @@ impl RedisStore {
         self.reset().await;
         Err(result)
     }
+
+    async fn run_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        let c = self.connection().await?;
+        let fut = async {
+            match c {
+                Conn::Single(mut c) => pipe.query_async::<T>(&mut c).await,
+                Conn::Sentinel(mut c) => pipe.query_async::<T>(&mut c).await,
+                Conn::Cluster(mut c) => pipe.query_async::<T>(&mut c).await,
+            }
+        };
+        let result = match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => unavailable(e),
+            Err(_) => unavailable("the command timed out"),
+        };
+        self.reset().await;
+        Err(result)
+    }
 }
 
 #[async_trait]
@@ -319,5 +340,35 @@ impl Store for RedisStore {
         } else {
             Err(unavailable(format!("PING answered {pong:?}")))
         }
+    }
+
+    async fn push_list(
+        &self,
+        space: Space,
+        key: &str,
+        item: &str,
+        max: usize,
+        ttl: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        // One key, one MULTI/EXEC: atomic, one round trip (and one slot in a cluster).
+        let k = self.key(space, key);
+        let max = max.max(1) as isize;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .lpush(&k, item)
+            .ignore()
+            .lrange(&k, max, -1)
+            .ltrim(&k, 0, max - 1)
+            .ignore()
+            .pexpire(&k, ttl.as_millis().max(1) as i64)
+            .ignore();
+        let (dropped,): (Vec<String>,) = self.run_pipe(pipe).await?;
+        Ok(dropped)
+    }
+
+    async fn list(&self, space: Space, key: &str) -> Result<Vec<String>, StoreError> {
+        let mut cmd = redis::cmd("LRANGE");
+        cmd.arg(self.key(space, key)).arg(0).arg(-1);
+        self.run::<Vec<String>>(cmd).await
     }
 }

@@ -15,6 +15,7 @@ fn routes() -> Router<AppState> {
         .route("/healthz", get(super::health::healthz))
         .route("/readyz", get(super::health::readyz_detail))
         .route("/metrics", get(super::health::metrics))
+        .merge(super::admin_logins::routes())
 }
 
 /// The admin listener's router, sharing the public listener's state (the same generation,

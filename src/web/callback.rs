@@ -2,6 +2,7 @@
 
 use super::{errors, params, AppState};
 use crate::login::{self, Callback};
+use crate::trace::Kind;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -28,10 +29,11 @@ pub async fn get(
     };
     let idp = st.idp();
     let browser = super::browser_cookie(&headers, idp.config.secure_cookies());
-    match login::finish(&idp, cb, browser.as_deref()).await {
-        Ok(issued) if issued.status.is_some() => errors::status_sent(&idp, &issued),
-        Ok(issued) => errors::completed(&idp, &issued, started.elapsed()),
-        Err(f) => errors::login_failed(&idp, &f.error, f.sp.as_deref()),
+    let mut rec = idp.recorder(Kind::Callback);
+    match login::finish(&idp, cb, browser.as_deref(), &mut rec).await {
+        Ok(issued) if issued.status.is_some() => errors::status_sent(&idp, &issued, rec).await,
+        Ok(issued) => errors::completed(&idp, &issued, started.elapsed(), rec).await,
+        Err(f) => errors::login_failed(&idp, &f.error, f.sp.as_deref(), rec).await,
     }
 }
 

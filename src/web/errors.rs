@@ -1,6 +1,7 @@
-//! How each end of a login step is answered, logged and counted, in one place:
+//! How each end of a login step is answered, logged, counted and traced, in one place:
 //! a failure → [`page_for`] (pure) plus its log line and metric ([`login_failed`]); a login sent
 //! upstream ([`started`]); a SAML status Response ([`status_sent`]); an assertion ([`completed`]).
+//! Each saves the step's trace (`trace::keep`) once, under the reference the page and log show.
 
 use super::pages::{self, error_page, ErrorPage};
 use super::redirect_with_cookie;
@@ -8,6 +9,7 @@ use crate::flex::MapError;
 use crate::login::{Idp, Issued, LoginError, Started};
 use crate::saml::request::RequestError;
 use crate::saml::sign::SignError;
+use crate::trace::{Recorder, StageName};
 use axum::http::StatusCode;
 use axum::response::Response;
 
@@ -202,9 +204,18 @@ fn mapping_page(email: Option<&str>, source: &MapError) -> Page {
     }
 }
 
-/// Logs `e` with a fresh reference, counts it, and renders its page.
-pub fn login_failed(idp: &Idp, e: &LoginError, sp: Option<&str>) -> Response {
-    let reference = crate::clock::random_token(9);
+/// Logs `e` under the attempt's reference, counts it, saves its trace, and renders its page.
+pub async fn login_failed(
+    idp: &Idp,
+    e: &LoginError,
+    sp: Option<&str>,
+    mut rec: Recorder,
+) -> Response {
+    if !rec.has_failed() {
+        rec.failed(StageName::RequestReceived, e);
+    }
+    let reference = rec.reference().to_string();
+    idp.traces.save(rec).await;
     let sp = sp.unwrap_or("-");
     count_failed(idp, sp, e.reason());
     if matches!(e, LoginError::Store(_)) {
@@ -255,12 +266,17 @@ pub enum Start {
     Idp,
 }
 
-/// A login sent to the upstream: counted, logged, and the browser redirected with its cookie.
-pub fn started(idp: &Idp, s: &Started, how: Start) -> Response {
+/// A login sent to the upstream: counted, logged, its trace begun in the store (so a login
+/// that never comes back is found), and the browser redirected with its cookie.
+pub async fn started(idp: &Idp, s: &Started, how: Start, rec: Recorder) -> Response {
     idp.metrics.logins_started.with_label_values(&[&s.sp]).inc();
+    let reference = rec.reference().to_string();
+    idp.traces.save(rec).await;
     match how {
-        Start::Sp(binding) => tracing::info!(sp = %s.sp, binding = ?binding, "login started"),
-        Start::Idp => tracing::info!(sp = %s.sp, "IdP-initiated login started"),
+        Start::Sp(binding) => {
+            tracing::info!(reference, sp = %s.sp, binding = ?binding, "login started")
+        }
+        Start::Idp => tracing::info!(reference, sp = %s.sp, "IdP-initiated login started"),
     }
     redirect_with_cookie(
         &s.location,
@@ -272,15 +288,38 @@ pub fn started(idp: &Idp, s: &Started, how: Start) -> Response {
 
 /// A SAML status Response (e.g. NoAuthnContext, NoPassive), wherever in the login it was
 /// decided: counted as a failed login with the status as the reason, logged, and posted to the SP.
-pub fn status_sent(idp: &Idp, issued: &Issued) -> Response {
+pub async fn status_sent(idp: &Idp, issued: &Issued, mut rec: Recorder) -> Response {
     let reason = issued.status.as_deref().unwrap_or_default();
     count_failed(idp, &issued.sp, reason);
-    tracing::info!(sp = %issued.sp, status = ?issued.status, outcome = "status", "answered the SP with a SAML status");
+    rec.ok(StageName::ResponseSent, || {
+        format!("status Response ({reason}) posted to {}", issued.acs_url)
+    });
+    let reference = rec.reference().to_string();
+    idp.traces.save(rec).await;
+    tracing::info!(reference, sp = %issued.sp, status = ?issued.status, outcome = "status", "answered the SP with a SAML status");
     post_to_sp(issued)
 }
 
 /// A signed assertion: counted with the login's duration, logged, and posted to the SP.
-pub fn completed(idp: &Idp, issued: &Issued, elapsed: std::time::Duration) -> Response {
+pub async fn completed(
+    idp: &Idp,
+    issued: &Issued,
+    elapsed: std::time::Duration,
+    mut rec: Recorder,
+) -> Response {
+    rec.ok(StageName::ResponseSent, || {
+        format!(
+            "posted to {} with {}",
+            issued.acs_url,
+            if issued.relay_state.is_some() {
+                "RelayState"
+            } else {
+                "no RelayState"
+            }
+        )
+    });
+    let reference = rec.reference().to_string();
+    idp.traces.save(rec).await;
     let m = &idp.metrics;
     m.logins_completed.with_label_values(&[&issued.sp]).inc();
     if let Some(t) = issued.started_at {
@@ -290,6 +329,7 @@ pub fn completed(idp: &Idp, issued: &Issued, elapsed: std::time::Duration) -> Re
             .observe(secs);
     }
     tracing::info!(
+        reference,
         sp = %issued.sp,
         subject = %super::log_safe(&issued.subject),
         name_id = %super::log_safe(&issued.name_id),

@@ -2,6 +2,7 @@
 //! is `login`'s.
 
 pub mod admin;
+pub mod admin_logins;
 pub mod app;
 mod callback;
 mod errors;

@@ -38,7 +38,14 @@ fn csp_hash(s: &str) -> String {
     )
 }
 
+/// The admin pages' own style (wide tables, XML blocks), allowed by its hash like [`CSS`].
+pub const ADMIN_CSS: &str = "main{max-width:84rem;margin:2rem auto}table{border-collapse:collapse;width:100%;font-size:.85rem;margin:.5rem 0 1.5rem}\
+th,td{border-bottom:1px solid #d0d7de;padding:.3rem .5rem;text-align:left;vertical-align:top}\
+pre{background:#f6f8fa;padding:.75rem;overflow:auto;font-size:.8rem;white-space:pre-wrap;word-break:break-all}\
+.ok{color:#1a7f37}.bad{color:#cf222e;font-weight:600}form input,form select{margin-right:.5rem}h2{font-size:1.1rem;margin-top:1.5rem}";
+
 static CSS_HASH: LazyLock<String> = LazyLock::new(|| csp_hash(CSS));
+static ADMIN_CSS_HASH: LazyLock<String> = LazyLock::new(|| csp_hash(ADMIN_CSS));
 static JS_HASH: LazyLock<String> = LazyLock::new(|| csp_hash(SUBMIT_JS));
 
 fn html_response(status: StatusCode, csp: String, html: String) -> Response {
@@ -143,4 +150,15 @@ pub fn app_page(status: StatusCode, title: &str, body: &str, form_action: &str) 
         *CSS_HASH
     );
     html_response(status, csp, layout(title, body, ""))
+}
+
+/// An admin page (admin listener only): `body` is trusted markup built by the caller with
+/// [`escape`]; no script at all; forms may only go back to the same origin.
+pub fn admin_page(status: StatusCode, title: &str, body: &str) -> Response {
+    let csp = format!(
+        "default-src 'none'; style-src {} {}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        *CSS_HASH, *ADMIN_CSS_HASH
+    );
+    let head = format!("<style>{ADMIN_CSS}</style>");
+    html_response(status, csp, layout(title, body, &head))
 }

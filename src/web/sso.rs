@@ -3,6 +3,7 @@
 use super::{errors, params, single, AppState};
 use crate::login::{self, Binding, LoginError, SsoRequest};
 use crate::saml::request::RequestError;
+use crate::trace::{Kind, StageName};
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
@@ -65,13 +66,26 @@ async fn handle(
         };
         Ok((req.to_string(), relay, conn))
     };
-    let (saml_request, relay_state, connection) = match read() {
-        Ok(v) => v,
-        Err(e) => return errors::login_failed(&st.idp(), &e, None),
-    };
     let idp = st.idp();
     let browser = super::browser_cookie(headers, idp.config.secure_cookies());
     let idp = &*idp;
+    let mut rec = idp.recorder(Kind::SpInitiated);
+    rec.with(|t| t.binding = Some(binding.label().to_string()));
+    let read = rec.step(StageName::RequestReceived, read(), |(req, relay, conn)| {
+        format!(
+            "{}: SAMLRequest of {} bytes, RelayState {}, connection {:?}",
+            binding.label(),
+            req.len(),
+            relay
+                .as_ref()
+                .map_or("absent".to_string(), |r| format!("of {} bytes", r.len())),
+            conn.as_deref().unwrap_or("-")
+        )
+    });
+    let (saml_request, relay_state, connection) = match read {
+        Ok(v) => v,
+        Err(e) => return errors::login_failed(idp, &e, None, rec).await,
+    };
     let r = SsoRequest {
         binding,
         saml_request: &saml_request,
@@ -80,11 +94,11 @@ async fn handle(
         connection,
         browser: browser.as_deref(),
     };
-    match login::begin_sp_initiated(idp, r).await {
+    match login::begin_sp_initiated(idp, r, &mut rec).await {
         Ok(login::Begun::Upstream(started)) => {
-            errors::started(idp, &started, errors::Start::Sp(binding))
+            errors::started(idp, &started, errors::Start::Sp(binding), rec).await
         }
-        Ok(login::Begun::Respond(issued)) => errors::status_sent(idp, &issued),
-        Err(e) => errors::login_failed(idp, &e, None),
+        Ok(login::Begun::Respond(issued)) => errors::status_sent(idp, &issued, rec).await,
+        Err(e) => errors::login_failed(idp, &e, None, rec).await,
     }
 }

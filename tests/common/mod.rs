@@ -4,6 +4,7 @@
 //! the `xmlsec1` CLI). A missing peer fails the test and names `scripts/install-test-deps`.
 #![allow(dead_code)]
 
+pub mod redis;
 pub mod shapes;
 
 use base64::Engine;
@@ -882,4 +883,13 @@ pub fn attrs(pairs: &[(&str, &[&str])]) -> Attrs {
         .iter()
         .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
         .collect()
+}
+
+/// The reference id an error page shows (what a person reads out to support).
+pub fn page_reference(body: &str) -> String {
+    let at = body
+        .find("Reference: <code>")
+        .expect("a reference on the page")
+        + 17;
+    body[at..at + body[at..].find('<').expect("end of the reference")].to_string()
 }

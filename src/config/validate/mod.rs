@@ -5,6 +5,7 @@
 mod idp;
 mod server;
 mod sp;
+mod trace;
 mod upstream;
 
 use super::raw::RawConfig;
@@ -141,6 +142,7 @@ pub(super) fn validate(
     let server = server::server(raw.server, &mut p);
     let store = server::store(raw.store, &mut p);
     let log = server::log(raw.log, &mut p);
+    let trace = trace::trace(raw.trace.unwrap_or_default(), &mut p);
     let public_url = server.as_ref().map(|s| s.public_url.as_str());
     let idp = idp::idp(raw.idp, public_url, &mut p);
     let upstream = upstream::upstream(raw.upstream, &mut p);
@@ -159,6 +161,7 @@ pub(super) fn validate(
             mfa: mfa?,
             store: store?,
             log: log?,
+            trace: trace?,
         })
     })();
     p.finish(config)
