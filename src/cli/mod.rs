@@ -9,6 +9,7 @@ mod demo;
 mod init;
 mod keygen;
 mod metadata;
+mod probe;
 mod roles;
 mod serve;
 mod verify;
@@ -48,6 +49,8 @@ pub enum Command {
     Init(init::Args),
     /// Agents' Flex roles in Auth0 (app_metadata.flex.roles), through the Management API.
     Roles(roles::Args),
+    /// GET a URL once (e.g. /healthz) and exit 0 on a 2xx answer, 1 otherwise: the container HEALTHCHECK.
+    Probe(probe::Args),
 }
 
 impl Command {
@@ -62,6 +65,7 @@ impl Command {
             Command::Metadata(args) => metadata::run(args),
             Command::Init(args) => init::run(args),
             Command::Roles(args) => roles::run(args),
+            Command::Probe(args) => probe::run(args),
         }
     }
 }
