@@ -1625,4 +1625,85 @@ fn verify_reads_a_saml_tracer_export_against_an_expect_file() {
         "{}",
         stderr(&o)
     );
+// ---- `flexgate probe URL`: the container HEALTHCHECK (the image has no curl) ----------------------
+
+/// A loopback HTTP server that answers every connection with `status` (e.g. "503 Service
+/// Unavailable"), or reads the request and never answers when `status` is empty. Its URL.
+fn fixed_answer_server(status: &'static str) -> String {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let mut stream = stream;
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            if status.is_empty() {
+                std::thread::sleep(Duration::from_secs(30));
+                continue;
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+            );
+        }
+    });
+    format!("http://127.0.0.1:{port}/healthz")
+}
+
+#[test]
+fn probe_exits_0_on_2xx_and_1_on_any_other_answer() {
+    let o = run(&["probe", &fixed_answer_server("200 OK")]);
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("200 OK"), "{}", both(&o));
+    for status in ["503 Service Unavailable", "404 Not Found", "302 Found"] {
+        let url = fixed_answer_server(status);
+        let o = run(&["probe", &url]);
+        assert_exit(&o, 1);
+        assert!(
+            stderr(&o).contains(&url) && stderr(&o).contains(&status[..3]),
+            "{}",
+            both(&o)
+        );
+    }
+}
+
+#[test]
+fn probe_exits_1_when_nothing_answers() {
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let o = run(&["probe", &url]);
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains(&url) && stderr(&o).contains("is flexgate listening there?"),
+        "{}",
+        both(&o)
+    );
+    let silent = fixed_answer_server("");
+    let o = run(&["probe", "--timeout", "1", &silent]);
+    assert_exit(&o, 1);
+    assert!(stderr(&o).contains("within 1 s"), "{}", both(&o));
+}
+
+#[test]
+fn probe_bad_usage_is_exit_2_with_the_fix() {
+    for (args, says) in [
+        (vec!["probe"], "<URL>"),
+        (
+            vec!["probe", "127.0.0.1:8080/healthz"],
+            "http://127.0.0.1:8080/healthz",
+        ),
+        (
+            vec!["probe", "ftp://127.0.0.1/healthz"],
+            "not http or https",
+        ),
+        (
+            vec!["probe", "--timeout", "0", "http://127.0.0.1:1/"],
+            "from 1 to 60",
+        ),
+    ] {
+        let o = run(&args);
+        assert_exit(&o, 2);
+        assert!(both(&o).contains(says), "{args:?}: {}", both(&o));
+    }
 }

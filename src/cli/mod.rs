@@ -9,6 +9,7 @@ mod demo;
 mod init;
 mod keygen;
 mod metadata;
+mod probe;
 mod roles;
 mod serve;
 mod trace;
@@ -51,6 +52,8 @@ pub enum Command {
     Roles(roles::Args),
     /// Support and QA: the trace of a login attempt, by reference id, AuthnRequest ID, Response ID or email.
     Trace(trace::Args),
+    /// GET a URL once (e.g. /healthz) and exit 0 on a 2xx answer, 1 otherwise: the container HEALTHCHECK.
+    Probe(probe::Args),
 }
 
 impl Command {
@@ -66,6 +69,7 @@ impl Command {
             Command::Init(args) => init::run(args),
             Command::Roles(args) => roles::run(args),
             Command::Trace(args) => trace::run(args),
+            Command::Probe(args) => probe::run(args),
         }
     }
 }
