@@ -12,7 +12,7 @@ use crate::config::keys::KeyMaterial;
 use crate::config::{Config, SpConfig};
 use crate::constant_time;
 use crate::flex::{self, MapError, MappedUser};
-use crate::mfa::{MfaPolicy, Plan};
+use crate::mfa::{MfaPolicy, Plan, SignIn};
 use crate::oidc::client::AuthorizeParams;
 use crate::oidc::management::Management;
 use crate::oidc::{OidcError, Upstream};
@@ -228,6 +228,11 @@ struct StatusAnswer {
 const NO_PASSIVE: StatusAnswer = StatusAnswer {
     status: "NoPassive",
     message: "the person is not signed in and the request does not allow interaction",
+};
+
+const SIGNED_IN_ANEW: StatusAnswer = StatusAnswer {
+    status: "NoPassive",
+    message: "the upstream made the person sign in, and the request does not allow interaction",
 };
 
 const NO_MFA: StatusAnswer = StatusAnswer {
@@ -614,7 +619,10 @@ async fn finish_pending(
         Answer::NoPassive => return respond_to_pending(idp, sp, pending, NO_PASSIVE).await,
     };
     let person = authenticate(idp, sp, &pending, &code).await?;
-    fresh_sign_in(&pending, &person, idp.config.idp.clock_skew)?;
+    if !fresh_sign_in(&pending, &person, idp.config.mfa.reauth_window)? {
+        tracing::warn!(sp = %sp.name, subject = %person.subject, "IsPassive, but the upstream made the person sign in (it ignored prompt=none); answering NoPassive");
+        return respond_to_pending(idp, sp, pending, SIGNED_IN_ANEW).await;
+    }
     let class = match mfa_outcome(&idp.config.mfa, &pending.plan, &person)? {
         Mfa::Class(class) => class,
         Mfa::NotSatisfied => {
@@ -722,21 +730,24 @@ async fn authenticate(
     Ok(Person::new(auth.claims))
 }
 
-/// ForceAuthn: the upstream's `auth_time` must not be before the login started (within the skew).
+/// ForceAuthn / IsPassive against the upstream's `auth_time` (see [`crate::mfa::sign_in_fits`]):
+/// `Ok(true)` goes on, `Ok(false)` is answered NoPassive.
 fn fresh_sign_in(
     pending: &PendingLogin,
     person: &Person,
-    skew: Duration,
-) -> Result<(), LoginError> {
-    if !pending.force_authn {
-        return Ok(());
-    }
-    let skew = i64::try_from(skew.as_secs()).unwrap_or(i64::MAX);
-    match person.auth_time {
-        Some(t) if t.saturating_add(skew) >= pending.started_at => Ok(()),
-        other => Err(LoginError::NotReauthenticated {
+    window: Duration,
+) -> Result<bool, LoginError> {
+    let ask = crate::mfa::SignInAsk {
+        force_authn: pending.force_authn,
+        is_passive: pending.is_passive,
+        started_at: pending.started_at,
+    };
+    match crate::mfa::sign_in_fits(ask, person.auth_time, window) {
+        SignIn::Fits => Ok(true),
+        SignIn::NotPassive => Ok(false),
+        SignIn::NotFresh => Err(LoginError::NotReauthenticated {
             subject: person.subject.clone(),
-            auth_time: other.unwrap_or(0),
+            auth_time: person.auth_time.unwrap_or(0),
             started_at: pending.started_at,
         }),
     }
@@ -1028,16 +1039,16 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn fresh_sign_in_only_matters_with_force_authn() {
-        let skew = Duration::from_secs(30);
+    fn fresh_sign_in_only_matters_with_force_authn_or_is_passive() {
+        let window = Duration::from_secs(5);
         let at = |t: Option<i64>| person(json!({ "sub": "u1", "auth_time": t }));
         let mut p = pending("");
-        assert!(fresh_sign_in(&p, &at(None), skew).is_ok());
+        assert!(fresh_sign_in(&p, &at(None), window).unwrap());
         p.force_authn = true;
-        assert!(fresh_sign_in(&p, &at(Some(1_000)), skew).is_ok());
-        assert!(fresh_sign_in(&p, &at(Some(970)), skew).is_ok());
-        for t in [Some(969), None] {
-            match fresh_sign_in(&p, &at(t), skew) {
+        assert!(fresh_sign_in(&p, &at(Some(1_000)), window).unwrap());
+        assert!(fresh_sign_in(&p, &at(Some(995)), window).unwrap());
+        for t in [Some(994), Some(950), None] {
+            match fresh_sign_in(&p, &at(t), window) {
                 Err(LoginError::NotReauthenticated {
                     subject,
                     auth_time,
@@ -1050,7 +1061,10 @@ pub(crate) mod tests {
                 other => panic!("{t:?}: {other:?}"),
             }
         }
-        assert!(fresh_sign_in(&p, &at(Some(i64::MAX)), Duration::MAX).is_ok());
+        p.force_authn = false;
+        p.is_passive = true;
+        assert!(fresh_sign_in(&p, &at(Some(900)), window).unwrap());
+        assert!(!fresh_sign_in(&p, &at(Some(1_001)), window).unwrap());
     }
 
     #[test]

@@ -349,6 +349,16 @@ fn out_of_range_durations() {
     refused(&text, "upstream.timeout_secs", "between 1 and 120");
     let text = good().replace("[server]\n", "[server]\nheader_timeout_secs = 0\n");
     refused(&text, "server.header_timeout_secs", "between 1 and 300");
+    let text = format!("{}[mfa]\nreauth_window_secs = 61\n", good());
+    refused(&text, "mfa.reauth_window_secs", "between 0 and 60");
+}
+
+#[test]
+fn reauth_window_defaults_to_a_few_seconds() {
+    let cfg = load(&good()).unwrap();
+    assert_eq!(cfg.mfa.reauth_window, std::time::Duration::from_secs(5));
+    let cfg = load(&format!("{}[mfa]\nreauth_window_secs = 0\n", good())).unwrap();
+    assert_eq!(cfg.mfa.reauth_window, std::time::Duration::ZERO);
 }
 
 #[test]

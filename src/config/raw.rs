@@ -49,6 +49,7 @@ pub(super) struct RawMfa {
     pub(super) amr_values: Option<Vec<String>>,
     pub(super) context_class: Option<String>,
     pub(super) request_classes: Option<Vec<String>>,
+    pub(super) reauth_window_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

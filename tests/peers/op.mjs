@@ -25,6 +25,8 @@
 //                 "auth_time_offset_secs": -600 }  // optional: report auth_time this far off (ForceAuthn tests)
 //   },
 //   "token_delay_ms": 0,               // delay every POST /token by this much (timeout tests)
+//   "ignore_prompt_none": false,       // misbehave: drop prompt=none from GET /auth, so a person with no
+//                                      // session is asked to sign in (IsPassive tests)
 //   "scopes": { "flex": ["app_metadata"] },  // optional extra scope -> claim names (see "Claims" below)
 //   "pkce_optional_clients": ["satosa"]      // optional: client_ids allowed to omit PKCE (default: none).
 //                                            // For peers that send no PKCE (SATOSA's OIDC backend), used by
@@ -96,6 +98,7 @@ const users = cfg.users;
 const bySub = new Map();
 for (const [login, u] of Object.entries(users)) if (!bySub.has(u.sub ?? login)) bySub.set(u.sub ?? login, u);
 const tokenDelay = Number(cfg.token_delay_ms || 0);
+const ignorePromptNone = cfg.ignore_prompt_none === true;
 const pkceOptional = new Set(Array.isArray(cfg.pkce_optional_clients) ? cfg.pkce_optional_clients : []);
 
 // ---- claims per scope -------------------------------------------------------------------------------------------
@@ -219,6 +222,14 @@ server.on('request', async (req, res) => {
     const { pathname } = new URL(req.url, issuer);
     const m = /^\/interaction\/([^/]+)(\/abort)?$/.exec(pathname);
     if (m) return await interaction(req, res, m[1], m[2] ? 'abort' : req.method);
+    if (ignorePromptNone && req.method === 'GET' && pathname === '/auth') {
+      const u = new URL(req.url, issuer);
+      if (u.searchParams.get('prompt') === 'none') {
+        process.stderr.write('op.mjs: ignoring prompt=none\n');
+        u.searchParams.delete('prompt');
+        req.url = `${u.pathname}${u.search}`;
+      }
+    }
     if (tokenDelay > 0 && req.method === 'POST' && pathname === '/token') {
       process.stderr.write(`op.mjs: delaying POST /token by ${tokenDelay} ms\n`);
       await new Promise((ok) => setTimeout(ok, tokenDelay));
