@@ -10,6 +10,7 @@ pub mod config;
 pub mod constant_time;
 pub mod demo;
 pub mod flex;
+pub mod flex_roles;
 pub mod http_client;
 pub mod keygen;
 pub mod login;

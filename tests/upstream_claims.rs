@@ -1,5 +1,6 @@
 //! Claims as upstreams other than Auth0 send them, against npm `oidc-provider`: signed userinfo
-//! (`application/jwt`). Every Response is checked by python3-saml, node-saml and xmlsec1.
+//! (`application/jwt`), and groups (Okta's `groups` claim) mapped to Flex roles by `[sp.role_map]`.
+//! Every Response is checked by python3-saml, node-saml and xmlsec1.
 
 mod common;
 use common::*;
@@ -86,4 +87,59 @@ async fn signed_userinfo_with_a_bad_signature_stops_the_login() {
         log.contains("the signed userinfo answer (application/jwt) was refused: its signature does not verify"),
         "{log}"
     );
+}
+
+// ------------------------------------------------------------------ groups → Flex roles
+
+/// Okta's shape: a `groups` claim of group names, no roles claim at all; `[sp.role_map]` gives
+/// the roles.
+fn okta_env() -> Env {
+    let users = json!({
+        "okta_sup": {"email": "sup@example.com", "name": "Sue Pervisor",
+                     "groups": ["Everyone", "Flex Supervisors"]},
+        "okta_none": {"email": "none@example.com", "name": "No Group",
+                      "groups": ["Everyone", "<b>Sales & Co</b>"]},
+    });
+    Env::start_with(
+        &sp("email = \"email\"\nfull_name = \"name\"\ngroups = \"groups\"\n[sp.role_map]\n\"Flex Agents\" = [\"agent\"]\n\"Flex Supervisors\" = [\"supervisor\", \"wfo.team_leader\"]\n"),
+        "",
+        json!({"users": users}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okta_groups_map_to_flex_roles() {
+    let env = okta_env();
+    let (id, out) = login(&env, "okta_sup").await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    let (name_id, got) = validate_everywhere(&out.form.expect("a response"), &expect(&env, &id));
+    assert_eq!(name_id, "sup@example.com");
+    assert_eq!(
+        got,
+        attrs(&[
+            ("email", &["sup@example.com"]),
+            ("full_name", &["Sue Pervisor"]),
+            ("roles", &["supervisor", "wfo.team_leader"]),
+        ]),
+        "roles only through the map; groups are not sent to Flex"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_mapped_group_gets_the_no_role_page_naming_the_groups() {
+    let env = okta_env();
+    let (_, out) = login(&env, "okta_none").await;
+    assert_eq!(out.status, 403, "{}", out.body);
+    assert!(out.body.contains("no Flex role"), "{}", out.body);
+    assert!(out.body.contains("none@example.com"), "{}", out.body);
+    assert!(out.body.contains("Everyone"), "{}", out.body);
+    assert!(
+        out.body.contains("&lt;b&gt;Sales &amp; Co&lt;/b&gt;"),
+        "escaped: {}",
+        out.body
+    );
+    assert!(!out.body.contains("<b>Sales"));
+    assert!(!out.body.contains("SAMLResponse"));
+    let log = env.fg.wait_log("no_role");
+    assert!(log.contains("none of its groups maps"), "{log}");
 }

@@ -122,6 +122,7 @@ pub(super) struct RawSp {
     pub(super) attributes: Option<toml::Table>,
     #[serde(default)]
     pub(super) extra_roles: Vec<String>,
+    pub(super) role_map: Option<toml::Table>,
     pub(super) request_cert: Option<PathBuf>,
     pub(super) want_signed_requests: Option<bool>,
     #[serde(default)]
