@@ -12,6 +12,7 @@ pub mod constant_time;
 pub mod demo;
 pub mod flex;
 pub mod flex_console;
+pub mod flex_roles;
 pub mod http_client;
 pub mod keygen;
 pub mod login;

@@ -12,7 +12,7 @@ use crate::config::keys::KeyMaterial;
 use crate::config::{Config, SpConfig};
 use crate::constant_time;
 use crate::flex::{self, MapError, MappedUser};
-use crate::mfa::{MfaPolicy, Plan};
+use crate::mfa::{MfaPolicy, Plan, SignIn};
 use crate::oidc::client::AuthorizeParams;
 use crate::oidc::management::Management;
 use crate::oidc::{OidcError, Upstream};
@@ -298,6 +298,11 @@ struct StatusAnswer {
 const NO_PASSIVE: StatusAnswer = StatusAnswer {
     status: "NoPassive",
     message: "the person is not signed in and the request does not allow interaction",
+};
+
+const SIGNED_IN_ANEW: StatusAnswer = StatusAnswer {
+    status: "NoPassive",
+    message: "the upstream made the person sign in, and the request does not allow interaction",
 };
 
 const NO_MFA: StatusAnswer = StatusAnswer {
@@ -891,14 +896,26 @@ async fn finish_pending(
         Answer::NoPassive => return respond_to_pending(idp, sp, pending, NO_PASSIVE, rec).await,
     };
     let person = token_stage(idp, sp, &pending, &code, rec).await?;
-    if pending.force_authn {
-        let fresh = fresh_sign_in(&pending, &person, idp.config.idp.clock_skew);
-        rec.step(StageName::IdTokenChecks, fresh, |_| {
-            format!(
-                "ForceAuthn: auth_time {:?} is not before the login began ({})",
-                person.auth_time, pending.started_at
-            )
+    if pending.force_authn || pending.is_passive {
+        let window = idp.config.mfa.reauth_window;
+        let fits = fresh_sign_in(&pending, &person, window);
+        let fits = rec.step(StageName::IdTokenChecks, fits, |fits| {
+            if *fits {
+                format!(
+                    "auth_time {:?} fits the request (ForceAuthn {}, within {} s of {}; IsPassive {})",
+                    person.auth_time, pending.force_authn, window.as_secs(), pending.started_at, pending.is_passive
+                )
+            } else {
+                format!(
+                    "IsPassive, but auth_time {:?} shows a sign-in after the request ({}): the upstream ignored prompt=none; answering NoPassive",
+                    person.auth_time, pending.started_at
+                )
+            }
         })?;
+        if !fits {
+            tracing::warn!(sp = %sp.name, subject = %person.subject, "IsPassive, but the upstream made the person sign in (it ignored prompt=none); answering NoPassive");
+            return respond_to_pending(idp, sp, pending, SIGNED_IN_ANEW, rec).await;
+        }
     }
     let mfa = mfa_outcome(&idp.config.mfa, &pending.plan, &person);
     let mfa = rec.step(StageName::MfaDecision, mfa, |m| match m {
@@ -1030,6 +1047,15 @@ fn claims_read(person: &Person, sp: &SpConfig) -> Vec<Claim> {
             });
         }
     }
+    if let Some(rm) = &sp.role_map {
+        out.push(Claim {
+            claim: rm.claim.clone(),
+            used_for: "groups for [sp.role_map]".into(),
+            value: flex::lookup(&person.claims, &rm.claim)
+                .cloned()
+                .unwrap_or(Value::Null),
+        });
+    }
     for m in &sp.attributes {
         out.push(Claim {
             claim: m.claim.clone(),
@@ -1137,21 +1163,24 @@ async fn authenticate(
     Ok(Person::new(auth.claims))
 }
 
-/// ForceAuthn: the upstream's `auth_time` must not be before the login started (within the skew).
+/// ForceAuthn / IsPassive against the upstream's `auth_time` (see [`crate::mfa::sign_in_fits`]):
+/// `Ok(true)` goes on, `Ok(false)` is answered NoPassive.
 fn fresh_sign_in(
     pending: &PendingLogin,
     person: &Person,
-    skew: Duration,
-) -> Result<(), LoginError> {
-    if !pending.force_authn {
-        return Ok(());
-    }
-    let skew = i64::try_from(skew.as_secs()).unwrap_or(i64::MAX);
-    match person.auth_time {
-        Some(t) if t.saturating_add(skew) >= pending.started_at => Ok(()),
-        other => Err(LoginError::NotReauthenticated {
+    window: Duration,
+) -> Result<bool, LoginError> {
+    let ask = crate::mfa::SignInAsk {
+        force_authn: pending.force_authn,
+        is_passive: pending.is_passive,
+        started_at: pending.started_at,
+    };
+    match crate::mfa::sign_in_fits(ask, person.auth_time, window) {
+        SignIn::Fits => Ok(true),
+        SignIn::NotPassive => Ok(false),
+        SignIn::NotFresh => Err(LoginError::NotReauthenticated {
             subject: person.subject.clone(),
-            auth_time: other.unwrap_or(0),
+            auth_time: person.auth_time.unwrap_or(0),
             started_at: pending.started_at,
         }),
     }
@@ -1493,16 +1522,16 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn fresh_sign_in_only_matters_with_force_authn() {
-        let skew = Duration::from_secs(30);
+    fn fresh_sign_in_only_matters_with_force_authn_or_is_passive() {
+        let window = Duration::from_secs(5);
         let at = |t: Option<i64>| person(json!({ "sub": "u1", "auth_time": t }));
         let mut p = pending("");
-        assert!(fresh_sign_in(&p, &at(None), skew).is_ok());
+        assert!(fresh_sign_in(&p, &at(None), window).unwrap());
         p.force_authn = true;
-        assert!(fresh_sign_in(&p, &at(Some(1_000)), skew).is_ok());
-        assert!(fresh_sign_in(&p, &at(Some(970)), skew).is_ok());
-        for t in [Some(969), None] {
-            match fresh_sign_in(&p, &at(t), skew) {
+        assert!(fresh_sign_in(&p, &at(Some(1_000)), window).unwrap());
+        assert!(fresh_sign_in(&p, &at(Some(995)), window).unwrap());
+        for t in [Some(994), Some(950), None] {
+            match fresh_sign_in(&p, &at(t), window) {
                 Err(LoginError::NotReauthenticated {
                     subject,
                     auth_time,
@@ -1515,7 +1544,10 @@ pub(crate) mod tests {
                 other => panic!("{t:?}: {other:?}"),
             }
         }
-        assert!(fresh_sign_in(&p, &at(Some(i64::MAX)), Duration::MAX).is_ok());
+        p.force_authn = false;
+        p.is_passive = true;
+        assert!(fresh_sign_in(&p, &at(Some(900)), window).unwrap());
+        assert!(!fresh_sign_in(&p, &at(Some(1_001)), window).unwrap());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use crate::saml::request::{Comparison, RequestedAuthnContext};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::time::Duration;
 
 pub const PAPE_MFA: &str = "http://schemas.openid.net/pape/policies/2007/06/multi-factor";
 pub const AC_PASSWORD: &str = "urn:oasis:names:tc:SAML:2.0:ac:classes:Password";
@@ -50,6 +51,9 @@ pub struct MfaPolicy {
     pub plain_class: String,
     /// Requested class refs that mean "multi-factor".
     pub request_classes: Vec<String>,
+    /// ForceAuthn: how long before the request the upstream's `auth_time` may be
+    /// (`[mfa] reauth_window_secs`; its default and range live in the config validator).
+    pub reauth_window: Duration,
 }
 
 impl Default for MfaPolicy {
@@ -68,6 +72,7 @@ impl Default for MfaPolicy {
                 "urn:oasis:names:tc:SAML:2.0:ac:classes:MobileTwoFactorUnregistered".into(),
                 "urn:oasis:names:tc:SAML:2.0:ac:classes:TimeSyncToken".into(),
             ],
+            reauth_window: Duration::ZERO,
         }
     }
 }
@@ -215,6 +220,43 @@ impl MfaPolicy {
     }
 }
 
+/// What the request asked about the sign-in itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignInAsk {
+    pub force_authn: bool,
+    pub is_passive: bool,
+    /// When the login started (unix seconds, flexgate's clock).
+    pub started_at: i64,
+}
+
+/// Whether the upstream's sign-in fits what the request asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignIn {
+    Fits,
+    /// ForceAuthn, and `auth_time` is missing or older than the re-authentication window.
+    NotFresh,
+    /// IsPassive, and `auth_time` is at or after the request: the upstream made the person
+    /// sign in (it ignored `prompt=none`), so the login was not passive.
+    NotPassive,
+}
+
+/// Checks `auth_time` against ForceAuthn (a sign-in within `window` before the request) and
+/// IsPassive (no sign-in at or after the request). IsPassive is checked first: it wins over
+/// ForceAuthn when the SP sends both (the upstream was asked `prompt=none`).
+pub fn sign_in_fits(ask: SignInAsk, auth_time: Option<i64>, window: Duration) -> SignIn {
+    if ask.is_passive && auth_time.is_some_and(|t| t >= ask.started_at) {
+        return SignIn::NotPassive;
+    }
+    if !ask.force_authn {
+        return SignIn::Fits;
+    }
+    let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+    match auth_time {
+        Some(t) if t >= ask.started_at.saturating_sub(window) => SignIn::Fits,
+        _ => SignIn::NotFresh,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,5 +368,52 @@ mod tests {
             ..MfaPolicy::default()
         };
         assert!(!amr_only.proven(&c(json!({"acr": PAPE_MFA}))));
+    }
+
+    #[test]
+    fn force_authn_needs_a_sign_in_within_the_window() {
+        let ask = SignInAsk {
+            force_authn: true,
+            is_passive: false,
+            started_at: 1_000,
+        };
+        let w = Duration::from_secs(5);
+        assert_eq!(sign_in_fits(ask, Some(1_000), w), SignIn::Fits);
+        assert_eq!(sign_in_fits(ask, Some(1_003), w), SignIn::Fits);
+        assert_eq!(sign_in_fits(ask, Some(995), w), SignIn::Fits);
+        // 50 s old passed the old 60 s (clock-skew) tolerance; not any more.
+        for t in [Some(994), Some(950), None] {
+            assert_eq!(sign_in_fits(ask, t, w), SignIn::NotFresh, "{t:?}");
+        }
+        assert_eq!(
+            sign_in_fits(ask, Some(999), Duration::ZERO),
+            SignIn::NotFresh
+        );
+        assert_eq!(sign_in_fits(ask, Some(0), Duration::MAX), SignIn::Fits);
+    }
+
+    #[test]
+    fn is_passive_refuses_a_sign_in_at_or_after_the_request() {
+        let w = Duration::from_secs(5);
+        let passive = SignInAsk {
+            force_authn: false,
+            is_passive: true,
+            started_at: 1_000,
+        };
+        assert_eq!(sign_in_fits(passive, Some(999), w), SignIn::Fits);
+        assert_eq!(sign_in_fits(passive, None, w), SignIn::Fits);
+        assert_eq!(sign_in_fits(passive, Some(1_000), w), SignIn::NotPassive);
+        assert_eq!(sign_in_fits(passive, Some(1_030), w), SignIn::NotPassive);
+        let both = SignInAsk {
+            force_authn: true,
+            ..passive
+        };
+        assert_eq!(sign_in_fits(both, Some(1_001), w), SignIn::NotPassive);
+        let neither = SignInAsk {
+            is_passive: false,
+            ..passive
+        };
+        assert_eq!(sign_in_fits(neither, Some(1), w), SignIn::Fits);
+        assert_eq!(sign_in_fits(neither, Some(1_001), w), SignIn::Fits);
     }
 }

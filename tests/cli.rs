@@ -1625,6 +1625,8 @@ fn verify_reads_a_saml_tracer_export_against_an_expect_file() {
         "{}",
         stderr(&o)
     );
+}
+
 // ---- `flexgate probe URL`: the container HEALTHCHECK (the image has no curl) ----------------------
 
 /// A loopback HTTP server that answers every connection with `status` (e.g. "503 Service

@@ -374,6 +374,79 @@ fn out_of_range_durations() {
     // A refused HSM PIN is never retried sooner than every 5 minutes.
     let text = good().replace("[idp]\n", "[idp]\npin_retry_secs = 60\n");
     refused(&text, "idp.pin_retry_secs", "between 300 and 86400");
+    let text = format!("{}[mfa]\nreauth_window_secs = 61\n", good());
+    refused(&text, "mfa.reauth_window_secs", "between 0 and 60");
+}
+
+#[test]
+fn role_map_unknown_roles_are_collected_with_the_other_mistakes() {
+    let text = good().replace("[server]\n", "[server]\nlisten = \"nowhere\"\n")
+        + "[sp.attributes]\nemail = \"email\"\nfull_name = \"name\"\n[sp.role_map]\n\"Flex Agents\" = [\"agent\"]\n\"Flex Bosses\" = [\"boss\", \"supervisor\"]\n\"Nobody\" = []\n";
+    let errors = match load(&text) {
+        Err(ConfigError::Several(errors)) => errors,
+        other => panic!("expected every problem, got {other:?}"),
+    };
+    let keys: Vec<String> = errors
+        .iter()
+        .map(|e| match e {
+            ConfigError::Invalid { key, .. } => key.clone(),
+            other => panic!("not keyed: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "server.listen",
+            "sp[0].role_map.\"Flex Bosses\"",
+            "sp[0].role_map.\"Nobody\""
+        ]
+    );
+    let msg = load(&text).unwrap_err().to_string();
+    assert!(
+        msg.contains("\"boss\"") && msg.contains("extra_roles"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn role_map_reads_the_groups_claim_and_replaces_the_roles_requirement() {
+    // No `roles` mapping needed with a role map; groups default to the `groups` claim.
+    let text = good()
+        + "[sp.attributes]\nemail = \"email\"\nfull_name = \"name\"\n[sp.role_map]\n\"Flex Agents\" = [\"agent\"]\n\"00000000-aaaa\" = [\"supervisor\", \"wfo.team_leader\"]\n";
+    let cfg = load(&text).unwrap();
+    let rm = cfg.sps[0].role_map.clone().expect("a role map");
+    assert_eq!(rm.claim, "groups");
+    assert_eq!(rm.entries.len(), 2);
+    // A named groups claim; it is the map's input, not a SAML attribute.
+    let text = good()
+        + "[sp.attributes]\nemail = \"email\"\nfull_name = \"name\"\ngroups = \"realm_access.roles\"\n[sp.role_map]\n\"flex-agent\" = [\"agent\"]\n";
+    let cfg = load(&text).unwrap();
+    assert_eq!(
+        cfg.sps[0].role_map.as_ref().unwrap().claim,
+        "realm_access.roles"
+    );
+    assert!(cfg.sps[0]
+        .attributes
+        .iter()
+        .all(|a| a.saml_name != "groups"));
+    // Without a role map nothing changes: roles is still required, no role map.
+    let text = good() + "[sp.attributes]\nemail = \"email\"\nfull_name = \"name\"\n";
+    refused(&text, "sp[0].attributes", "add roles = ");
+    assert!(load(&good()).unwrap().sps[0].role_map.is_none());
+    // extra_roles are accepted in the map.
+    let text = good().replace(
+        "kind = \"flex-enhanced\"\n",
+        "kind = \"flex-enhanced\"\nextra_roles = [\"wfm\"]\n",
+    ) + "[sp.role_map]\nPlanners = [\"wfm\"]\n";
+    assert!(load(&text).is_ok(), "{:?}", load(&text).err());
+}
+
+#[test]
+fn reauth_window_defaults_to_a_few_seconds() {
+    let cfg = load(&good()).unwrap();
+    assert_eq!(cfg.mfa.reauth_window, std::time::Duration::from_secs(5));
+    let cfg = load(&format!("{}[mfa]\nreauth_window_secs = 0\n", good())).unwrap();
+    assert_eq!(cfg.mfa.reauth_window, std::time::Duration::ZERO);
 }
 
 #[test]

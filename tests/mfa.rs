@@ -53,8 +53,21 @@ roles = "{ROLES_CLAIM}"
         "pwduser": user("pwd@example.com", json!({"amr": ["pwd"]})),
         "acruser": user("acr@example.com", json!({"amr": ["pwd"], "acr": PAPE})),
         "olduser": user("old@example.com", json!({"amr": ["pwd", "mfa"], "auth_time_offset_secs": -600})),
+        "recentuser": user("recent@example.com", json!({"amr": ["pwd"], "auth_time_offset_secs": -50})),
     });
     Env::start_with(&sps, "", json!({"users": users}))
+}
+
+/// The same users and SPs, with an OP that ignores `prompt=none` (it shows its login page).
+fn start_ignoring_prompt_none() -> Env {
+    let users = json!({"pwduser": user("pwd@example.com", json!({"amr": ["pwd"]}))});
+    Env::start_with(
+        &format!(
+            "[[sp]]\nname = \"never\"\nflex_connection = \"{JQ}\"\n[sp.attributes]\nemail = \"email\"\nfull_name = \"name\"\nroles = \"{ROLES_CLAIM}\"\n"
+        ),
+        "",
+        json!({"users": users, "ignore_prompt_none": true}),
+    )
 }
 
 fn request(env: &Env, jq: &str, id: &str, attrs: &str, context: &str) -> String {
@@ -337,4 +350,48 @@ async fn no_authn_context_is_counted_alike_on_both_paths() {
         !m.contains("flexgate_logins_completed_total{sp=\"onreq\"}"),
         "{m}"
     );
+}
+
+/// An OP that ignores `prompt=login` / `max_age=0` and reports a sign-in 50 s old: within the
+/// 60 s clock skew, but not within `[mfa] reauth_window_secs` (5 s) — no assertion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_authn_refuses_a_sign_in_older_than_the_reauth_window() {
+    let env = start();
+    let (_, loc, out) = login(&env, JQ, "recentuser", "ForceAuthn=\"true\"", "").await;
+    assert!(loc.contains("prompt=login"), "{loc}");
+    assert_eq!(out.status, 403, "{}", out.body);
+    assert!(out.body.contains("sign in again"), "{}", out.body);
+    assert!(!out.body.contains("SAMLResponse"));
+    assert!(env
+        .fg
+        .wait_log("not_reauthenticated")
+        .contains("not_reauthenticated"));
+    // Without ForceAuthn the same sign-in is fine.
+    let (id, _, out) = login(&env, JQ, "recentuser", "", "").await;
+    validate_everywhere(&out.form.expect("a response"), &expect(&env, JQ, &id));
+}
+
+/// IsPassive at an OP that ignores `prompt=none`: the person had to sign in (auth_time is not
+/// before the request), so the SP gets a signed NoPassive, not an assertion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn is_passive_answered_with_a_fresh_sign_in_is_no_passive() {
+    let env = start_ignoring_prompt_none();
+    let (id, loc, out) = login(&env, JQ, "pwduser", "IsPassive=\"true\"", "").await;
+    assert!(loc.contains("prompt=none"), "{loc}");
+    assert!(
+        env.op.log_text().contains("ignoring prompt=none"),
+        "the OP misbehaved"
+    );
+    assert_eq!(out.status, 200, "{}", out.body);
+    let xml = out.form.expect("a status response").xml();
+    assert_eq!(
+        status_of(&xml),
+        vec![
+            "urn:oasis:names:tc:SAML:2.0:status:Responder",
+            "urn:oasis:names:tc:SAML:2.0:status:NoPassive"
+        ]
+    );
+    assert!(xml.contains(&format!("InResponseTo=\"{id}\"")));
+    assert!(!xml.contains("<saml:Assertion"));
+    xmlsec1_verify(&xml, &env.fg.cert_pem, "Response").expect("signed");
 }

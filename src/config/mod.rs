@@ -243,6 +243,15 @@ pub struct AttributeMapping {
     pub claim: String,
 }
 
+/// `[sp.role_map]`: groups, as the IdP sends them, mapped to Flex roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleMap {
+    /// The claim (name or dotted path) holding the person's groups (`[sp.attributes] groups`).
+    pub claim: String,
+    /// `(group, roles)`; groups are matched exactly (case-sensitive).
+    pub entries: Vec<(String, Vec<String>)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct SpConfig {
     pub name: String,
@@ -255,6 +264,8 @@ pub struct SpConfig {
     pub attributes: Vec<AttributeMapping>,
     /// Role values accepted besides Flex's own.
     pub extra_roles: Vec<String>,
+    /// Groups → roles (`[sp.role_map]`); `None` when not configured.
+    pub role_map: Option<RoleMap>,
     /// The SP's request-signing certificate: signed AuthnRequests are verified with it.
     pub request_cert: Option<PathBuf>,
     /// Unsigned AuthnRequests are refused (needs `request_cert`).

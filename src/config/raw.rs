@@ -61,6 +61,7 @@ pub(super) struct RawMfa {
     pub(super) amr_values: Option<Vec<String>>,
     pub(super) context_class: Option<String>,
     pub(super) request_classes: Option<Vec<String>>,
+    pub(super) reauth_window_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +136,7 @@ pub(super) struct RawSp {
     pub(super) attributes: Option<toml::Table>,
     #[serde(default)]
     pub(super) extra_roles: Vec<String>,
+    pub(super) role_map: Option<toml::Table>,
     pub(super) request_cert: Option<PathBuf>,
     pub(super) want_signed_requests: Option<bool>,
     #[serde(default)]

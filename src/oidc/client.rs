@@ -2,7 +2,7 @@
 //! exchange, ID token validation with the JWKS cache, and userinfo.
 
 use super::discovery::{self, ProviderMetadata};
-use super::id_token::{self, Expected, IdTokenError, JwksCache};
+use super::id_token::{self, Expected, IdTokenError, JwkKey, JwksCache};
 use super::OidcError;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{TokenAuthMethod, UpstreamConfig};
@@ -364,7 +364,7 @@ impl Upstream {
         if self.cfg.userinfo && !complete {
             if let (Some(ui), Some(at)) = (&meta.userinfo_endpoint, tokens.access_token.as_deref())
             {
-                let info = self.userinfo(ui, at).await?;
+                let info = self.userinfo(&meta, ui, at).await?;
                 let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
                 let info_sub = info.get("sub").and_then(Value::as_str).unwrap_or("");
                 if info_sub != sub {
@@ -381,8 +381,11 @@ impl Upstream {
         Ok(Authenticated { claims })
     }
 
+    /// Fetches userinfo: a JSON object, or (`application/jwt`) a JWS verified against the
+    /// provider's JWKS like an ID token (see [`id_token::verify_userinfo`]).
     async fn userinfo(
         &self,
+        meta: &ProviderMetadata,
         url: &str,
         access_token: &str,
     ) -> Result<Map<String, Value>, OidcError> {
@@ -391,7 +394,7 @@ impl Upstream {
             .http
             .get(url)
             .bearer_auth(access_token)
-            .header("accept", "application/json")
+            .header("accept", "application/json, application/jwt")
             .send()
             .await
             .map_err(|e| OidcError::from_reqwest(url, e, self.cfg.timeout));
@@ -408,18 +411,73 @@ impl Upstream {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
-            .to_string();
-        if !ct.starts_with("application/json") {
+            .to_ascii_lowercase();
+        let signed = ct.starts_with("application/jwt");
+        if !signed && !ct.starts_with("application/json") {
             return Err(OidcError::Garbage {
                 url: url.to_string(),
-                reason: format!("userinfo answered {ct:?}; flexgate reads JSON userinfo only"),
+                reason: format!(
+                    "userinfo answered {ct:?}; flexgate reads application/json or application/jwt"
+                ),
             });
         }
         let body = super::read_capped(resp, url, self.cfg.timeout).await?;
+        if signed {
+            return self.verify_signed_userinfo(meta, url, &body).await;
+        }
         serde_json::from_slice(&body).map_err(|e| OidcError::Garbage {
             url: url.to_string(),
             reason: format!("userinfo is not a JSON object: {e}"),
         })
+    }
+
+    /// A signed userinfo answer: the JWS is verified with a key of the provider's JWKS.
+    async fn verify_signed_userinfo(
+        &self,
+        meta: &ProviderMetadata,
+        url: &str,
+        body: &[u8],
+    ) -> Result<Map<String, Value>, OidcError> {
+        let token = std::str::from_utf8(body)
+            .map(str::trim)
+            .map_err(|_| OidcError::Garbage {
+                url: url.to_string(),
+                reason: "the signed userinfo answer is not UTF-8".into(),
+            })?;
+        let jws = id_token::parse(token).map_err(OidcError::SignedUserinfo)?;
+        let jwk = self
+            .signing_key(meta, jws.kid.as_deref())
+            .await
+            .map_err(|e| match e {
+                OidcError::IdToken(e) => OidcError::SignedUserinfo(e),
+                other => other,
+            })?;
+        id_token::verify_userinfo(&jws, &jwk, &self.expected("")).map_err(OidcError::SignedUserinfo)
+    }
+
+    /// What tokens from this provider must say (`nonce` only applies to ID tokens).
+    fn expected<'a>(&'a self, nonce: &'a str) -> Expected<'a> {
+        Expected {
+            issuer: &self.cfg.issuer,
+            client_id: &self.cfg.client_id,
+            nonce,
+            now: self.clock.now().timestamp(),
+            leeway: self.leeway.as_secs(),
+        }
+    }
+
+    /// The provider's key with `kid`, refetching the JWKS once (rate-limited) when unknown.
+    async fn signing_key(
+        &self,
+        meta: &ProviderMetadata,
+        kid: Option<&str>,
+    ) -> Result<JwkKey, OidcError> {
+        let mut jwk = self.jwks.read().find(kid).cloned();
+        if jwk.is_none() {
+            self.refresh_jwks(meta, |c| c.find(kid).is_none()).await?;
+            jwk = self.jwks.read().find(kid).cloned();
+        }
+        Ok(jwk.ok_or_else(|| IdTokenError::UnknownKey(kid.unwrap_or_default().to_string()))?)
     }
 
     async fn fetch_jwks(&self, meta: &ProviderMetadata) -> Result<(), OidcError> {
@@ -461,25 +519,8 @@ impl Upstream {
     ) -> Result<Map<String, Value>, OidcError> {
         let meta = self.metadata().await?;
         let jws = id_token::parse(token)?;
-        let kid = jws.kid.clone();
-        let mut jwk = self.jwks.read().find(kid.as_deref()).cloned();
-        if jwk.is_none() {
-            self.refresh_jwks(&meta, |c| c.find(kid.as_deref()).is_none())
-                .await?;
-            jwk = self.jwks.read().find(kid.as_deref()).cloned();
-        }
-        let jwk = jwk.ok_or_else(|| IdTokenError::UnknownKey(kid.clone().unwrap_or_default()))?;
-        Ok(id_token::verify(
-            &jws,
-            &jwk,
-            &Expected {
-                issuer: &self.cfg.issuer,
-                client_id: &self.cfg.client_id,
-                nonce,
-                now: self.clock.now().timestamp(),
-                leeway: self.leeway.as_secs(),
-            },
-        )?)
+        let jwk = self.signing_key(&meta, jws.kid.as_deref()).await?;
+        Ok(id_token::verify(&jws, &jwk, &self.expected(nonce))?)
     }
 
     /// Fetches discovery and the JWKS now (used by `check` and at start-up).

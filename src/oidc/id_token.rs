@@ -346,8 +346,33 @@ pub fn verify(
     Ok(claims)
 }
 
-/// The claim checks of OIDC Core §3.1.3.7 beyond the signature.
-pub fn check_claims(claims: &Map<String, Value>, exp: &Expected<'_>) -> Result<(), IdTokenError> {
+/// Verifies a signed userinfo answer (`application/jwt`, OIDC Core §5.3.2) with `key`: the same
+/// algorithm allow-list and signature check as an ID token, then `iss` must be the issuer and
+/// `aud` must contain this client (a signed answer without them is refused: it could be meant
+/// for anyone), and `exp`, when present, must not have passed. No nonce: userinfo has none.
+/// Returns all claims.
+pub fn verify_userinfo(
+    jws: &Jws<'_>,
+    key: &JwkKey,
+    exp: &Expected<'_>,
+) -> Result<Map<String, Value>, IdTokenError> {
+    key.verify(&jws.alg, jws.signing_input.as_bytes(), &jws.signature)?;
+    let claims: Map<String, Value> = serde_json::from_slice(&jws.payload)
+        .map_err(|_| IdTokenError::Malformed("the payload is not a JSON object".into()))?;
+    check_issuer_and_audience(&claims, exp)?;
+    if let Some(exp_at) = claims.get("exp").and_then(Value::as_i64) {
+        if exp_at + (exp.leeway as i64) <= exp.now {
+            return Err(IdTokenError::Expired);
+        }
+    }
+    Ok(claims)
+}
+
+/// `iss` equals the issuer; `aud` contains this client; `azp`, when present or needed, is it.
+fn check_issuer_and_audience(
+    claims: &Map<String, Value>,
+    exp: &Expected<'_>,
+) -> Result<(), IdTokenError> {
     let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
     if iss != exp.issuer {
         return Err(IdTokenError::Issuer {
@@ -364,12 +389,15 @@ pub fn check_claims(claims: &Map<String, Value>, exp: &Expected<'_>) -> Result<(
         return Err(IdTokenError::Audience);
     }
     match claims.get("azp").and_then(Value::as_str) {
-        Some(azp) if azp != exp.client_id => {
-            return Err(IdTokenError::AuthorizedParty(azp.to_string()))
-        }
-        None if auds.len() > 1 => return Err(IdTokenError::MissingClaim("azp".into())),
-        _ => {}
+        Some(azp) if azp != exp.client_id => Err(IdTokenError::AuthorizedParty(azp.to_string())),
+        None if auds.len() > 1 => Err(IdTokenError::MissingClaim("azp".into())),
+        _ => Ok(()),
     }
+}
+
+/// The claim checks of OIDC Core §3.1.3.7 beyond the signature.
+pub fn check_claims(claims: &Map<String, Value>, exp: &Expected<'_>) -> Result<(), IdTokenError> {
+    check_issuer_and_audience(claims, exp)?;
     let exp_at = claims
         .get("exp")
         .and_then(Value::as_i64)
@@ -571,5 +599,48 @@ mod tests {
         let keys = parse_jwks(&doc).unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].kid.as_deref(), Some("good"));
+    }
+
+    #[test]
+    fn signed_userinfo_needs_issuer_and_audience_but_no_nonce() {
+        let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+        let now = chrono::Utc::now().timestamp();
+        let rsa = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let enc = EncodingKey::from_rsa_der(&rsa.rsa().unwrap().private_key_to_der().unwrap());
+        let jwk = JwkKey::from_jwk(&jwk_of(&rsa, "k")).unwrap();
+        let check = |c: Value| {
+            let token = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &c, &enc).unwrap();
+            verify_userinfo(&parse(&token).unwrap(), &jwk, &expected(now))
+        };
+        let ok = json!({"iss": "https://op", "aud": "c", "sub": "u", "dept": "sales"});
+        assert_eq!(check(ok.clone()).unwrap()["dept"], "sales");
+        let with = |k: &str, v: Value| {
+            let mut c = ok.clone();
+            c[k] = v;
+            c
+        };
+        let without = |k: &str| {
+            let mut c = ok.clone();
+            c.as_object_mut().unwrap().remove(k);
+            c
+        };
+        assert!(matches!(
+            check(with("iss", json!("https://other"))),
+            Err(IdTokenError::Issuer { .. })
+        ));
+        assert!(matches!(
+            check(without("iss")),
+            Err(IdTokenError::Issuer { .. })
+        ));
+        assert_eq!(
+            check(with("aud", json!("other"))).err(),
+            Some(IdTokenError::Audience)
+        );
+        assert_eq!(check(without("aud")).err(), Some(IdTokenError::Audience));
+        assert_eq!(
+            check(with("exp", json!(now - 3600))).err(),
+            Some(IdTokenError::Expired)
+        );
+        assert!(check(with("exp", json!(now + 60))).is_ok());
     }
 }

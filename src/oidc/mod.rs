@@ -35,6 +35,8 @@ pub enum OidcError {
     },
     #[error("the ID token was refused: {0}")]
     IdToken(#[from] id_token::IdTokenError),
+    #[error("the signed userinfo answer (application/jwt) was refused: {0}")]
+    SignedUserinfo(id_token::IdTokenError),
     #[error("userinfo returned sub {found:?} for ID token sub {expected:?}")]
     UserinfoSubject { expected: String, found: String },
 }

@@ -327,6 +327,7 @@ mod tests {
             source: crate::flex::MapError::NoRole {
                 claim: "roles".into(),
                 found: "missing".into(),
+                groups: None,
             },
         };
         rec.failed(StageName::Mapping, &e);

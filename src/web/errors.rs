@@ -189,11 +189,24 @@ fn mapping_page(email: Option<&str>, source: &MapError) -> Page {
         .map(|e| format!("Your account ({e})"))
         .unwrap_or_else(|| "Your account".into());
     match source {
-        MapError::NoRole { claim, .. } => page(
+        MapError::NoRole {
+            claim,
+            groups: None,
+            ..
+        } => page(
             StatusCode::FORBIDDEN,
             "Your account has no Flex role",
             format!("{who} signed in, but it has no role that Flex knows (admin, supervisor, agent, …), so Flex cannot let you in."),
             format!("Ask your administrator to give your user a Flex role (flexgate reads it from the claim {claim:?}, e.g. app_metadata.flex.roles = [\"agent\"])."),
+        ),
+        MapError::NoRole {
+            groups: Some(groups),
+            ..
+        } => page(
+            StatusCode::FORBIDDEN,
+            "Your account has no Flex role",
+            format!("{who} signed in, but none of its groups maps to a Flex role, so Flex cannot let you in. Groups your identity provider sent: {}.", crate::flex::groups_shown(groups)),
+            "Ask your administrator to add you to a group that flexgate maps to a Flex role ([sp.role_map]), or to give your user a Flex role.".to_string(),
         ),
         MapError::NoEmail { claim } => page(
             StatusCode::FORBIDDEN,
@@ -410,6 +423,7 @@ mod tests {
             mapping(MapError::NoRole {
                 claim: "app_metadata.flex.roles".into(),
                 found: "missing".into(),
+                groups: None,
             }),
             mapping(MapError::NoEmail {
                 claim: "email".into(),

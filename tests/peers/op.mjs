@@ -25,6 +25,14 @@
 //                 "auth_time_offset_secs": -600 }  // optional: report auth_time this far off (ForceAuthn tests)
 //   },
 //   "token_delay_ms": 0,               // delay every POST /token by this much (timeout tests)
+//   "client_extra": { "userinfo_signed_response_alg": "RS256" },  // merged into every client
+//   "userinfo_only_claims": ["dept"],  // claims left out of the ID token (userinfo still has them)
+//   "tamper_userinfo_signature": false, // misbehave: flip one character of a signed (application/jwt)
+//                                      // userinfo answer's signature. A client with
+//                                      // "userinfo_signed_response_alg": "RS256" gets signed userinfo
+//                                      // (jwtUserinfo is enabled).
+//   "ignore_prompt_none": false,       // misbehave: drop prompt=none from GET /auth, so a person with no
+//                                      // session is asked to sign in (IsPassive tests)
 //   "scopes": { "flex": ["app_metadata"] },  // optional extra scope -> claim names (see "Claims" below)
 //   "pkce_optional_clients": ["satosa"]      // optional: client_ids allowed to omit PKCE (default: none).
 //                                            // For peers that send no PKCE (SATOSA's OIDC backend), used by
@@ -96,6 +104,9 @@ const users = cfg.users;
 const bySub = new Map();
 for (const [login, u] of Object.entries(users)) if (!bySub.has(u.sub ?? login)) bySub.set(u.sub ?? login, u);
 const tokenDelay = Number(cfg.token_delay_ms || 0);
+const ignorePromptNone = cfg.ignore_prompt_none === true;
+const userinfoOnly = new Set(Array.isArray(cfg.userinfo_only_claims) ? cfg.userinfo_only_claims : []);
+const tamperUserinfo = cfg.tamper_userinfo_signature === true;
 const pkceOptional = new Set(Array.isArray(cfg.pkce_optional_clients) ? cfg.pkce_optional_clients : []);
 
 // ---- claims per scope -------------------------------------------------------------------------------------------
@@ -134,7 +145,7 @@ const privateKey = createPrivateKey(privatePem);
 const provider = new Provider(issuer, {
   clients: cfg.clients.map((c) => ({
     grant_types: ['authorization_code'], response_types: ['code'], require_auth_time: true,
-    id_token_signed_response_alg: 'RS256', ...c,
+    id_token_signed_response_alg: 'RS256', ...c, ...(cfg.client_extra || {}),
   })),
   jwks: { keys: [{ ...privateKey.export({ format: 'jwk' }), alg: 'RS256', use: 'sig', kid: randomBytes(8).toString('hex') }] },
   claims,
@@ -142,12 +153,16 @@ const provider = new Provider(issuer, {
   conformIdTokenClaims: false,
   pkce: { required: (ctx, client) => !pkceOptional.has(client.clientId) },
   cookies: { keys: [randomBytes(32).toString('hex')] },
-  features: { devInteractions: { enabled: false } },
+  features: { devInteractions: { enabled: false }, jwtUserinfo: { enabled: true } },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   async findAccount(ctx, sub) {
     const user = bySub.get(sub);
     if (!user) return undefined;
-    return { accountId: sub, claims: () => ({ ...user, sub }) };
+    return {
+      accountId: sub,
+      claims: (use) => Object.fromEntries(Object.entries({ ...user, sub })
+        .filter(([k]) => use !== 'id_token' || !userinfoOnly.has(k))),
+    };
   },
   renderError(ctx, out, error) {
     process.stderr.write(`op.mjs: error page: ${JSON.stringify(out)} ${error?.stack || ''}\n`);
@@ -213,12 +228,36 @@ async function interaction(req, res, uid, action) {
   return res.end(`expected prompt=${prompt.name}, got prompt=${form.prompt}\n`);
 }
 
+// Flips the first character of the signature of an application/jwt body (same length, so the
+// Content-Length oidc-provider set stays right).
+function tamperSignedBody(res) {
+  const end = res.end.bind(res);
+  res.end = (chunk, ...rest) => {
+    if (chunk && String(res.getHeader('content-type') || '').startsWith('application/jwt')) {
+      const parts = String(chunk).split('.');
+      parts[2] = (parts[2][0] === 'A' ? 'B' : 'A') + parts[2].slice(1);
+      process.stderr.write('op.mjs: tampering with the signed userinfo answer\n');
+      return end(parts.join('.'), ...rest);
+    }
+    return end(chunk, ...rest);
+  };
+}
+
 const callback = provider.callback();
 server.on('request', async (req, res) => {
   try {
     const { pathname } = new URL(req.url, issuer);
     const m = /^\/interaction\/([^/]+)(\/abort)?$/.exec(pathname);
     if (m) return await interaction(req, res, m[1], m[2] ? 'abort' : req.method);
+    if (ignorePromptNone && req.method === 'GET' && pathname === '/auth') {
+      const u = new URL(req.url, issuer);
+      if (u.searchParams.get('prompt') === 'none') {
+        process.stderr.write('op.mjs: ignoring prompt=none\n');
+        u.searchParams.delete('prompt');
+        req.url = `${u.pathname}${u.search}`;
+      }
+    }
+    if (tamperUserinfo && pathname === '/me') tamperSignedBody(res);
     if (tokenDelay > 0 && req.method === 'POST' && pathname === '/token') {
       process.stderr.write(`op.mjs: delaying POST /token by ${tokenDelay} ms\n`);
       await new Promise((ok) => setTimeout(ok, tokenDelay));

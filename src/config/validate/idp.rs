@@ -101,6 +101,12 @@ pub(super) fn limits(raw: RawLimits) -> LimitsConfig {
     }
 }
 
+/// `[mfa] reauth_window_secs`: ForceAuthn accepts an upstream sign-in at most this long before
+/// the request. Tight on purpose: an OP that ignores `prompt=login`/`max_age=0` and reports an
+/// older session must not pass as a fresh sign-in.
+const REAUTH_WINDOW_SECS: u64 = 5;
+const REAUTH_WINDOW_RANGE: std::ops::RangeInclusive<u64> = 0..=60;
+
 /// `[mfa]` over the defaults; `plain_class` is the IdP's AuthnContextClassRef (absent when
 /// `[idp]` is wrong, which is recorded already).
 pub(super) fn mfa(
@@ -128,6 +134,12 @@ pub(super) fn mfa(
         Some(v) => Some(v),
         None => Some(std::mem::take(&mut mfa.amr_values)),
     };
+    let reauth_window = p.secs(
+        "mfa.reauth_window_secs",
+        m.reauth_window_secs,
+        REAUTH_WINDOW_SECS,
+        REAUTH_WINDOW_RANGE,
+    );
     if let Some(a) = m.acr_values {
         mfa.acr_values = a;
     }
@@ -139,6 +151,7 @@ pub(super) fn mfa(
     }
     mfa.proof = proof?;
     mfa.amr_values = amr_values?;
+    mfa.reauth_window = reauth_window?;
     mfa.plain_class = plain_class?;
     Some(mfa)
 }

@@ -3,7 +3,7 @@
 
 use super::Problems;
 use crate::config::raw::RawSp;
-use crate::config::{https_or_loopback, AttributeMapping, SpConfig, SpKind};
+use crate::config::{https_or_loopback, AttributeMapping, RoleMap, SpConfig, SpKind};
 use crate::mfa::MfaMode;
 use crate::saml::sign::SignMode;
 
@@ -32,7 +32,7 @@ pub(super) fn sps(raw: Vec<RawSp>, p: &mut Problems) -> Option<Vec<SpConfig>> {
     (sps.len() == n).then_some(sps)
 }
 
-fn sp(s: RawSp, i: usize, p: &mut Problems) -> Option<SpConfig> {
+fn sp(mut s: RawSp, i: usize, p: &mut Problems) -> Option<SpConfig> {
     let k = |name: &str| format!("sp[{i}].{name}");
     let name_ok = !s.name.is_empty()
         && s.name
@@ -61,7 +61,21 @@ fn sp(s: RawSp, i: usize, p: &mut Problems) -> Option<SpConfig> {
         SignMode::Response,
         "use \"response\" (Flex Enhanced), \"assertion\" or \"both\"",
     );
-    let attributes = kind.and_then(|kind| attributes(s.attributes, kind, i, p));
+    // A role map with mistakes still counts here: its mistakes are reported, not a missing `roles`.
+    let has_role_map = s.role_map.as_ref().is_some_and(|t| !t.is_empty());
+    let role_map_entries = role_map(s.role_map.take(), &s.extra_roles, i, p);
+    let attributes = kind.and_then(|kind| attributes(s.attributes, kind, has_role_map, i, p));
+    let (attributes, role_map) = match (attributes, role_map_entries) {
+        (Some(a), Some(entries)) => {
+            let (a, groups_claim) = take_groups(a);
+            let role_map = (!entries.is_empty()).then(|| RoleMap {
+                claim: groups_claim.unwrap_or_else(|| DEFAULT_GROUPS_CLAIM.into()),
+                entries,
+            });
+            (Some(a), Some(role_map))
+        }
+        _ => (None, None),
+    };
     let mfa = p.choice(
         &k("mfa"),
         s.mfa.as_deref(),
@@ -87,6 +101,7 @@ fn sp(s: RawSp, i: usize, p: &mut Problems) -> Option<SpConfig> {
         default_relay_state: s.default_relay_state,
         attributes: attributes?,
         extra_roles: s.extra_roles,
+        role_map: role_map?,
         request_cert: s.request_cert.map(|c| p.path(&c)),
         want_signed_requests,
         allow_sha1_requests: s.allow_sha1_requests,
@@ -227,6 +242,72 @@ fn is_sid(s: &str, prefix: &str) -> bool {
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }
 
+/// The groups claim when `[sp.role_map]` is set and `[sp.attributes]` has no `groups`: the name
+/// Okta, Keycloak and Entra ID use. Without a role map no groups are read at all, so an Auth0
+/// deployment (which sends no standard groups claim) sees no change.
+const DEFAULT_GROUPS_CLAIM: &str = "groups";
+
+/// The `[sp.attributes]` key naming the groups claim: the role map's input, not a SAML attribute.
+const GROUPS: &str = "groups";
+
+/// Splits the `groups` mapping off the SAML attributes.
+fn take_groups(attributes: Vec<AttributeMapping>) -> (Vec<AttributeMapping>, Option<String>) {
+    let (groups, rest): (Vec<_>, Vec<_>) =
+        attributes.into_iter().partition(|a| a.saml_name == GROUPS);
+    (rest, groups.into_iter().next().map(|g| g.claim))
+}
+
+/// `[sp.role_map]`: each group maps to a non-empty list of roles Flex knows (or `extra_roles`).
+/// Every mistake is recorded; `None` when there was one.
+fn role_map(
+    table: Option<toml::Table>,
+    extra_roles: &[String],
+    i: usize,
+    p: &mut Problems,
+) -> Option<Vec<(String, Vec<String>)>> {
+    let before = p.found.len();
+    let mut entries = Vec::new();
+    for (group, v) in table.unwrap_or_default() {
+        let key = format!("sp[{i}].role_map.{group:?}");
+        let roles: Option<Vec<String>> = v
+            .as_array()
+            .and_then(|a| a.iter().map(|r| r.as_str().map(str::to_string)).collect());
+        match roles {
+            _ if group.is_empty() => p.add(
+                &key,
+                "is an empty group name",
+                "write the group as the identity provider sends it (a name, or an Entra object id)",
+            ),
+            None => p.add(
+                &key,
+                "is not a list of role names",
+                "write e.g. \"Flex Agents\" = [\"agent\"]",
+            ),
+            Some(r) if r.is_empty() => p.add(
+                &key,
+                "maps to no role",
+                "list at least one Flex role, e.g. [\"agent\"], or remove the line",
+            ),
+            Some(r) => {
+                let unknown: Vec<&String> = r
+                    .iter()
+                    .filter(|x| !crate::flex_roles::is_known(x, extra_roles))
+                    .collect();
+                if unknown.is_empty() {
+                    entries.push((group, r));
+                } else {
+                    p.add(
+                        &key,
+                        format!("has role values Flex does not know: {}", unknown.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", ")),
+                        "use admin, supervisor, agent, wfo.* or flex.* roles (or list the value in this [[sp]]'s extra_roles)",
+                    );
+                }
+            }
+        }
+    }
+    (p.found.len() == before).then_some(entries)
+}
+
 /// The SAML attributes Flex needs when `[sp.attributes]` is not set, and their claims.
 const DEFAULT_ATTRIBUTES: [(&str, &str); 4] = [
     ("email", "email"),
@@ -236,10 +317,12 @@ const DEFAULT_ATTRIBUTES: [(&str, &str); 4] = [
 ];
 
 /// `[sp.attributes]` (else the defaults): bare names mapped to non-empty claims; `email`
-/// always, and `full_name` and `roles` for Flex.
+/// always, and `full_name` and `roles` for Flex (`roles` may be left out when a role map gives
+/// the roles).
 fn attributes(
     table: Option<toml::Table>,
     kind: SpKind,
+    has_role_map: bool,
     i: usize,
     p: &mut Problems,
 ) -> Option<Vec<AttributeMapping>> {
@@ -295,7 +378,12 @@ fn attributes(
         );
     }
     if kind.is_flex() {
-        for required in ["full_name", "roles"].into_iter().filter(|r| missing(r)) {
+        let needed: &[&str] = if has_role_map {
+            &["full_name"]
+        } else {
+            &["full_name", "roles"]
+        };
+        for required in needed.iter().copied().filter(|r| missing(r)) {
             p.add(
                 &key,
                 format!("has no `{required}`, which Flex requires"),
