@@ -296,6 +296,11 @@ struct Held {
     snap: Arc<Snapshot>,
     store_ms: u64,
     received_ms: u64,
+    /// The store now publishes a lower sequence number than this snapshot's: the store lost its
+    /// data (numbers start again) or an old sealed snapshot was put back. A removal published
+    /// since then may carry that lower number, so this snapshot could hide it: no login is
+    /// answered from it (the per-login read asks Auth0 itself) until a newer one is installed.
+    suspect: bool,
 }
 
 impl Held {
@@ -356,6 +361,9 @@ impl Roles {
     /// the per-login lookup.
     pub fn lookup(&self, user_id: &str, now_ms: u64) -> Option<Value> {
         let held = self.current.read().clone()?;
+        if held.suspect {
+            return None;
+        }
         let keep = self.keep();
         let changed = held
             .snap
@@ -375,6 +383,10 @@ impl Roles {
         let held = self.current.read().clone();
         let mut line = match held {
             None => "no snapshot yet: roles are read at each login".into(),
+            Some(h) if h.suspect => format!(
+                "the store publishes an older snapshot than this instance's (sequence {}): roles are read at each login until a newer one is read",
+                h.snap.seq
+            ),
             Some(h) if h.age(now_ms) >= self.keep() => format!(
                 "the snapshot is {} s old, too old to use: roles are read at each login",
                 h.age(now_ms).as_secs()
@@ -405,18 +417,33 @@ impl Roles {
             snap,
             store_ms,
             received_ms,
+            suspect: false,
         });
+    }
+
+    /// Whether the snapshot in use was found behind the store's (see [`Held::suspect`]).
+    fn is_suspect(&self) -> bool {
+        self.current.read().as_ref().is_some_and(|h| h.suspect)
     }
 
     /// Should the published `seq` replace what this instance holds? Never a lower or equal
     /// one, unless this instance has held its own for three intervals (the store lost its
     /// data and numbers start again).
+    /// A lower number marks the held snapshot suspect (not used for logins) meanwhile.
     fn takes(&self, version: &str, seq: u64, now_ms: u64) -> bool {
-        match self.current.read().as_ref() {
+        let keep = keep_ms(self.keep());
+        let mut current = self.current.write();
+        match current.as_mut() {
             None => true,
             Some(h) if h.snap.version == version => false,
+            Some(h) if seq > h.snap.seq => true,
+            Some(h) if now_ms.saturating_sub(h.received_ms) >= keep => true,
             Some(h) => {
-                seq > h.snap.seq || now_ms.saturating_sub(h.received_ms) >= keep_ms(self.keep())
+                if !h.suspect {
+                    tracing::warn!(held = h.snap.seq, published = seq, "the store publishes an older roles snapshot than this instance holds (Redis lost its data, or an old snapshot was put back): roles are read at each login until a newer snapshot is read");
+                    h.suspect = true;
+                }
+                false
             }
         }
     }
@@ -731,10 +758,11 @@ impl Refresher {
     }
 
     async fn refresh_if_due(&self, now_ms: u64) -> Tick {
-        let due = self
-            .roles
-            .age(now_ms)
-            .is_none_or(|age| age >= self.roles.interval);
+        let due = self.roles.is_suspect()
+            || self
+                .roles
+                .age(now_ms)
+                .is_none_or(|age| age >= self.roles.interval);
         if !due {
             return Tick::Fresh;
         }
@@ -1081,10 +1109,63 @@ mod tests {
             .put(Space::Roles, VERSION_KEY, first, ttl)
             .await
             .unwrap();
-        assert_eq!(b.tick(1_062_000).await, Tick::Fresh);
+        // Not installed, and the newer one is not trusted either (it could hide a removal
+        // published under the lower number): logins read roles one by one, and the instance
+        // reads anew once the lock lets it.
+        assert_eq!(b.tick(1_062_000).await, Tick::Waiting);
+        assert_eq!(roles_b.lookup("auth0|a", 1_062_000), None);
+        assert!(roles_b.describe(1_062_000).contains("older snapshot"));
+        store.take(Space::Roles, LOCK_KEY).await.unwrap();
+        assert_eq!(b.tick(1_063_000).await, Tick::Refreshed { users: 1 });
         assert_eq!(
-            roles_b.lookup("auth0|a", 1_062_000).unwrap()["flex"]["roles"],
+            roles_b.lookup("auth0|a", 1_063_000).unwrap()["flex"]["roles"],
             json!(["supervisor"])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_removal_after_the_store_lost_its_data_is_not_hidden_by_the_old_snapshot() {
+        let store = Arc::new(MemoryStore::new(100));
+        let source = fake();
+        let (_, a) = instance(&store, &source);
+        let (roles_b, b) = instance(&store, &source);
+        let t = 1_000_000;
+        a.tick(t).await;
+        b.tick(t).await;
+        store.take(Space::Roles, LOCK_KEY).await.unwrap();
+        a.tick(t + 61_000).await; // a second publication: B will hold sequence 2
+        b.tick(t + 61_000).await;
+        assert!(roles_b.lookup("auth0|a", t + 61_000).is_some());
+        // Redis loses everything; then `flexgate roles set a --none --config` publishes
+        // sequence 1 holding only that change.
+        for k in [VERSION_KEY, LOCK_KEY] {
+            store.take(Space::Roles, k).await.unwrap();
+        }
+        let key = SnapshotKey::derive("mgmt-secret").unwrap();
+        amend(
+            store.as_ref(),
+            &key,
+            keep(Duration::from_secs(60)),
+            &[no_roles("auth0|a")],
+        )
+        .await
+        .unwrap();
+        // Another instance holds the read lock. B does not answer from its old snapshot
+        // (which still gives roles): the login asks Auth0 (`None`).
+        assert!(store
+            .first_use(Space::Roles, LOCK_KEY, Duration::from_secs(60))
+            .await
+            .unwrap());
+        assert_eq!(b.tick(t + 62_000).await, Tick::Waiting);
+        assert_eq!(roles_b.lookup("auth0|a", t + 62_000), None);
+        // Once B may read, it reads at once (suspect makes it due) and honours the removal.
+        store.take(Space::Roles, LOCK_KEY).await.unwrap();
+        assert!(matches!(b.tick(t + 63_000).await, Tick::Refreshed { .. }));
+        assert_ne!(
+            roles_b
+                .lookup("auth0|a", t + 63_000)
+                .map(|m| m["flex"]["roles"].clone()),
+            Some(json!(["agent"]))
         );
     }
 
