@@ -333,15 +333,20 @@ pub fn parse(token: &str) -> Result<Jws<'_>, IdTokenError> {
     })
 }
 
+/// The signature of `jws` checked with `key`, then its payload as a JSON object.
+fn signed_claims(jws: &Jws<'_>, key: &JwkKey) -> Result<Map<String, Value>, IdTokenError> {
+    key.verify(&jws.alg, jws.signing_input.as_bytes(), &jws.signature)?;
+    serde_json::from_slice(&jws.payload)
+        .map_err(|_| IdTokenError::Malformed("the payload is not a JSON object".into()))
+}
+
 /// Verifies `jws` with `key` and checks its claims. Returns all claims.
 pub fn verify(
     jws: &Jws<'_>,
     key: &JwkKey,
     exp: &Expected<'_>,
 ) -> Result<Map<String, Value>, IdTokenError> {
-    key.verify(&jws.alg, jws.signing_input.as_bytes(), &jws.signature)?;
-    let claims: Map<String, Value> = serde_json::from_slice(&jws.payload)
-        .map_err(|_| IdTokenError::Malformed("the payload is not a JSON object".into()))?;
+    let claims = signed_claims(jws, key)?;
     check_claims(&claims, exp)?;
     Ok(claims)
 }
@@ -356,9 +361,7 @@ pub fn verify_userinfo(
     key: &JwkKey,
     exp: &Expected<'_>,
 ) -> Result<Map<String, Value>, IdTokenError> {
-    key.verify(&jws.alg, jws.signing_input.as_bytes(), &jws.signature)?;
-    let claims: Map<String, Value> = serde_json::from_slice(&jws.payload)
-        .map_err(|_| IdTokenError::Malformed("the payload is not a JSON object".into()))?;
+    let claims = signed_claims(jws, key)?;
     check_issuer_and_audience(&claims, exp)?;
     if let Some(exp_at) = claims.get("exp").and_then(Value::as_i64) {
         if exp_at + (exp.leeway as i64) <= exp.now {

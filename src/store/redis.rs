@@ -228,6 +228,20 @@ impl RedisStore {
         }
     }
 
+    /// `fut` within the command timeout; a failure forgets the connection.
+    async fn within<T>(
+        &self,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        let result = match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => unavailable(e),
+            Err(_) => unavailable("the command timed out"),
+        };
+        self.reset().await;
+        Err(result)
+    }
+
     async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
         let c = self.connection().await?;
         let fut = async {
@@ -237,13 +251,7 @@ impl RedisStore {
                 Conn::Cluster(mut c) => cmd.query_async::<T>(&mut c).await,
             }
         };
-        let result = match tokio::time::timeout(self.timeout, fut).await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => unavailable(e),
-            Err(_) => unavailable("the command timed out"),
-        };
-        self.reset().await;
-        Err(result)
+        self.within(fut).await
     }
 
     async fn run_pipe<T: redis::FromRedisValue>(
@@ -258,13 +266,7 @@ impl RedisStore {
                 Conn::Cluster(mut c) => pipe.query_async::<T>(&mut c).await,
             }
         };
-        let result = match tokio::time::timeout(self.timeout, fut).await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => unavailable(e),
-            Err(_) => unavailable("the command timed out"),
-        };
-        self.reset().await;
-        Err(result)
+        self.within(fut).await
     }
 }
 
