@@ -615,11 +615,7 @@ pub async fn respond_status(
             t.response_id = Some(xml.1);
             t.outcome = Outcome::Status;
             t.reason = Some(second_status.to_string());
-            t.response = Some(SentResponse {
-                xml: xml.0,
-                expected,
-                sent_at_ms,
-            });
+            t.response = Some(SentResponse::new(&xml.0, expected, sent_at_ms));
         });
     }
     Ok(issued)
@@ -1290,11 +1286,7 @@ async fn sign_assertion(
     rec.with(|t| {
         t.response_id = Some(id);
         t.outcome = Outcome::Completed;
-        t.response = expected.map(|expected| SentResponse {
-            xml,
-            expected,
-            sent_at_ms,
-        });
+        t.response = expected.map(|expected| SentResponse::new(&xml, expected, sent_at_ms));
     });
     Ok(issued)
 }

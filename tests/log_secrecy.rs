@@ -646,7 +646,24 @@ async fn no_secret_enters_a_trace_in_any_output_format() {
         .await;
     let (code, state) = (query_param(&cb, "code"), query_param(&cb, "state"));
     let r = b.client.get(&cb).send().await.expect("callback");
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let status = r.status();
+    let page = r.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "{page}");
+    // The Response's signature: with it, a trace would be a login anyone reading the store
+    // could post to Flex while it is valid.
+    let posted = parse_post_form(&page).expect("the auto-submitting form");
+    let response_xml = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(&posted.saml_response)
+            .unwrap(),
+    )
+    .unwrap();
+    let signature_value = response_xml
+        .split("<ds:SignatureValue>")
+        .nth(1)
+        .and_then(|t| t.split("</ds:SignatureValue>").next())
+        .expect("a SignatureValue")
+        .to_string();
     let b2 = Browser::new();
     let xml = legacy_request(&unique_id("ONELOGIN_"), &fg.sso_url());
     let failed = start_login(&b2, &fg, &xml).await;
@@ -712,6 +729,11 @@ async fn no_secret_enters_a_trace_in_any_output_format() {
         ("browser cookie", started.cookie),
         ("browser cookie (failed login)", failed.cookie),
         ("nonce", nonce),
+        ("the Response's SignatureValue", signature_value.clone()),
+        (
+            "the Response's SignatureValue (its first 40 characters)",
+            signature_value[..40].to_string(),
+        ),
     ];
     for t in tokens {
         secrets.push(("Management access token", t));

@@ -5,7 +5,7 @@
 
 use super::{Check, SentResponse};
 use crate::saml::ns;
-use crate::saml::verify::{verify_response, AlgPolicy, Expectations};
+use crate::saml::verify::{verify_enveloped_digest, AlgPolicy};
 use chrono::{DateTime, Utc};
 use openssl::pkey::{PKey, Public};
 use roxmltree::{Document, Node};
@@ -67,7 +67,7 @@ pub fn run(sent: &SentResponse, keys: &[PKey<Public>]) -> Vec<Check> {
         status_check(root, e.status.as_deref()),
     ];
     if e.status.is_some() {
-        out.push(signature_check_status(&doc, keys));
+        out.extend(signature_checks(&doc, keys));
         return out;
     }
     let assertion = child(root, ns::SAML, "Assertion");
@@ -93,7 +93,7 @@ pub fn run(sent: &SentResponse, keys: &[PKey<Public>]) -> Vec<Check> {
     let sent_at = DateTime::<Utc>::from_timestamp_millis(sent.sent_at_ms).unwrap_or_default();
     out.push(window_check(conditions, sent_at));
     out.extend(attribute_checks(assertion, &e.required_attributes));
-    out.push(verify_check(sent, keys, sent_at));
+    out.extend(signature_checks(&doc, keys));
     out
 }
 
@@ -169,47 +169,71 @@ fn attribute_checks(assertion: Option<Node>, required: &[String]) -> Vec<Check> 
         .collect()
 }
 
-/// Everything `flexgate verify` checks, signature included, against the IdP certificates.
-fn verify_check(sent: &SentResponse, keys: &[PKey<Public>], at: DateTime<Utc>) -> Check {
-    let e = &sent.expected;
-    let exp = Expectations {
-        audience: &e.audience,
-        recipient: &e.destination,
-        in_response_to: e.in_response_to.as_deref(),
-        issuer: Some(&e.issuer),
-        now: at,
-        skew: chrono::Duration::zero(),
-        require_response_signature: false,
-        require_assertion_signature: false,
-        policy: AlgPolicy::default(),
-    };
-    let found = if keys.is_empty() {
-        "not checked: no IdP certificate at hand".to_string()
-    } else {
-        match verify_response(&sent.xml, keys, &exp) {
-            Ok(_) => "verifies".to_string(),
-            Err(err) => err.to_string(),
-        }
-    };
-    check(
-        "flexgate verify (signature with the IdP certificate, and all of the above)",
-        "verifies",
-        found,
-    )
-}
-
-/// A status Response carries only the Response signature.
-fn signature_check_status(doc: &Document, keys: &[PKey<Public>]) -> Check {
+/// The signatures as far as a trace can show them: each one's algorithms and digest (the
+/// signed content is what was sent), the certificate in KeyInfo is the IdP's, and the
+/// SignatureValue, which the trace does not keep (see [`super::SIGNATURE_ELIDED`]).
+fn signature_checks(doc: &Document, keys: &[PKey<Public>]) -> Vec<Check> {
     let root = doc.root_element();
-    let found = if keys.is_empty() {
-        "not checked: no IdP certificate at hand".to_string()
-    } else if child(root, ns::DS, "Signature").is_none() {
-        "no Response signature".to_string()
-    } else {
-        match crate::saml::verify::verify_enveloped(root, keys, AlgPolicy::default(), "Response") {
+    let mut signed: Vec<(Node, &'static str)> = vec![(root, "Response")];
+    if let Some(a) = child(root, ns::SAML, "Assertion") {
+        signed.push((a, "Assertion"));
+    }
+    let mut out = Vec::new();
+    let mut any = false;
+    for (element, what) in signed {
+        let Some(sig) = child(element, ns::DS, "Signature") else {
+            continue;
+        };
+        any = true;
+        let found = match verify_enveloped_digest(element, AlgPolicy::default(), what) {
             Ok(()) => "verifies".to_string(),
             Err(e) => e.to_string(),
+        };
+        out.push(check(
+            &format!("{what} signature: algorithms and digest"),
+            "verifies",
+            found,
+        ));
+        out.push(certificate_check(sig, what, keys));
+    }
+    if !any {
+        out.push(check(
+            "signature",
+            "a Response or Assertion signature",
+            ABSENT,
+        ));
+    }
+    out.push(Check {
+        name: "SignatureValue".into(),
+        ok: true,
+        expected: "kept out of the trace".into(),
+        found: "elided: a kept one would make the trace a usable login; `flexgate verify` checks a captured Response in full".into(),
+    });
+    out
+}
+
+/// The certificate in the signature's KeyInfo is one of the IdP's (current or next).
+fn certificate_check(sig: Node, what: &str, keys: &[PKey<Public>]) -> Check {
+    let cert = sig
+        .descendants()
+        .find(|n| n.has_tag_name((ns::DS, "X509Certificate")))
+        .and_then(|n| n.text())
+        .and_then(crate::saml::verify::decode_b64)
+        .and_then(|der| openssl::x509::X509::from_der(&der).ok())
+        .and_then(|x| x.public_key().ok());
+    let found = match (cert, keys.is_empty()) {
+        (_, true) => "not checked: no IdP certificate at hand".to_string(),
+        (None, false) => "no readable certificate".to_string(),
+        (Some(k), false) if keys.iter().any(|t| t.public_eq(&k)) => {
+            "the IdP certificate".to_string()
         }
+        (Some(_), false) => "another certificate".to_string(),
     };
-    check("Response signature", "verifies", found)
+    let ok = found == "the IdP certificate";
+    Check {
+        name: format!("{what} signature: KeyInfo certificate"),
+        ok,
+        expected: "the IdP certificate (idp.cert or idp.next_cert)".into(),
+        found,
+    }
 }

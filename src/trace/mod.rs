@@ -174,6 +174,46 @@ pub struct SentResponse {
     pub sent_at_ms: i64,
 }
 
+/// What a trace keeps instead of each SignatureValue: with it, a trace would be a signed
+/// Response anyone who can read the store could post to the SP while it is valid.
+pub const SIGNATURE_ELIDED: &str = "elided-from-the-trace";
+
+impl SentResponse {
+    /// The Response as sent, its SignatureValue(s) replaced by [`SIGNATURE_ELIDED`] (the
+    /// digests stay, so the trace still shows its content is what was signed).
+    pub fn new(xml: &str, expected: Expected, sent_at_ms: i64) -> SentResponse {
+        SentResponse {
+            xml: elide_signature_values(xml),
+            expected,
+            sent_at_ms,
+        }
+    }
+}
+
+/// `xml` with the text of every `<ds:SignatureValue>` (as flexgate writes it) replaced.
+pub fn elide_signature_values(xml: &str) -> String {
+    const OPEN: &str = "<ds:SignatureValue>";
+    const CLOSE: &str = "</ds:SignatureValue>";
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(i) = rest.find(OPEN) {
+        let (head, tail) = rest.split_at(i + OPEN.len());
+        out.push_str(head);
+        match tail.find(CLOSE) {
+            Some(j) => {
+                out.push_str(SIGNATURE_ELIDED);
+                rest = &tail[j..];
+            }
+            None => {
+                rest = tail;
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// One contract check on the Response: expected next to found, ticked or crossed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
@@ -536,6 +576,21 @@ mod tests {
     fn clock() -> Arc<dyn Clock> {
         let at = chrono::DateTime::parse_from_rfc3339("2026-01-15T10:00:00Z").unwrap();
         Arc::new(FixedClock(at.with_timezone(&chrono::Utc)))
+    }
+
+    #[test]
+    fn signature_values_are_kept_out_and_everything_else_stays() {
+        let xml = "<r><ds:SignatureValue>AAAA</ds:SignatureValue><a>x</a><s><ds:SignatureValue>\nBB==\n</ds:SignatureValue></s></r>";
+        assert_eq!(
+            elide_signature_values(xml),
+            format!("<r><ds:SignatureValue>{SIGNATURE_ELIDED}</ds:SignatureValue><a>x</a><s><ds:SignatureValue>{SIGNATURE_ELIDED}</ds:SignatureValue></s></r>")
+        );
+        assert_eq!(elide_signature_values("<r>none</r>"), "<r>none</r>");
+        // An unclosed one (not something flexgate writes) is left as it is.
+        assert_eq!(
+            elide_signature_values("<ds:SignatureValue>AA"),
+            "<ds:SignatureValue>AA"
+        );
     }
 
     #[test]
