@@ -323,6 +323,7 @@ async fn no_authn_context_is_counted_alike_on_both_paths() {
     let x509 = requested("exact", "urn:oasis:names:tc:SAML:2.0:ac:classes:X509");
     let (_, loc, out) = login(&env, JQ_ONREQ, "pwduser", "", &x509).await;
     assert!(loc.is_empty(), "answered at /saml/sso");
+    assert_eq!(out.status, 200, "{}", out.body);
     assert!(status_of(&out.form.expect("a status response").xml())
         .contains(&"urn:oasis:names:tc:SAML:2.0:status:NoAuthnContext".to_string()));
     let metrics = || async {
