@@ -49,11 +49,44 @@ pub fn xmlsec1() -> PathBuf {
     p
 }
 
+/// A loopback port for a child process to listen on.
+///
+/// Not "bind port 0 and let go": the kernel hands ports out of its ephemeral range to every
+/// `bind(0)` and every outgoing connection of every process here (the OP, the stand-ins, the
+/// HTTP clients), so a port let go can be taken again before the child binds it; CI once failed
+/// on exactly that ("Address already in use"). These ports come from below the ephemeral range,
+/// which nothing allocates automatically, from a counter that never hands one out twice in this
+/// test process and starts at a place set by the process id, so test binaries run one after the
+/// other do not walk the same ports; a port something already listens on is skipped.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+        })
+        .unwrap_or(32768);
+    // [FLOOR, low): at least a few thousand ports outside the ephemeral range.
+    const FLOOR: u32 = 12000;
+    let span = low.saturating_sub(FLOOR).max(1000);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let port = FLOOR + NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        if let Ok(port) = u16::try_from(port) {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
+    panic!("no free loopback port in {FLOOR}..{}", FLOOR + span)
 }
 
 /// The test users of the upstream.
