@@ -63,34 +63,60 @@ pub fn generate(
 }
 
 /// Writes `data` to `path` with `mode`: a new file, or (with `force`) replacing one.
+///
+/// A replacement is written to a new file beside `path` (created exclusively, with `mode` from the
+/// start) and renamed over it: a symlink planted at `path` is replaced, never followed (so
+/// `--force` cannot be steered into overwriting another file), the mode is the file's own from its
+/// first byte, and a crash mid-write leaves the old key, not a truncated one.
 pub fn write_file(path: &Path, data: &[u8], mode: u32, force: bool) -> Result<(), KeygenError> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true);
-    if force {
-        opts.create(true).truncate(true);
-    } else {
-        opts.create_new(true);
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e: std::io::Error| KeygenError::Io(p, e)
+    };
+    if !force {
+        return create_new(path, data, mode).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                KeygenError::Exists(path.to_path_buf())
+            } else {
+                KeygenError::Io(path.to_path_buf(), e)
+            }
+        });
     }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // A leftover from a run that crashed is ours to remove (never followed: remove_file on a
+    // symlink removes the link).
+    let _ = std::fs::remove_file(&tmp);
+    create_new(&tmp, data, mode).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        KeygenError::Io(path.to_path_buf(), e)
+    })
+}
+
+/// A new file (never an existing one, never through a symlink) with `mode`, `data` written and
+/// flushed to disk.
+fn create_new(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(mode);
     }
-    let mut f = opts.open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            KeygenError::Exists(path.to_path_buf())
-        } else {
-            KeygenError::Io(path.to_path_buf(), e)
-        }
-    })?;
+    let mut f = opts.open(path)?;
     #[cfg(unix)]
     {
+        // The umask may have narrowed `mode`; a key file's mode is exactly what was asked.
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| KeygenError::Io(path.to_path_buf(), e))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     }
-    f.write_all(data)
-        .map_err(|e| KeygenError::Io(path.to_path_buf(), e))
+    f.write_all(data)?;
+    f.sync_all()
 }
 
 /// Writes `idp-key.pem` (0600) and `idp-cert.pem` (or the `-next` pair) into `out`.

@@ -168,6 +168,46 @@ fn keygen_force_tightens_a_loose_key_file() {
     assert_eq!(mode(&key_path), 0o600);
 }
 
+/// `--force` replaces a symlink planted at the key path; it never writes through it (before, the
+/// victim file was truncated and overwritten with the new private key, readable as the victim was).
+#[test]
+fn keygen_force_never_writes_through_a_symlink() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("keys");
+    std::fs::create_dir(&out).expect("mkdir");
+    let victim = dir.path().join("victim.conf");
+    std::fs::write(&victim, b"important = true\n").expect("victim");
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::os::unix::fs::symlink(&victim, out.join("idp-key.pem")).expect("symlink");
+    std::os::unix::fs::symlink(&victim, out.join("idp-cert.pem")).expect("symlink");
+    assert_exit(&run(&["keygen", "--out", p(&out), "--force"]), 0);
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "important = true\n",
+        "the symlink's target is untouched"
+    );
+    assert_eq!(mode(&victim), 0o644);
+    let key_path = out.join("idp-key.pem");
+    assert!(
+        !std::fs::symlink_metadata(&key_path)
+            .expect("key")
+            .file_type()
+            .is_symlink(),
+        "the key is a file of its own"
+    );
+    assert_eq!(mode(&key_path), 0o600);
+    let key = PKey::private_key_from_pem(&std::fs::read(&key_path).expect("key")).expect("key");
+    let cert =
+        X509::from_pem(&std::fs::read(out.join("idp-cert.pem")).expect("cert")).expect("cert");
+    assert!(cert.public_key().expect("pubkey").public_eq(&key));
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
 #[test]
 fn keygen_refuses_weak_keys_and_zero_days() {
     for args in [
