@@ -1,0 +1,1 @@
+//! Google Cloud Identity: a person's transitive groups (Google Workspace preset).

@@ -1,0 +1,1 @@
+//! Microsoft Graph: a person's transitive groups when Entra ID sends the groups overage.
