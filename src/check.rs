@@ -5,8 +5,10 @@
 use crate::config::keys::{self, PublishedCert};
 use crate::config::Config;
 pub use crate::flex_console::{flex_console, render_flex_console, roles_claim, FlexConsole};
+use crate::oidc::discovery::ProviderMetadata;
 use crate::oidc::management::Management;
 use crate::oidc::Upstream;
+use crate::provider::{Directory, Provider};
 use serde::Serialize;
 
 /// How a finding bears on the deployment; any `Fail` fails the check (exit 1).
@@ -53,6 +55,20 @@ pub struct CertInfo {
     pub sha256_fingerprint: String,
 }
 
+/// The upstream provider preset in force, and what to set up there.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderSetup {
+    /// `[upstream] provider`'s value.
+    pub provider: &'static str,
+    pub title: &'static str,
+    /// Why this preset: configured, or what in the issuer (or its discovery) matched.
+    pub reason: String,
+    /// Where roles or groups come from.
+    pub roles_from: String,
+    /// The set-up steps at the identity provider.
+    pub steps: Vec<String>,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -61,6 +77,7 @@ pub struct Report {
     pub certificates: Vec<CertInfo>,
     pub certificate_pem: String,
     pub flex_console: Vec<FlexConsole>,
+    pub identity_provider: ProviderSetup,
     pub auth0: Auth0Setup,
 }
 
@@ -122,7 +139,16 @@ pub async fn run(cfg: &Config) -> Report {
     )];
     let keys = key_findings(cfg, &mut findings);
     findings.push(admin_finding(cfg.server.admin_listen));
-    upstream_findings(cfg, &mut findings).await;
+    let meta = upstream_findings(cfg, &mut findings).await;
+    let identity_provider = provider_setup(cfg, meta.as_ref());
+    findings.push(finding(
+        Level::Ok,
+        "provider",
+        format!(
+            "{} ({})",
+            identity_provider.provider, identity_provider.reason
+        ),
+    ));
     management_findings(cfg, &mut findings).await;
     let namespaced = cfg
         .sps
@@ -135,6 +161,7 @@ pub async fn run(cfg: &Config) -> Report {
         certificates: keys.certificates,
         certificate_pem: keys.certificate_pem,
         flex_console: flex_console(cfg),
+        identity_provider,
         auth0: Auth0Setup {
             allowed_callback_url: cfg.callback_url(),
             post_login_action: namespaced
@@ -279,15 +306,78 @@ async fn management_findings(cfg: &Config, out: &mut Vec<Finding>) {
     );
 }
 
+/// The preset in force; an issuer no preset knows whose discovery document is Auth0's is an
+/// Auth0 tenant behind a custom domain.
+fn provider_setup(cfg: &Config, meta: Option<&ProviderMetadata>) -> ProviderSetup {
+    let up = &cfg.upstream;
+    let mut preset = up.preset();
+    let mut reason = up.provider_reason.clone();
+    let issuer = url::Url::parse(&up.issuer).ok();
+    if let (Some(meta), Some(issuer)) = (meta, &issuer) {
+        let endpoints = [
+            (
+                "authorization_endpoint",
+                Some(meta.authorization_endpoint.as_str()),
+            ),
+            ("token_endpoint", Some(meta.token_endpoint.as_str())),
+            ("jwks_uri", Some(meta.jwks_uri.as_str())),
+            ("end_session_endpoint", meta.end_session_endpoint.as_deref()),
+        ];
+        if up.provider == Provider::Generic
+            && reason == crate::provider::NO_MATCH
+            && crate::provider::discovery_is_auth0(issuer, &endpoints)
+        {
+            preset = Provider::Auth0.preset();
+            reason = format!(
+                "{} has Auth0's discovery document (a custom domain)",
+                up.issuer
+            );
+        }
+    }
+    let steps = preset
+        .steps
+        .iter()
+        .map(|s| {
+            s.replace("{callback}", &cfg.callback_url())
+                .replace("{client_id}", &up.client_id)
+        })
+        .collect();
+    let roles_from = match preset.directory {
+        Directory::Auth0Management if up.management.is_some() => {
+            "app_metadata from the Auth0 Management API ([upstream.management])".to_string()
+        }
+        Directory::Graph => {
+            "the ID token's roles and groups; on the groups overage, Microsoft Graph".into()
+        }
+        Directory::CloudIdentity if up.google.is_some() => {
+            "groups from the Google Cloud Identity API (service account)".into()
+        }
+        _ => "the ID token and userinfo claims".into(),
+    };
+    ProviderSetup {
+        provider: preset.name,
+        title: preset.title,
+        reason,
+        roles_from,
+        steps,
+    }
+}
+
 /// Discovery, the JWKS, the ID-token algorithms and userinfo at the upstream.
-async fn upstream_findings(cfg: &Config, findings: &mut Vec<Finding>) {
+async fn upstream_findings(cfg: &Config, findings: &mut Vec<Finding>) -> Option<ProviderMetadata> {
     let up = match Upstream::new(cfg.upstream.clone(), cfg.callback_url()) {
         Ok(up) => up,
-        Err(e) => return findings.push(finding(Level::Fail, "upstream", e.to_string())),
+        Err(e) => {
+            findings.push(finding(Level::Fail, "upstream", e.to_string()));
+            return None;
+        }
     };
     let meta = match up.warm_up().await {
         Ok(meta) => meta,
-        Err(e) => return findings.push(finding(Level::Fail, "upstream discovery", e.to_string())),
+        Err(e) => {
+            findings.push(finding(Level::Fail, "upstream discovery", e.to_string()));
+            return None;
+        }
     };
     findings.push(finding(
         Level::Ok,
@@ -326,6 +416,7 @@ async fn upstream_findings(cfg: &Config, findings: &mut Vec<Finding>) {
             "the upstream has no userinfo endpoint; claims come from the ID token only",
         ));
     }
+    Some((*meta).clone())
 }
 
 /// The report as people read it.
@@ -342,6 +433,24 @@ pub fn render_text(r: &Report) -> String {
         ));
     }
     o.push_str(&render_flex_console(&r.flex_console, &r.certificate_pem));
+    let ip = &r.identity_provider;
+    o.push_str(&format!(
+        "\n== {} (provider preset {}: {}) ==\n  Roles from               : {}\n",
+        ip.title, ip.provider, ip.reason, ip.roles_from
+    ));
+    for (n, step) in ip.steps.iter().enumerate() {
+        o.push_str(&format!("  {}. {step}\n", n + 1));
+    }
+    // Generic keeps the Auth0 section when a namespaced roles claim shows an Action is wanted.
+    if ip.provider != "auth0" && !(ip.provider == "generic" && r.auth0.post_login_action.is_some())
+    {
+        o.push_str(if r.failed() {
+            "\nresult: FAILED\n"
+        } else {
+            "\nresult: ok\n"
+        });
+        return o;
+    }
     o.push_str("\n== Auth0 (your application's settings) ==\n");
     o.push_str(&format!(
         "  Allowed Callback URLs    : {}\n",

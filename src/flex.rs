@@ -108,11 +108,18 @@ pub fn groups_shown(groups: &[String]) -> String {
     shown.join(", ")
 }
 
-/// The person's groups: the values of the role map's claim (a list, or one value).
+/// The person's groups: the values of the role map's claims (each a list, or one value), in
+/// claim order, de-duplicated.
 pub fn groups(claims: &Map<String, Value>, role_map: &RoleMap) -> Vec<String> {
-    lookup(claims, &role_map.claim)
-        .map(values)
-        .unwrap_or_default()
+    let mut out: Vec<String> = Vec::new();
+    for v in role_map.claims.iter().filter_map(|c| lookup(claims, c)) {
+        for g in values(v) {
+            if !out.contains(&g) {
+                out.push(g);
+            }
+        }
+    }
+    out
 }
 
 /// The roles `groups` map to, in the map's order, de-duplicated.
@@ -147,7 +154,10 @@ pub fn map(claims: &Map<String, Value>, sp: &SpConfig) -> Result<MappedUser, Map
         from_groups
             .as_ref()
             .map(|(r, g)| (r.as_slice(), g.as_slice())),
-        sp.role_map.as_ref().map(|rm| rm.claim.as_str()),
+        sp.role_map
+            .as_ref()
+            .and_then(|rm| rm.claims.first())
+            .map(String::as_str),
     )
 }
 
@@ -370,7 +380,7 @@ mod tests {
 
     fn role_map(entries: &[(&str, &[&str])]) -> RoleMap {
         RoleMap {
-            claim: "groups".into(),
+            claims: vec!["groups".into()],
             entries: entries
                 .iter()
                 .map(|(g, r)| (g.to_string(), r.iter().map(|x| x.to_string()).collect()))
@@ -442,11 +452,48 @@ mod tests {
         assert!(matches!(map(&c, &sp), Err(MapError::NoRole { .. })));
         // A dotted path (Keycloak-like) works as for any claim.
         let rm = RoleMap {
-            claim: "realm_access.roles".into(),
+            claims: vec!["realm_access.roles".into()],
             ..role_map(&[("flex-agent", &["agent"])])
         };
         let c = claims(json!({"email":"a@x.com","realm_access":{"roles":["flex-agent"]}}));
         assert!(map(&c, &sp_with(OKTA, Some(rm))).is_ok());
+        // Several claims are merged: Keycloak's realm roles, client roles and groups.
+        let rm = RoleMap {
+            claims: vec![
+                "realm_access.roles".into(),
+                "resource_access.flexgate.roles".into(),
+                "groups".into(),
+            ],
+            ..role_map(&[
+                ("flex-agent", &["agent"]),
+                ("flex-sup", &["supervisor"]),
+                ("/Flex Admins", &["admin"]),
+            ])
+        };
+        let c = claims(json!({
+            "email": "a@x.com",
+            "realm_access": {"roles": ["offline_access", "flex-agent"]},
+            "resource_access": {"flexgate": {"roles": ["flex-sup"]}, "other": {"roles": ["flex-admin"]}},
+            "groups": ["/Flex Admins", "flex-agent"]
+        }));
+        assert_eq!(
+            groups(&c, &rm),
+            ["offline_access", "flex-agent", "flex-sup", "/Flex Admins"]
+        );
+        let m = map(&c, &sp_with(OKTA, Some(rm))).unwrap();
+        let roles = m
+            .attributes
+            .iter()
+            .find(|(n, _)| n == "roles")
+            .map(|(_, v)| v.clone());
+        assert_eq!(
+            roles,
+            Some(vec![
+                "agent".to_string(),
+                "supervisor".into(),
+                "admin".into()
+            ])
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod mfa;
 pub mod oidc;
 pub mod pkcs11;
+pub mod provider;
 pub mod qa;
 pub mod saml;
 pub mod secret;

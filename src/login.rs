@@ -16,6 +16,7 @@ use crate::mfa::{MfaPolicy, Plan, SignIn};
 use crate::oidc::client::AuthorizeParams;
 use crate::oidc::management::Management;
 use crate::oidc::{OidcError, Upstream};
+use crate::provider::{self, Directory, Preset};
 use crate::saml::request::{self, AuthnRequest, RequestError};
 use crate::saml::response::{self, ResponseParams};
 use crate::saml::sign::SignError;
@@ -104,6 +105,14 @@ pub enum LoginError {
         auth_time: i64,
         started_at: i64,
     },
+    /// Google Workspace: the ID token's `hd` is not `[upstream] hosted_domain` (a personal
+    /// Google account, or another Workspace).
+    #[error("user {subject:?}: the ID token's hd claim is {hd:?}, and only accounts of the Google Workspace {want:?} may sign in ([upstream] hosted_domain)")]
+    NotInWorkspace {
+        subject: String,
+        hd: Option<String>,
+        want: String,
+    },
     #[error("signing failed: {0}")]
     Sign(#[from] SignError),
     #[error("internal error: {0}")]
@@ -147,6 +156,7 @@ impl LoginError {
             LoginError::Mapping { .. } => "no_email",
             LoginError::MfaMissing { .. } => "mfa_missing",
             LoginError::NotReauthenticated { .. } => "not_reauthenticated",
+            LoginError::NotInWorkspace { .. } => "not_in_workspace",
             LoginError::Store(_) => "store_error",
             LoginError::Sign(SignError::Token(_)) => "signing_unavailable",
             LoginError::Sign(_) | LoginError::Internal(_) => "internal",
@@ -166,15 +176,33 @@ impl LoginError {
             "upstream_timeout" => "the upstream did not answer in time: check its status, the network from flexgate, or raise upstream.timeout_secs",
             "upstream_error" => "the upstream's answer was refused (the error is above): check upstream.issuer, client_id and client_secret with `flexgate check`",
             "management_timeout" | "management_error" => "the Auth0 Management API could not give the user's app_metadata: check [upstream.management] with `flexgate check` and the API's rate limits",
-            "no_role" => "give the user a Flex role the SP knows (e.g. app_metadata.flex.roles = [\"agent\"], `flexgate roles set`), or fix the roles claim in the SP's [sp.attributes]",
+            "no_role" if self.groups_seen() => "none of the person's groups (listed above) is a key of the SP's [sp.role_map]: add the person to a mapped group at the identity provider, or map one of their groups (names and Entra object ids must match exactly)",
+            "no_role" => "give the user a Flex role the SP knows: in the claim the SP's [sp.attributes] roles names (Auth0: app_metadata.flex.roles = [\"agent\"], `flexgate roles set`), or through a group in [sp.role_map]",
             "no_email" => "set an email address on the user at the upstream, or map the claim that carries it in [sp.attributes] email",
             "mfa_missing" => "enrol the user in MFA at the upstream and make sure it is enforced for this application (the ID token must show amr mfa)",
             "not_reauthenticated" => "the upstream ignored prompt=login / max_age=0: configure it to honour them, or ask the SP not to send ForceAuthn",
+            "not_in_workspace" => "the person signed in with a Google account outside [upstream] hosted_domain: they must use their Workspace account (sign out of other Google accounts first); if the domain is right, correct hosted_domain",
             "store_error" => "the state store is down or full: check [store] (Redis reachable, `flexgate check`) or raise limits.max_pending_logins",
             "signing_unavailable" => "the PKCS#11 token holding the signing key is unreachable: check the module and token (/readyz shows its state)",
             _ => "an internal error: the log line with this reference has the details",
         };
         s.to_string()
+    }
+}
+
+impl LoginError {
+    /// A no-role failure that names the groups the IdP sent (a role map is in use).
+    fn groups_seen(&self) -> bool {
+        matches!(
+            self,
+            LoginError::Mapping {
+                source: MapError::NoRole {
+                    groups: Some(_),
+                    ..
+                },
+                ..
+            }
+        )
     }
 }
 
@@ -892,6 +920,12 @@ async fn finish_pending(
         Answer::NoPassive => return respond_to_pending(idp, sp, pending, NO_PASSIVE, rec).await,
     };
     let person = token_stage(idp, sp, &pending, &code, rec).await?;
+    if let Some(want) = &idp.config.upstream.hosted_domain {
+        let hd = in_workspace(want, &person);
+        rec.step(StageName::IdTokenChecks, hd, |_| {
+            format!("hd {want:?} is the Google Workspace of [upstream] hosted_domain")
+        })?;
+    }
     if pending.force_authn || pending.is_passive {
         let window = idp.config.mfa.reauth_window;
         let fits = fresh_sign_in(&pending, &person, window);
@@ -935,13 +969,8 @@ async fn finish_pending(
             return respond_to_pending(idp, sp, pending, NO_MFA, rec).await;
         }
     };
-    let roles = add_roles(idp.management.as_deref(), person).await;
-    let (person, _) = rec.step(StageName::RolesSource, roles, |(p, source)| match source {
-        Some("snapshot") => format!("app_metadata of {:?} from the shared roles snapshot (read in bulk from the Auth0 Management API)", p.subject),
-        Some("cache") => format!("app_metadata of {:?} from this instance's cache of the Auth0 Management API", p.subject),
-        Some(_) => format!("app_metadata of {:?} read from the Auth0 Management API now", p.subject),
-        None => "the upstream's ID token and userinfo claims".into(),
-    })?;
+    let roles = add_roles(idp, sp, person).await;
+    let (person, _) = rec.step(StageName::RolesSource, roles, |(_, source)| source.clone())?;
     rec.with(|t| t.claims = claims_read(&person, sp));
     let mapped = map_person(&person, sp);
     let mapped = rec.step(StageName::Mapping, mapped, |m| {
@@ -1043,11 +1072,11 @@ fn claims_read(person: &Person, sp: &SpConfig) -> Vec<Claim> {
             });
         }
     }
-    if let Some(rm) = &sp.role_map {
+    for c in sp.role_map.iter().flat_map(|rm| &rm.claims) {
         out.push(Claim {
-            claim: rm.claim.clone(),
+            claim: c.clone(),
             used_for: "groups for [sp.role_map]".into(),
-            value: flex::lookup(&person.claims, &rm.claim)
+            value: flex::lookup(&person.claims, c)
                 .cloned()
                 .unwrap_or(Value::Null),
         });
@@ -1222,24 +1251,67 @@ fn mfa_outcome(policy: &MfaPolicy, plan: &Plan, person: &Person) -> Result<Mfa, 
 /// The roles stage: with an Auth0 Management client, the person's `app_metadata` (where Flex
 /// roles are kept) joins the claims.
 ///
-/// Gives where the roles came from: `None` (the upstream's claims), else the Management API
-/// source (`snapshot`, `cache` or `api`).
+/// Google Workspace: only people whose ID token says `hd` = `[upstream] hosted_domain` (a
+/// personal Google account has no `hd`).
+fn in_workspace(want: &str, person: &Person) -> Result<(), LoginError> {
+    let hd = claim_str(&person.claims, "hd");
+    if hd.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(want)) {
+        return Ok(());
+    }
+    Err(LoginError::NotInWorkspace {
+        subject: person.subject.clone(),
+        hd,
+        want: want.to_string(),
+    })
+}
+
+/// The roles stage: the directory lookup of the provider preset, when it applies, adds to the
+/// person's claims. Gives where the roles came from, for the trace.
 async fn add_roles(
-    management: Option<&Management>,
+    idp: &Idp,
+    sp: &SpConfig,
     mut person: Person,
-) -> Result<(Person, Option<&'static str>), LoginError> {
-    let Some(m) = management else {
-        return Ok((person, None));
-    };
-    let (meta, source) = m
-        .app_metadata_from(&person.subject)
-        .await
-        .map_err(|source| LoginError::Management {
-            subject: person.subject.clone(),
-            source,
-        })?;
-    person.claims.insert("app_metadata".into(), meta);
-    Ok((person, Some(source)))
+) -> Result<(Person, String), LoginError> {
+    let preset = idp.config.upstream.preset();
+    match preset.directory {
+        Directory::Auth0Management => {
+            let Some(m) = idp.management.as_deref() else {
+                return Ok((person, tokens_only(preset)));
+            };
+            let (meta, source) = m
+                .app_metadata_from(&person.subject)
+                .await
+                .map_err(|source| LoginError::Management {
+                    subject: person.subject.clone(),
+                    source,
+                })?;
+            person.claims.insert("app_metadata".into(), meta);
+            let how = match source {
+                "snapshot" => {
+                    "from the shared roles snapshot (read in bulk from the Auth0 Management API)"
+                }
+                "cache" => "from this instance's cache of the Auth0 Management API",
+                _ => "read from the Auth0 Management API now",
+            };
+            let said = format!("app_metadata of {:?} {how}", person.subject);
+            Ok((person, said))
+        }
+        Directory::Graph if sp.role_map.is_some() && provider::groups_overage(&person.claims) => {
+            Ok((person, tokens_only(preset)))
+        }
+        Directory::CloudIdentity if sp.role_map.is_some() => Ok((person, tokens_only(preset))),
+        Directory::Graph | Directory::CloudIdentity | Directory::None => {
+            Ok((person, tokens_only(preset)))
+        }
+    }
+}
+
+/// The roles stage's account when the tokens carried everything.
+fn tokens_only(preset: &Preset) -> String {
+    format!(
+        "the upstream's ID token and userinfo claims (provider preset {})",
+        preset.name
+    )
 }
 
 /// Claims → the SP's attributes and NameID.
@@ -1578,10 +1650,28 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn without_management_the_roles_stage_keeps_the_claims() {
+        let idp = test_idp();
+        assert!(idp.management.is_none());
+        let sp = &idp.config.sps[0];
         let who = person(json!({ "sub": "u1", "roles": ["agent"] }));
-        let (after, source) = add_roles(None, who.clone()).await.unwrap();
+        let (after, source) = add_roles(&idp, sp, who.clone()).await.unwrap();
         assert_eq!(after.claims, who.claims);
-        assert_eq!(source, None);
+        assert!(source.starts_with("the upstream's ID token"), "{source}");
+    }
+
+    #[test]
+    fn only_the_hosted_domain_is_in_the_workspace() {
+        let ok = person(json!({ "sub": "1", "hd": "Example.com" }));
+        assert!(in_workspace("example.com", &ok).is_ok());
+        for claims in [
+            json!({ "sub": "1" }),
+            json!({ "sub": "1", "hd": "other.example" }),
+            json!({ "sub": "1", "hd": "example.com.evil" }),
+            json!({ "sub": "1", "hd": ["example.com"] }),
+        ] {
+            let e = in_workspace("example.com", &person(claims.clone())).unwrap_err();
+            assert_eq!(e.reason(), "not_in_workspace", "{claims}");
+        }
     }
 
     #[test]

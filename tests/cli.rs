@@ -1749,3 +1749,44 @@ fn probe_bad_usage_is_exit_2_with_the_fix() {
         assert!(both(&o).contains(says), "{args:?}: {}", both(&o));
     }
 }
+
+#[test]
+fn check_names_the_provider_preset_and_its_steps() {
+    // The test OP is on loopback: generic, because no preset matches, and says so.
+    let d = Deploy::new();
+    d.write(&op().issuer, "", "", "");
+    let (o, v) = check_json(&d);
+    assert_exit(&o, 0);
+    let ip = &v["identity_provider"];
+    assert_eq!(ip["provider"], "generic", "{v}");
+    assert!(
+        ip["reason"].as_str().unwrap_or("").contains("no preset"),
+        "{ip}"
+    );
+    // Set explicitly: Keycloak's steps name the callback and the client.
+    let d = Deploy::new();
+    d.write(&op().issuer, "", "provider = \"keycloak\"", "");
+    let o = d.cmd(&["check", "--config", p(&d.config())]);
+    assert_exit(&o, 0);
+    let text = stdout(&o);
+    for want in [
+        "provider: keycloak (set by [upstream] provider)".to_string(),
+        "== Keycloak (provider preset keycloak".into(),
+        format!("Valid redirect URIs: {PUBLIC}/oidc/callback"),
+        "roles of client flexgate".into(),
+    ] {
+        assert!(text.contains(&want), "{want:?} missing:\n{text}");
+    }
+    assert!(
+        !text.contains("== Auth0"),
+        "no Auth0 section for Keycloak:\n{text}"
+    );
+    let (_, v) = check_json(&d);
+    assert_eq!(v["identity_provider"]["provider"], "keycloak");
+    assert!(
+        v["identity_provider"]["steps"]
+            .as_array()
+            .is_some_and(|s| s.len() == 3),
+        "{v}"
+    );
+}

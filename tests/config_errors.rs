@@ -415,15 +415,16 @@ fn role_map_reads_the_groups_claim_and_replaces_the_roles_requirement() {
         + "[sp.attributes]\nemail = \"email\"\nfull_name = \"name\"\n[sp.role_map]\n\"Flex Agents\" = [\"agent\"]\n\"00000000-aaaa\" = [\"supervisor\", \"wfo.team_leader\"]\n";
     let cfg = load(&text).unwrap();
     let rm = cfg.sps[0].role_map.clone().expect("a role map");
-    assert_eq!(rm.claim, "groups");
+    // The issuer is an Auth0 tenant: the auth0 preset reads groups from `groups`.
+    assert_eq!(rm.claims, ["groups"]);
     assert_eq!(rm.entries.len(), 2);
     // A named groups claim; it is the map's input, not a SAML attribute.
     let text = good()
         + "[sp.attributes]\nemail = \"email\"\nfull_name = \"name\"\ngroups = \"realm_access.roles\"\n[sp.role_map]\n\"flex-agent\" = [\"agent\"]\n";
     let cfg = load(&text).unwrap();
     assert_eq!(
-        cfg.sps[0].role_map.as_ref().unwrap().claim,
-        "realm_access.roles"
+        cfg.sps[0].role_map.as_ref().unwrap().claims,
+        ["realm_access.roles"]
     );
     assert!(cfg.sps[0]
         .attributes
@@ -953,4 +954,206 @@ fn store_url_is_checked_without_a_client() {
         let msg = refused(&text, "store.url", "redis+sentinel://host:26379/SERVICE");
         assert!(msg.contains(problem), "{url}: {msg}");
     }
+}
+
+/// `good()` with another issuer (and `extra` added to `[upstream]`).
+fn with_issuer(issuer: &str, extra: &str) -> String {
+    good().replace(
+        "issuer = \"https://example.us.auth0.com/\"\n",
+        &format!("issuer = \"{issuer}\"\n{extra}"),
+    )
+}
+
+const ROLE_MAP: &str = "[sp.role_map]\n\"Flex Agents\" = [\"agent\"]\n";
+
+#[test]
+fn the_provider_preset_follows_the_issuer_and_says_why() {
+    use flexgate::provider::Provider;
+    let cases = [
+        ("https://example.us.auth0.com/", Provider::Auth0),
+        ("https://acme.okta.com/oauth2/default", Provider::Okta),
+        (
+            "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0",
+            Provider::Entra,
+        ),
+        ("https://sso.example.com/realms/flex", Provider::Keycloak),
+        ("https://login.example.com/", Provider::Generic),
+    ];
+    for (issuer, want) in cases {
+        let cfg =
+            load(&(with_issuer(issuer, "") + ROLE_MAP)).unwrap_or_else(|e| panic!("{issuer}: {e}"));
+        assert_eq!(cfg.upstream.provider, want, "{issuer}");
+        assert!(!cfg.upstream.provider_reason.is_empty());
+    }
+    let cfg = load(&with_issuer(
+        "https://login.example.com/",
+        "provider = \"okta\"\n",
+    ))
+    .map(|c| c.upstream.provider);
+    // Okta sends no Flex roles of its own: without a role map the config says what to add.
+    assert!(cfg.is_err());
+    let cfg =
+        load(&(with_issuer("https://login.example.com/", "provider = \"okta\"\n") + ROLE_MAP))
+            .unwrap();
+    assert_eq!(cfg.upstream.provider, Provider::Okta);
+    assert!(cfg.upstream.provider_reason.contains("[upstream] provider"));
+    refused(
+        &with_issuer("https://login.example.com/", "provider = \"ping\"\n"),
+        "upstream.provider",
+        "\"okta\"",
+    );
+    // An Auth0 custom domain with [upstream.management] is Auth0.
+    let text = with_issuer("https://login.acme.com/", "")
+        + "[upstream.management]\nurl = \"https://acme.us.auth0.com\"\nclient_id = \"m\"\nclient_secret = \"s\"\n";
+    let cfg = load(&text).unwrap();
+    assert_eq!(cfg.upstream.provider, Provider::Auth0);
+    assert!(cfg
+        .upstream
+        .provider_reason
+        .contains("[upstream.management]"));
+}
+
+#[test]
+fn presets_set_the_default_claims_and_groups() {
+    let okta = load(&(with_issuer("https://acme.okta.com/oauth2/default", "") + ROLE_MAP)).unwrap();
+    let names: Vec<(&str, &str)> = okta.sps[0]
+        .attributes
+        .iter()
+        .map(|a| (a.saml_name.as_str(), a.claim.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("email", "email"),
+            ("full_name", "name"),
+            ("image_url", "picture")
+        ]
+    );
+    assert_eq!(okta.sps[0].role_map.as_ref().unwrap().claims, ["groups"]);
+    let kc = load(&(with_issuer("https://sso.example.com/realms/flex", "") + ROLE_MAP)).unwrap();
+    assert_eq!(
+        kc.sps[0].role_map.as_ref().unwrap().claims,
+        [
+            "realm_access.roles",
+            "resource_access.abc123.roles",
+            "groups"
+        ]
+    );
+    let entra =
+        load(&(with_issuer("https://login.microsoftonline.com/t/v2.0", "") + ROLE_MAP)).unwrap();
+    assert_eq!(
+        entra.sps[0].role_map.as_ref().unwrap().claims,
+        ["roles", "groups"]
+    );
+    assert!(entra.sps[0]
+        .attributes
+        .iter()
+        .all(|a| a.saml_name != "image_url"));
+    let graph = entra
+        .upstream
+        .graph
+        .clone()
+        .expect("Graph settings for Entra");
+    assert_eq!(graph.graph_url, "https://graph.microsoft.com");
+    assert_eq!(graph.token_url, None);
+    // Without a role map, a preset with no roles convention names the fix.
+    let msg = refused(
+        &with_issuer("https://sso.example.com/realms/flex", ""),
+        "sp[0].role_map",
+        "[sp.role_map]",
+    );
+    assert!(msg.contains("Keycloak"), "{msg}");
+    // Auth0 keeps app_metadata.flex.roles.
+    let auth0 = load(&good()).unwrap();
+    assert!(auth0.sps[0]
+        .attributes
+        .iter()
+        .any(|a| a.saml_name == "roles" && a.claim == "app_metadata.flex.roles"));
+}
+
+#[test]
+fn provider_specific_keys_are_refused_elsewhere() {
+    refused(
+        &(with_issuer(
+            "https://acme.okta.com/",
+            "connection = \"Username-Password-Authentication\"\n",
+        ) + ROLE_MAP),
+        "upstream.connection",
+        "remove it",
+    );
+    refused(
+        &(with_issuer(
+            "https://acme.okta.com/",
+            "hosted_domain = \"example.com\"\n",
+        ) + ROLE_MAP),
+        "upstream.hosted_domain",
+        "provider = \"google\"",
+    );
+    refused(
+        &(good().replace(
+            "client_id = \"abc123\"\n",
+            "client_id = \"abc123\"\ngraph_url = \"https://graph.microsoft.com\"\n",
+        )),
+        "upstream.graph_url",
+        "provider = \"entra\"",
+    );
+    refused(
+        &(with_issuer(
+            "https://sso.example.com/realms/flex",
+            "cloud_identity_url = \"https://cloudidentity.googleapis.com\"\n",
+        ) + ROLE_MAP),
+        "upstream.cloud_identity_url",
+        "provider = \"google\"",
+    );
+    let text = with_issuer("https://acme.okta.com/", "")
+        + ROLE_MAP
+        + "[upstream.management]\nclient_id = \"m\"\nclient_secret = \"s\"\n";
+    refused(&text, "upstream.management", "remove [upstream.management]");
+}
+
+#[test]
+fn google_needs_its_hosted_domain_and_a_key_for_groups() {
+    let google = "https://accounts.google.com";
+    let msg = refused(
+        &with_issuer(google, ""),
+        "upstream.hosted_domain",
+        "hosted_domain = \"example.com\"",
+    );
+    assert!(msg.contains("anyone with a Google account"), "{msg}");
+    refused(
+        &with_issuer(google, "hosted_domain = \"not a domain\"\n"),
+        "upstream.hosted_domain",
+        "example.com",
+    );
+    // A role map needs the Cloud Identity lookup.
+    let msg = refused(
+        &(with_issuer(google, "hosted_domain = \"Example.com\"\n") + ROLE_MAP),
+        "upstream.google_service_account_key",
+        "Groups Reader",
+    );
+    assert!(msg.contains("carry no groups"), "{msg}");
+    refused(
+        &(with_issuer(google, "hosted_domain = \"example.com\"\ngoogle_service_account_key = \"/nonexistent/sa.json\"\n") + ROLE_MAP),
+        "upstream.google_service_account_key",
+        "JSON key",
+    );
+    let dir = std::env::temp_dir().join(format!("flexgate-sa-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("sa.json");
+    std::fs::write(&key, "{}").unwrap();
+    let cfg = load(
+        &(with_issuer(
+            google,
+            &format!(
+                "hosted_domain = \"Example.com\"\ngoogle_service_account_key = \"{}\"\n",
+                key.display()
+            ),
+        ) + ROLE_MAP),
+    )
+    .unwrap();
+    assert_eq!(cfg.upstream.hosted_domain.as_deref(), Some("example.com"));
+    let g = cfg.upstream.google.clone().unwrap();
+    assert_eq!(g.cloud_identity_url, "https://cloudidentity.googleapis.com");
+    assert_eq!(g.service_account_key, key);
+    std::fs::remove_dir_all(&dir).ok();
 }

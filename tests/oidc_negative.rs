@@ -388,6 +388,11 @@ fn upstream_for(issuer: &str, timeout: Duration) -> Upstream {
             timeout,
             userinfo: true,
             management: None,
+            provider: flexgate::provider::Provider::Generic,
+            provider_reason: "test".into(),
+            hosted_domain: None,
+            graph: None,
+            google: None,
         },
         "http://127.0.0.1:9/oidc/callback".into(),
     )

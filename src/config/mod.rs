@@ -198,6 +198,43 @@ pub struct UpstreamConfig {
     pub userinfo: bool,
     /// Read `app_metadata` from the Auth0 Management API.
     pub management: Option<ManagementConfig>,
+    /// The provider preset in force (`[upstream] provider`, else detected from the issuer).
+    pub provider: crate::provider::Provider,
+    /// Why that preset: set in the config, or what in the issuer matched.
+    pub provider_reason: String,
+    /// Google Workspace: the `hd` claim every person must carry.
+    pub hosted_domain: Option<String>,
+    /// Microsoft Graph, read on Entra ID's groups overage.
+    pub graph: Option<GraphSettings>,
+    /// Google Cloud Identity, for groups of Google Workspace people.
+    pub google: Option<GoogleSettings>,
+}
+
+impl UpstreamConfig {
+    /// The preset in force.
+    pub fn preset(&self) -> &'static crate::provider::Preset {
+        self.provider.preset()
+    }
+}
+
+/// `[upstream] graph_url` / `graph_token_url` (Entra ID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphSettings {
+    /// `https://graph.microsoft.com`, without a trailing slash.
+    pub graph_url: String,
+    /// The client-credentials token endpoint; `None`: the upstream's token endpoint.
+    pub token_url: Option<String>,
+}
+
+/// `[upstream] google_service_account_key` and the Cloud Identity URLs (Google Workspace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoogleSettings {
+    /// The service account's JSON key file.
+    pub service_account_key: PathBuf,
+    /// Overrides the key's `token_uri`.
+    pub token_url: Option<String>,
+    /// `https://cloudidentity.googleapis.com`, without a trailing slash.
+    pub cloud_identity_url: String,
 }
 
 /// The Auth0 Management API client (`[upstream.management]`).
@@ -246,8 +283,9 @@ pub struct AttributeMapping {
 /// `[sp.role_map]`: groups, as the IdP sends them, mapped to Flex roles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleMap {
-    /// The claim (name or dotted path) holding the person's groups (`[sp.attributes] groups`).
-    pub claim: String,
+    /// The claims (names or dotted paths) holding the person's groups, merged in order:
+    /// `[sp.attributes] groups`, else the provider preset's.
+    pub claims: Vec<String>,
     /// `(group, roles)`; groups are matched exactly (case-sensitive).
     pub entries: Vec<(String, Vec<String>)>,
 }

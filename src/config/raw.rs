@@ -108,6 +108,13 @@ pub(super) struct RawUpstream {
     pub(super) token_auth_method: Option<String>,
     pub(super) timeout_secs: Option<u64>,
     pub(super) userinfo: Option<bool>,
+    pub(super) provider: Option<String>,
+    pub(super) hosted_domain: Option<String>,
+    pub(super) graph_url: Option<String>,
+    pub(super) graph_token_url: Option<String>,
+    pub(super) google_service_account_key: Option<PathBuf>,
+    pub(super) google_token_url: Option<String>,
+    pub(super) cloud_identity_url: Option<String>,
     pub(super) management: Option<RawManagement>,
 }
 

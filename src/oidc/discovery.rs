@@ -18,6 +18,9 @@ pub struct ProviderMetadata {
     pub id_token_signing_alg_values_supported: Option<Vec<String>>,
     #[serde(default)]
     pub code_challenge_methods_supported: Option<Vec<String>>,
+    /// RP-initiated logout; read only to tell an Auth0 tenant behind a custom domain.
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
 }
 
 /// `{issuer}/.well-known/openid-configuration`, with the issuer's trailing slash handled.

@@ -101,6 +101,12 @@ pub fn page_for(e: &LoginError) -> Page {
             "This application asked for a fresh sign-in, but the identity provider reused an earlier one.",
             "Sign in again from Flex. If this keeps happening, tell your administrator (the identity provider ignores prompt=login).",
         ),
+        LoginError::NotInWorkspace { want, .. } => page(
+            S::FORBIDDEN,
+            "Use your work account",
+            format!("You signed in with a Google account that is not part of {want}, and only {want} accounts can use Flex here."),
+            format!("Sign out of other Google accounts, then sign in again from Flex with your {want} account."),
+        ),
         LoginError::Store(_) => page(
             S::SERVICE_UNAVAILABLE,
             "Sign-in is temporarily unavailable",
@@ -438,6 +444,11 @@ mod tests {
                 auth_time: 1,
                 started_at: 2,
             },
+            LoginError::NotInWorkspace {
+                subject: "1234".into(),
+                hd: None,
+                want: "example.com".into(),
+            },
             StoreError::Unavailable("down".into()).into(),
             crate::saml::sign::SignError::WeakKey.into(),
             LoginError::Internal("boom".into()),
@@ -476,6 +487,7 @@ mod tests {
                 | "no_role"
                 | "no_email"
                 | "mfa_missing"
+                | "not_in_workspace"
                 | "not_reauthenticated" => 403,
                 "upstream_timeout" | "management_timeout" => 504,
                 "upstream_error" | "management_error" => 502,

@@ -145,11 +145,22 @@ pub(super) fn validate(
     let trace = trace::trace(raw.trace.unwrap_or_default(), &mut p);
     let public_url = server.as_ref().map(|s| s.public_url.as_str());
     let idp = idp::idp(raw.idp, public_url, &mut p);
-    let upstream = upstream::upstream(raw.upstream, &mut p);
-    let sps = sp::sps(raw.sp, &mut p);
+    let client_id = raw.upstream.client_id.clone();
+    let (upstream, preset) = upstream::upstream(raw.upstream, &mut p);
+    let sps = sp::sps(
+        raw.sp,
+        &sp::Upstream {
+            preset,
+            client_id: &client_id,
+        },
+        &mut p,
+    );
     let limits = idp::limits(raw.limits);
     let plain_class = idp.as_ref().map(|i| i.authn_context_class.clone());
     let mfa = idp::mfa(raw.mfa, plain_class, &mut p);
+    if let (Some(u), Some(sps)) = (&upstream, &sps) {
+        upstream::groups_reachable(u, sps, &mut p);
+    }
     let config = (|| {
         Some(Config {
             source: path.to_path_buf(),

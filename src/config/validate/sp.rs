@@ -5,10 +5,17 @@ use super::Problems;
 use crate::config::raw::RawSp;
 use crate::config::{https_or_loopback, AttributeMapping, RoleMap, SpConfig, SpKind};
 use crate::mfa::MfaMode;
+use crate::provider::{self, Preset};
 use crate::saml::sign::SignMode;
 
 /// Every `[[sp]]`: at least one, names and entity ids unique.
-pub(super) fn sps(raw: Vec<RawSp>, p: &mut Problems) -> Option<Vec<SpConfig>> {
+/// What `[[sp]]` validation needs of `[upstream]`: the preset's default claims and groups.
+pub(super) struct Upstream<'a> {
+    pub(super) preset: &'static Preset,
+    pub(super) client_id: &'a str,
+}
+
+pub(super) fn sps(raw: Vec<RawSp>, up: &Upstream, p: &mut Problems) -> Option<Vec<SpConfig>> {
     if raw.is_empty() {
         p.add("sp", "has no entry", "add an [[sp]] table for your Flex instance (kind = \"flex-enhanced\", flex_connection = \"JQ…\")");
         return None;
@@ -16,7 +23,7 @@ pub(super) fn sps(raw: Vec<RawSp>, p: &mut Problems) -> Option<Vec<SpConfig>> {
     let n = raw.len();
     let mut sps: Vec<SpConfig> = Vec::with_capacity(n);
     for (i, s) in raw.into_iter().enumerate() {
-        let Some(sp) = sp(s, i, p) else { continue };
+        let Some(sp) = sp(s, i, up, p) else { continue };
         if sps.iter().any(|o| o.name == sp.name) {
             p.add(
                 format!("sp[{i}].name"),
@@ -32,7 +39,7 @@ pub(super) fn sps(raw: Vec<RawSp>, p: &mut Problems) -> Option<Vec<SpConfig>> {
     (sps.len() == n).then_some(sps)
 }
 
-fn sp(mut s: RawSp, i: usize, p: &mut Problems) -> Option<SpConfig> {
+fn sp(mut s: RawSp, i: usize, up: &Upstream, p: &mut Problems) -> Option<SpConfig> {
     let k = |name: &str| format!("sp[{i}].{name}");
     let name_ok = !s.name.is_empty()
         && s.name
@@ -64,12 +71,16 @@ fn sp(mut s: RawSp, i: usize, p: &mut Problems) -> Option<SpConfig> {
     // A role map with mistakes still counts here: its mistakes are reported, not a missing `roles`.
     let has_role_map = s.role_map.as_ref().is_some_and(|t| !t.is_empty());
     let role_map_entries = role_map(s.role_map.take(), &s.extra_roles, i, p);
-    let attributes = kind.and_then(|kind| attributes(s.attributes, kind, has_role_map, i, p));
+    let attributes =
+        kind.and_then(|kind| attributes(s.attributes, kind, has_role_map, up.preset, i, p));
     let (attributes, role_map) = match (attributes, role_map_entries) {
         (Some(a), Some(entries)) => {
             let (a, groups_claim) = take_groups(a);
             let role_map = (!entries.is_empty()).then(|| RoleMap {
-                claim: groups_claim.unwrap_or_else(|| DEFAULT_GROUPS_CLAIM.into()),
+                claims: match groups_claim {
+                    Some(c) => vec![c],
+                    None => provider::groups_claims(up.preset, up.client_id),
+                },
                 entries,
             });
             (Some(a), Some(role_map))
@@ -242,11 +253,6 @@ fn is_sid(s: &str, prefix: &str) -> bool {
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }
 
-/// The groups claim when `[sp.role_map]` is set and `[sp.attributes]` has no `groups`: the name
-/// Okta, Keycloak and Entra ID use. Without a role map no groups are read at all, so an Auth0
-/// deployment (which sends no standard groups claim) sees no change.
-const DEFAULT_GROUPS_CLAIM: &str = "groups";
-
 /// The `[sp.attributes]` key naming the groups claim: the role map's input, not a SAML attribute.
 const GROUPS: &str = "groups";
 
@@ -308,37 +314,27 @@ fn role_map(
     (p.found.len() == before).then_some(entries)
 }
 
-/// The SAML attributes Flex needs when `[sp.attributes]` is not set, and their claims.
-const DEFAULT_ATTRIBUTES: [(&str, &str); 4] = [
-    ("email", "email"),
-    ("full_name", "name"),
-    ("image_url", "picture"),
-    ("roles", "app_metadata.flex.roles"),
-];
-
-/// `[sp.attributes]` (else the defaults): bare names mapped to non-empty claims; `email`
-/// always, and `full_name` and `roles` for Flex (`roles` may be left out when a role map gives
-/// the roles).
+/// `[sp.attributes]` (else the provider preset's defaults): bare names mapped to non-empty
+/// claims; `email` always, and `full_name` and `roles` for Flex (`roles` may be left out when
+/// a role map gives the roles).
 fn attributes(
     table: Option<toml::Table>,
     kind: SpKind,
     has_role_map: bool,
+    preset: &Preset,
     i: usize,
     p: &mut Problems,
 ) -> Option<Vec<AttributeMapping>> {
-    let Some(table) = table else {
-        return Some(
-            DEFAULT_ATTRIBUTES
-                .iter()
-                .map(|(a, c)| AttributeMapping {
-                    saml_name: (*a).into(),
-                    claim: (*c).into(),
-                })
-                .collect(),
-        );
-    };
     let before = p.found.len();
     let mut attributes = Vec::new();
+    let defaulted = table.is_none();
+    let table = table.unwrap_or_else(|| {
+        preset
+            .attributes
+            .iter()
+            .map(|(a, c)| ((*a).to_string(), toml::Value::String((*c).to_string())))
+            .collect()
+    });
     for (name, v) in table {
         let key = format!("sp[{i}].attributes.{name}");
         match v.as_str() {
@@ -384,6 +380,14 @@ fn attributes(
             &["full_name", "roles"]
         };
         for required in needed.iter().copied().filter(|r| missing(r)) {
+            if required == "roles" && defaulted {
+                p.add(
+                    format!("sp[{i}].role_map"),
+                    format!("is not set, and {} sends no Flex roles of its own", preset.title),
+                    format!("map the groups or roles people have at {} to Flex roles, e.g. [sp.role_map] \"Flex Agents\" = [\"agent\"] (or name the claim carrying Flex roles in [sp.attributes] roles)", preset.title),
+                );
+                continue;
+            }
             p.add(
                 &key,
                 format!("has no `{required}`, which Flex requires"),

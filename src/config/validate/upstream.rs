@@ -2,10 +2,59 @@
 
 use super::Problems;
 use crate::config::raw::{RawManagement, RawUpstream};
-use crate::config::{https_or_loopback, ManagementConfig, Secret, TokenAuthMethod, UpstreamConfig};
+use crate::config::{
+    https_or_loopback, GoogleSettings, GraphSettings, ManagementConfig, Secret, TokenAuthMethod,
+    UpstreamConfig,
+};
+use crate::provider::{self, Directory, Preset, Provider};
 use url::Url;
 
-pub(super) fn upstream(u: RawUpstream, p: &mut Problems) -> Option<UpstreamConfig> {
+/// `[upstream]`, and the provider preset in force (generic when it cannot be told: the
+/// problem is recorded), which the `[[sp]]` validator needs for its defaults.
+pub(super) fn upstream(
+    u: RawUpstream,
+    p: &mut Problems,
+) -> (Option<UpstreamConfig>, &'static Preset) {
+    let explicit = match u.provider.as_deref() {
+        None => Some(None),
+        Some(v) => p
+            .variant::<Provider>(
+                "upstream.provider",
+                v,
+                &format!(
+                    "use one of {}, or leave it out to follow the issuer",
+                    Provider::names()
+                ),
+            )
+            .map(Some),
+    };
+    let issuer_url = Url::parse(&u.issuer).ok();
+    let (provider, provider_reason) = match (explicit, &issuer_url) {
+        (Some(Some(e)), _) => (e, "set by [upstream] provider".to_string()),
+        (Some(None), Some(_)) if u.management.is_some() && u.provider.is_none() => {
+            match issuer_url.as_ref().map(provider::detect) {
+                Some((Provider::Generic, _)) | None => (
+                    Provider::Auth0,
+                    "[upstream.management] is set (the Auth0 Management API)".to_string(),
+                ),
+                Some(d) => d,
+            }
+        }
+        (Some(None), Some(url)) => provider::detect(url),
+        _ => (Provider::Generic, "no preset could be told".to_string()),
+    };
+    let preset = provider.preset();
+    let config = upstream_config(u, preset, provider_reason, explicit.is_some(), p);
+    (config, preset)
+}
+
+fn upstream_config(
+    u: RawUpstream,
+    preset: &'static Preset,
+    provider_reason: String,
+    provider_ok: bool,
+    p: &mut Problems,
+) -> Option<UpstreamConfig> {
     let issuer = match https_or_loopback(&u.issuer) {
         Ok(url) => Some(url),
         Err(problem) => {
@@ -42,19 +91,50 @@ pub(super) fn upstream(u: RawUpstream, p: &mut Problems) -> Option<UpstreamConfi
             .map(Some),
     };
     let timeout = p.secs("upstream.timeout_secs", u.timeout_secs, 10, 1..=120);
+    let connection = u.connection.filter(|c| !c.is_empty());
+    if connection.is_some() && !preset.connection {
+        p.add(
+            "upstream.connection",
+            format!("is Auth0's connection parameter, and the provider is {} ({})", preset.title, provider_reason),
+            "remove it, or set [upstream] provider = \"auth0\" if this is an Auth0 tenant behind a custom domain",
+        );
+        ok = false;
+    }
     let management = match (u.management, &issuer) {
         (None, _) => Some(None),
+        (Some(_), _) if preset.directory != Directory::Auth0Management => {
+            p.add(
+                "upstream.management",
+                format!("is the Auth0 Management API, and the provider is {} ({})", preset.title, provider_reason),
+                "remove [upstream.management], or set [upstream] provider = \"auth0\" if this is an Auth0 tenant behind a custom domain",
+            );
+            None
+        }
         (Some(m), Some(issuer)) => management(m, issuer, p).map(Some),
         (Some(_), None) => None,
     };
-    ok.then_some(())?;
+    let hosted_domain = hosted_domain(u.hosted_domain, preset, p);
+    let graph = graph(u.graph_url, u.graph_token_url, preset, p);
+    let google = google(
+        u.google_service_account_key,
+        u.google_token_url,
+        u.cloud_identity_url,
+        preset,
+        p,
+    );
+    (ok && provider_ok).then_some(())?;
     issuer?;
     Some(UpstreamConfig {
+        provider: preset.provider,
+        provider_reason,
+        hosted_domain: hosted_domain?,
+        graph: graph?,
+        google: google?,
         management: management?,
         issuer: u.issuer,
         client_id: u.client_id,
         client_secret: Secret::new(u.client_secret),
-        connection: u.connection.filter(|c| !c.is_empty()),
+        connection,
         scopes: scopes?,
         token_auth_method: token_auth_method?,
         timeout: timeout?,
@@ -144,3 +224,219 @@ fn prefetch(v: Option<u64>, p: &mut Problems) -> Option<Option<std::time::Durati
 
 /// How often every user's roles may be read in bulk: not more than every 5 s, at least daily.
 const PREFETCH_RANGE: std::ops::RangeInclusive<u64> = 5..=86_400;
+
+/// A key that only one preset reads: anywhere else it is a mistake.
+fn only_for(key: &str, set: bool, preset: &Preset, wanted: Provider, p: &mut Problems) -> bool {
+    if set && preset.provider != wanted {
+        p.add(
+            key,
+            format!(
+                "only applies to the {} preset, and the provider is {}",
+                wanted.preset().title,
+                preset.title
+            ),
+            format!(
+                "remove it, or set [upstream] provider = {:?}",
+                wanted.name()
+            ),
+        );
+        return false;
+    }
+    true
+}
+
+/// `[upstream] hosted_domain`: required for Google (any Google account can sign in otherwise).
+fn hosted_domain(v: Option<String>, preset: &Preset, p: &mut Problems) -> Option<Option<String>> {
+    const KEY: &str = "upstream.hosted_domain";
+    if !only_for(KEY, v.is_some(), preset, Provider::Google, p) {
+        return None;
+    }
+    if preset.provider != Provider::Google {
+        return Some(None);
+    }
+    match v.map(|d| d.trim().to_ascii_lowercase()) {
+        None => {
+            p.add(KEY, "is not set, and the provider is Google: anyone with a Google account could sign in", "set it to your Google Workspace domain, e.g. hosted_domain = \"example.com\"");
+            None
+        }
+        Some(d)
+            if d.is_empty()
+                || !d.contains('.')
+                || d.contains(|c: char| c.is_whitespace() || c == '/' || c == '@') =>
+        {
+            p.add(
+                KEY,
+                format!("is {d:?}, not a domain name"),
+                "write the Workspace's primary domain, e.g. \"example.com\"",
+            );
+            None
+        }
+        Some(d) => Some(Some(d)),
+    }
+}
+
+/// A base URL: https (or loopback http), no query; the trailing slash dropped.
+fn base_url(key: &str, v: &str, example: &str, p: &mut Problems) -> Option<String> {
+    match https_or_loopback(v) {
+        Err(problem) => {
+            p.add(key, problem, format!("write e.g. \"{example}\""));
+            None
+        }
+        Ok(u) if u.query().is_some() || u.fragment().is_some() => {
+            p.add(
+                key,
+                "has a query or fragment",
+                format!("write e.g. \"{example}\""),
+            );
+            None
+        }
+        Ok(_) => Some(v.trim_end_matches('/').to_string()),
+    }
+}
+
+/// `[upstream] graph_url` and `graph_token_url` (Entra ID only).
+fn graph(
+    url: Option<String>,
+    token_url: Option<String>,
+    preset: &Preset,
+    p: &mut Problems,
+) -> Option<Option<GraphSettings>> {
+    let a = only_for(
+        "upstream.graph_url",
+        url.is_some(),
+        preset,
+        Provider::Entra,
+        p,
+    );
+    let b = only_for(
+        "upstream.graph_token_url",
+        token_url.is_some(),
+        preset,
+        Provider::Entra,
+        p,
+    );
+    (a && b).then_some(())?;
+    if preset.provider != Provider::Entra {
+        return Some(None);
+    }
+    let graph_url = base_url(
+        "upstream.graph_url",
+        url.as_deref().unwrap_or(GRAPH_URL),
+        GRAPH_URL,
+        p,
+    );
+    let token_url = match token_url {
+        None => Some(None),
+        Some(t) => base_url(
+            "upstream.graph_token_url",
+            &t,
+            "https://login.microsoftonline.com/TENANT/oauth2/v2.0/token",
+            p,
+        )
+        .map(Some),
+    };
+    Some(Some(GraphSettings {
+        graph_url: graph_url?,
+        token_url: token_url?,
+    }))
+}
+
+/// Microsoft Graph's default base URL.
+pub const GRAPH_URL: &str = "https://graph.microsoft.com";
+/// Google Cloud Identity's default base URL.
+pub const CLOUD_IDENTITY_URL: &str = "https://cloudidentity.googleapis.com";
+
+/// `[upstream] google_service_account_key`, `google_token_url`, `cloud_identity_url` (Google only).
+fn google(
+    key: Option<std::path::PathBuf>,
+    token_url: Option<String>,
+    url: Option<String>,
+    preset: &Preset,
+    p: &mut Problems,
+) -> Option<Option<GoogleSettings>> {
+    let a = only_for(
+        "upstream.google_service_account_key",
+        key.is_some(),
+        preset,
+        Provider::Google,
+        p,
+    );
+    let b = only_for(
+        "upstream.google_token_url",
+        token_url.is_some(),
+        preset,
+        Provider::Google,
+        p,
+    );
+    let c = only_for(
+        "upstream.cloud_identity_url",
+        url.is_some(),
+        preset,
+        Provider::Google,
+        p,
+    );
+    (a && b && c).then_some(())?;
+    let Some(key) = key else {
+        if token_url.is_some() || url.is_some() {
+            p.add("upstream.google_service_account_key", "is not set, and google_token_url or cloud_identity_url is", "set google_service_account_key to the service account's JSON key file (groups are read with it), or remove the other two");
+            return None;
+        }
+        return Some(None);
+    };
+    let key = p.path(&key);
+    let key_ok = match std::fs::metadata(&key) {
+        Ok(m) if m.is_file() => true,
+        Ok(_) => {
+            p.add(
+                "upstream.google_service_account_key",
+                format!("{} is not a file", key.display()),
+                "point it at the service account's JSON key file",
+            );
+            false
+        }
+        Err(e) => {
+            p.add("upstream.google_service_account_key", format!("{} cannot be read: {e}", key.display()), "point it at the service account's JSON key file (IAM → Service accounts → Keys → Add key → JSON)");
+            false
+        }
+    };
+    let cloud_identity_url = base_url(
+        "upstream.cloud_identity_url",
+        url.as_deref().unwrap_or(CLOUD_IDENTITY_URL),
+        CLOUD_IDENTITY_URL,
+        p,
+    );
+    let token_url = match token_url {
+        None => Some(None),
+        Some(t) => base_url(
+            "upstream.google_token_url",
+            &t,
+            "https://oauth2.googleapis.com/token",
+            p,
+        )
+        .map(Some),
+    };
+    key_ok.then_some(())?;
+    Some(Some(GoogleSettings {
+        service_account_key: key,
+        token_url: token_url?,
+        cloud_identity_url: cloud_identity_url?,
+    }))
+}
+
+/// Google sends no groups in its tokens: a role map needs the Cloud Identity lookup.
+pub(super) fn groups_reachable(
+    u: &UpstreamConfig,
+    sps: &[crate::config::SpConfig],
+    p: &mut Problems,
+) {
+    if u.provider != Provider::Google || u.google.is_some() {
+        return;
+    }
+    if let Some(sp) = sps.iter().find(|s| s.role_map.is_some()) {
+        p.add(
+            "upstream.google_service_account_key",
+            format!("is not set, and [[sp]] {:?} maps groups to roles: Google ID tokens carry no groups", sp.name),
+            "create a service account with a JSON key and the Groups Reader admin role, enable the Cloud Identity API, and set google_service_account_key to the key file",
+        );
+    }
+}
