@@ -6,7 +6,7 @@ use crate::config::keys::{self, PublishedCert};
 use crate::config::Config;
 pub use crate::flex_console::{flex_console, render_flex_console, roles_claim, FlexConsole};
 use crate::oidc::discovery::ProviderMetadata;
-use crate::oidc::management::Management;
+use crate::auth0::management::Management;
 use crate::oidc::Upstream;
 use crate::provider::{Directory, Provider};
 use serde::Serialize;

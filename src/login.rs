@@ -14,7 +14,7 @@ use crate::constant_time;
 use crate::flex::{self, MapError, MappedUser};
 use crate::mfa::{MfaPolicy, Plan, SignIn};
 use crate::oidc::client::AuthorizeParams;
-use crate::oidc::management::Management;
+use crate::auth0::management::Management;
 use crate::oidc::{OidcError, Upstream};
 use crate::provider::{self, Directory, Preset};
 use crate::saml::request::{self, AuthnRequest, RequestError};
@@ -82,7 +82,7 @@ pub enum LoginError {
     Management {
         subject: String,
         #[source]
-        source: crate::oidc::management::ManagementError,
+        source: crate::auth0::management::ManagementError,
     },
     #[error("user {subject:?}: {source}")]
     Mapping {

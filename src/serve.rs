@@ -6,7 +6,7 @@ use crate::clock::{Clock, RandomIds, SystemClock};
 use crate::config::{keys, Config, ConfigError, StoreConfig};
 use crate::login::Idp;
 use crate::metrics::Metrics;
-use crate::oidc::management::Management;
+use crate::auth0::management::Management;
 use crate::oidc::{OidcError, Upstream};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
@@ -72,7 +72,7 @@ pub fn build_idp(
     upstream.set_metrics(metrics.clone());
     let management = match &config.upstream.management {
         Some(m) => {
-            let unusable = |e: crate::oidc::management::ManagementError| {
+            let unusable = |e: crate::auth0::management::ManagementError| {
                 ServeError::Upstream(OidcError::Unreachable {
                     url: m.url.clone(),
                     reason: e.to_string(),

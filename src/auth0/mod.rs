@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod init;
+pub mod management;
 pub mod pacer;
 pub mod prefetch;
 pub mod roles;

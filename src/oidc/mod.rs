@@ -5,7 +5,6 @@
 pub mod client;
 pub mod discovery;
 pub mod id_token;
-pub mod management;
 
 pub use client::Upstream;
 

@@ -371,7 +371,7 @@ fn post_to_sp(issued: &Issued) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oidc::management::ManagementError;
+    use crate::auth0::management::ManagementError;
     use crate::oidc::OidcError;
     use crate::store::StoreError;
 
