@@ -2,11 +2,11 @@
 //! the upstream (discovery + JWKS) and the Auth0 Management API when roles are read there, and
 //! prints exactly what to paste into Flex Console and Auth0.
 
+use crate::auth0::management::Management;
 use crate::config::keys::{self, PublishedCert};
 use crate::config::Config;
 pub use crate::flex_console::{flex_console, render_flex_console, roles_claim, FlexConsole};
 use crate::oidc::discovery::ProviderMetadata;
-use crate::auth0::management::Management;
 use crate::oidc::Upstream;
 use crate::provider::{Directory, Provider};
 use serde::Serialize;

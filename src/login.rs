@@ -7,6 +7,7 @@
 //!         → ForceAuthn → MFA → roles → map → build → sign
 //! ```
 
+use crate::auth0::management::Management;
 use crate::clock::{random_token, Clock, IdGen};
 use crate::config::keys::KeyMaterial;
 use crate::config::{Config, SpConfig};
@@ -14,7 +15,6 @@ use crate::constant_time;
 use crate::flex::{self, MapError, MappedUser};
 use crate::mfa::{MfaPolicy, Plan, SignIn};
 use crate::oidc::client::AuthorizeParams;
-use crate::auth0::management::Management;
 use crate::oidc::{OidcError, Upstream};
 use crate::provider::{self, Directory, Preset};
 use crate::saml::request::{self, AuthnRequest, RequestError};

@@ -2,11 +2,11 @@
 //! with a bounded graceful shutdown on SIGTERM/SIGINT, configuration and key reload on SIGHUP
 //! (a bad new configuration is refused and the running one kept), and optional TLS.
 
+use crate::auth0::management::Management;
 use crate::clock::{Clock, RandomIds, SystemClock};
 use crate::config::{keys, Config, ConfigError, StoreConfig};
 use crate::login::Idp;
 use crate::metrics::Metrics;
-use crate::auth0::management::Management;
 use crate::oidc::{OidcError, Upstream};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;

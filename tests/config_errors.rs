@@ -1055,7 +1055,22 @@ fn presets_set_the_default_claims_and_groups() {
         .clone()
         .expect("Graph settings for Entra");
     assert_eq!(graph.graph_url, "https://graph.microsoft.com");
-    assert_eq!(graph.token_url, None);
+    assert_eq!(
+        graph.token_url,
+        "https://login.microsoftonline.com/t/oauth2/v2.0/token"
+    );
+    // Entra on another host (a test stand-in) must name the token endpoint.
+    refused(
+        &(with_issuer("https://login.example.com/", "provider = \"entra\"\n") + ROLE_MAP),
+        "upstream.graph_token_url",
+        "oauth2/v2.0/token",
+    );
+    let cfg = load(&(with_issuer("https://login.example.com/", "provider = \"entra\"\ngraph_url = \"http://127.0.0.1:9/\"\ngraph_token_url = \"http://127.0.0.1:9/token\"\n") + ROLE_MAP)).unwrap();
+    let g = cfg.upstream.graph.unwrap();
+    assert_eq!(
+        (g.graph_url.as_str(), g.token_url.as_str()),
+        ("http://127.0.0.1:9", "http://127.0.0.1:9/token")
+    );
     // Without a role map, a preset with no roles convention names the fix.
     let msg = refused(
         &with_issuer("https://sso.example.com/realms/flex", ""),

@@ -112,7 +112,8 @@ fn entra_env() -> Env {
     });
     Env::start_with(
         &sp(&format!("[sp.role_map]\n\"Flex.Agent\" = [\"agent\"]\n\"{SUPERVISORS_OID}\" = [\"supervisor\", \"wfo.team_leader\"]\n")),
-        "provider = \"entra\"",
+        // No overage here: Graph (nothing listens on port 9) is never called.
+        "provider = \"entra\"\ngraph_url = \"http://127.0.0.1:9\"\ngraph_token_url = \"http://127.0.0.1:9/token\"",
         json!({"users": users}),
     )
 }

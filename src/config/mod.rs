@@ -222,8 +222,8 @@ impl UpstreamConfig {
 pub struct GraphSettings {
     /// `https://graph.microsoft.com`, without a trailing slash.
     pub graph_url: String,
-    /// The client-credentials token endpoint; `None`: the upstream's token endpoint.
-    pub token_url: Option<String>,
+    /// The client-credentials token endpoint (default: the tenant's, from the issuer).
+    pub token_url: String,
 }
 
 /// `[upstream] google_service_account_key` and the Cloud Identity URLs (Google Workspace).

@@ -114,7 +114,7 @@ fn upstream_config(
         (Some(_), None) => None,
     };
     let hosted_domain = hosted_domain(u.hosted_domain, preset, p);
-    let graph = graph(u.graph_url, u.graph_token_url, preset, p);
+    let graph = graph(&u.issuer, u.graph_url, u.graph_token_url, preset, p);
     let google = google(
         u.google_service_account_key,
         u.google_token_url,
@@ -294,8 +294,10 @@ fn base_url(key: &str, v: &str, example: &str, p: &mut Problems) -> Option<Strin
     }
 }
 
-/// `[upstream] graph_url` and `graph_token_url` (Entra ID only).
+/// `[upstream] graph_url` and `graph_token_url` (Entra ID only). The token URL defaults to the
+/// tenant's v2.0 token endpoint, read off the issuer (`…/{tenant}/v2.0`).
 fn graph(
+    issuer: &str,
     url: Option<String>,
     token_url: Option<String>,
     preset: &Preset,
@@ -325,20 +327,33 @@ fn graph(
         GRAPH_URL,
         p,
     );
-    let token_url = match token_url {
-        None => Some(None),
-        Some(t) => base_url(
-            "upstream.graph_token_url",
-            &t,
-            "https://login.microsoftonline.com/TENANT/oauth2/v2.0/token",
-            p,
-        )
-        .map(Some),
+    const TOKEN_EXAMPLE: &str = "https://login.microsoftonline.com/TENANT-ID/oauth2/v2.0/token";
+    let token_url = match token_url.or_else(|| entra_token_url(issuer)) {
+        Some(t) => base_url("upstream.graph_token_url", &t, TOKEN_EXAMPLE, p),
+        None => {
+            p.add(
+                "upstream.graph_token_url",
+                format!("cannot be told from the issuer {issuer:?} (not https://login.microsoftonline.com/TENANT-ID/v2.0)"),
+                format!("set it to the tenant's token endpoint, e.g. \"{TOKEN_EXAMPLE}\""),
+            );
+            None
+        }
     };
     Some(Some(GraphSettings {
         graph_url: graph_url?,
         token_url: token_url?,
     }))
+}
+
+/// `https://{host}/{tenant}/v2.0` → `https://{host}/{tenant}/oauth2/v2.0/token`.
+fn entra_token_url(issuer: &str) -> Option<String> {
+    let base = issuer.trim_end_matches('/').strip_suffix("/v2.0")?;
+    let url = Url::parse(base).ok()?;
+    let tenant_only = url
+        .path_segments()
+        .is_some_and(|s| s.filter(|x| !x.is_empty()).count() == 1);
+    (provider::detect(&url).0 == Provider::Entra && tenant_only)
+        .then(|| format!("{base}/oauth2/v2.0/token"))
 }
 
 /// Microsoft Graph's default base URL.
