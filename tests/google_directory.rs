@@ -176,6 +176,80 @@ async fn the_keys_token_uri_is_the_audience_unless_overridden() {
 }
 
 #[tokio::test]
+async fn a_revoked_token_is_replaced_once() {
+    let (_dir, key, ci) = setup(json!({"revoke_after_searches": 1}));
+    let c = client(&key, &ci);
+    assert_eq!(
+        c.transitive_groups(ADA, soon()).await.unwrap(),
+        ada_groups()
+    );
+    // The cached token is now revoked: 401, a new token, the search again.
+    assert_eq!(
+        c.transitive_groups(ADA, soon()).await.unwrap(),
+        ada_groups()
+    );
+    let s = ci.stats().await;
+    assert_eq!(s["token_requests"], 2, "{s}");
+    assert_eq!(s["search_requests"], 3, "{s}");
+}
+
+#[tokio::test]
+async fn a_token_refused_twice_is_an_error_not_a_loop() {
+    let (_dir, key, ci) = setup(json!({"reject_tokens": true}));
+    let err = client(&key, &ci)
+        .transitive_groups(ADA, soon())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GoogleError::Unauthorized { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(CLIENT_EMAIL) && !text.contains("ya29."),
+        "{text}"
+    );
+    let s = ci.stats().await;
+    assert_eq!(s["token_requests"], 2, "{s}");
+    assert_eq!(s["search_requests"], 2, "{s}");
+}
+
+#[tokio::test]
+async fn concurrent_logins_share_one_token_request() {
+    let (_dir, key, ci) = setup(json!({"token_delay_ms": 300}));
+    let c = std::sync::Arc::new(client(&key, &ci));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.transitive_groups(ADA, soon()).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), ada_groups());
+    }
+    let s = ci.stats().await;
+    assert_eq!(s["token_requests"], 1, "{s}");
+    assert_eq!(s["search_requests"], 8, "{s}");
+}
+
+#[tokio::test]
+async fn the_jwt_names_its_key() {
+    // The stand-in checks the header's kid against the key's private_key_id.
+    let (_dir, key, ci) =
+        setup(json!({"private_key_id": "0123456789abcdef0123456789abcdef01234567"}));
+    assert_eq!(
+        client(&key, &ci)
+            .transitive_groups(ADA, soon())
+            .await
+            .unwrap(),
+        ada_groups()
+    );
+    let (_dir, key, ci) = setup(json!({"private_key_id": "another"}));
+    let err = client(&key, &ci)
+        .transitive_groups(ADA, soon())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GoogleError::TokenRefused { .. }), "{err:?}");
+}
+
+#[tokio::test]
 async fn absurd_expires_in_neither_panics_nor_caches_forever() {
     for (expires_in, expected_tokens) in [
         (json!(-5), 2),

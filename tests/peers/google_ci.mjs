@@ -33,6 +33,9 @@
 //          "expires_in":3599,        // the token answer's expires_in, as given (any JSON value)
 //          "mode":null,              // "forbidden" | "service_disabled" | "rate_limited" | "unavailable" |
 //                                    // "loop_token" (nextPageToken never changes) | "no_group_key"
+//          "private_key_id":"…",     // when given, the JWT header's kid must name it
+//          "revoke_after_searches":null, // after that many searches every token issued so far is revoked
+//          "reject_tokens":false,    // answer every search with 401 (tokens never accepted)
 //          "search_delay_ms":0, "token_delay_ms":0}
 // GET /__stats -> {"token_requests","tokens_issued","token_refusals":[error_description…],"search_requests",
 //                  "queries":[query…],"page_sizes":[…]}   (test-only, not a Google endpoint)
@@ -87,6 +90,7 @@ async function token(req, res) {
   const claims = b64json(c);
   if (!header || !claims) return oauthError(res, 'invalid_grant', 'Invalid JWT: unreadable header or claims');
   if (header.alg !== 'RS256') return oauthError(res, 'invalid_grant', 'Invalid JWT: alg must be RS256');
+  if (cfg.private_key_id && header.kid !== cfg.private_key_id) return oauthError(res, 'invalid_grant', 'Invalid JWT Signature.');
   const ok = verify('RSA-SHA256', Buffer.from(`${h}.${c}`), publicKey, Buffer.from(s, 'base64url'));
   if (!ok) return oauthError(res, 'invalid_grant', 'Invalid JWT Signature.');
   if (claims.iss !== cfg.client_email) return oauthError(res, 'invalid_grant', 'Invalid grant: account not found');
@@ -110,9 +114,10 @@ const QUERY = /^member_key_id == '([^'\\]*)' && '([^'\\]*)' in labels$/;
 async function search(req, res, url) {
   stats.search_requests++;
   if (cfg.search_delay_ms) await sleep(cfg.search_delay_ms);
+  if (cfg.revoke_after_searches != null && stats.search_requests === cfg.revoke_after_searches + 1) tokens.clear();
   const auth = req.headers.authorization || '';
   const exp = tokens.get(auth.startsWith('Bearer ') ? auth.slice(7) : '');
-  if (!exp || exp < Date.now()) {
+  if (!exp || exp < Date.now() || cfg.reject_tokens) {
     return googleError(res, 401, 'UNAUTHENTICATED', 'Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.');
   }
   switch (cfg.mode) {
