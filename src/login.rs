@@ -37,6 +37,8 @@ pub struct Idp {
     pub upstream: Arc<Upstream>,
     /// Auth0 Management API client, when roles are read from there.
     pub management: Option<Arc<Management>>,
+    /// Microsoft Graph and Google Cloud Identity clients, when the preset reads groups there.
+    pub directories: crate::directory::Directories,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub clock: Arc<dyn Clock>,
@@ -105,6 +107,14 @@ pub enum LoginError {
         auth_time: i64,
         started_at: i64,
     },
+    /// The provider preset's directory (Microsoft Graph, Google Cloud Identity) could not give
+    /// the person's groups.
+    #[error("user {subject:?}: {source}")]
+    Directory {
+        subject: String,
+        #[source]
+        source: crate::directory::DirectoryError,
+    },
     /// Google Workspace: the ID token's `hd` is not `[upstream] hosted_domain` (a personal
     /// Google account, or another Workspace).
     #[error("user {subject:?}: the ID token's hd claim is {hd:?}, and only accounts of the Google Workspace {want:?} may sign in ([upstream] hosted_domain)")]
@@ -149,6 +159,8 @@ impl LoginError {
             LoginError::Upstream(_) => "upstream_error",
             LoginError::Management { source, .. } if source.is_timeout() => "management_timeout",
             LoginError::Management { .. } => "management_error",
+            LoginError::Directory { source, .. } if source.is_timeout() => "directory_timeout",
+            LoginError::Directory { .. } => "directory_error",
             LoginError::Mapping {
                 source: MapError::NoRole { .. },
                 ..
@@ -176,6 +188,7 @@ impl LoginError {
             "upstream_timeout" => "the upstream did not answer in time: check its status, the network from flexgate, or raise upstream.timeout_secs",
             "upstream_error" => "the upstream's answer was refused (the error is above): check upstream.issuer, client_id and client_secret with `flexgate check`",
             "management_timeout" | "management_error" => "the Auth0 Management API could not give the user's app_metadata: check [upstream.management] with `flexgate check` and the API's rate limits",
+            "directory_timeout" | "directory_error" => "the identity provider's directory could not give the person's groups; the error above names the cause and the fix (Entra ID: GroupMember.Read.All with admin consent; Google: the Cloud Identity API enabled and the service account's Groups Reader role) — `flexgate check` reads [upstream]",
             "no_role" if self.groups_seen() => "none of the person's groups (listed above) is a key of the SP's [sp.role_map]: add the person to a mapped group at the identity provider, or map one of their groups (names and Entra object ids must match exactly)",
             "no_role" => "give the user a Flex role the SP knows: in the claim the SP's [sp.attributes] roles names (Auth0: app_metadata.flex.roles = [\"agent\"], `flexgate roles set`), or through a group in [sp.role_map]",
             "no_email" => "set an email address on the user at the upstream, or map the claim that carries it in [sp.attributes] email",
@@ -1299,11 +1312,45 @@ async fn add_roles(
         Directory::Graph if sp.role_map.is_some() && provider::groups_overage(&person.claims) => {
             Ok((person, tokens_only(preset)))
         }
-        Directory::CloudIdentity if sp.role_map.is_some() => Ok((person, tokens_only(preset))),
+        Directory::CloudIdentity if sp.role_map.is_some() => {
+            let (Some(ci), Some(email)) = (
+                idp.directories.google.as_deref(),
+                claim_str(&person.claims, "email"),
+            ) else {
+                // No email: the mapping refuses the login and says so.
+                return Ok((person, tokens_only(preset)));
+            };
+            let deadline = tokio::time::Instant::now() + idp.config.upstream.timeout;
+            let groups = ci
+                .transitive_groups(&email, deadline)
+                .await
+                .map_err(|e| LoginError::Directory {
+                    subject: person.subject.clone(),
+                    source: e.into(),
+                })?;
+            let said = format!(
+                "{} group(s) of {email:?} from Google Cloud Identity (searchTransitiveGroups, as {})",
+                groups.len(),
+                ci.client_email()
+            );
+            let ids = groups.into_iter().map(|g| Value::String(g.id)).collect();
+            person.claims.insert(groups_claim(sp), Value::Array(ids));
+            Ok((person, said))
+        }
         Directory::Graph | Directory::CloudIdentity | Directory::None => {
             Ok((person, tokens_only(preset)))
         }
     }
+}
+
+/// The claim a directory's groups are written to: the role map's (last) groups claim, which is
+/// `groups` unless `[sp.attributes] groups` names another.
+fn groups_claim(sp: &SpConfig) -> String {
+    sp.role_map
+        .as_ref()
+        .and_then(|rm| rm.claims.last())
+        .cloned()
+        .unwrap_or_else(|| "groups".into())
 }
 
 /// The roles stage's account when the tokens carried everything.

@@ -38,6 +38,8 @@ pub enum ServeError {
         key: String,
         reason: String,
     },
+    #[error("the provider's directory client cannot be set up: {0}")]
+    Directory(String),
     #[error("metrics cannot be set up: {0}")]
     Metrics(String),
     #[error("the server stopped: {0}")]
@@ -85,12 +87,19 @@ pub fn build_idp(
         }
         None => None,
     };
+    let directories = crate::directory::Directories::build(&config.upstream).map_err(|e| {
+        ServeError::Directory(format!(
+            "{e}\n  fix: see [upstream] in the README's section for {}",
+            config.upstream.preset().title
+        ))
+    })?;
     let traces = Arc::new(crate::trace::keep::TraceLog::new(&config, store.clone()));
     Ok(Idp {
         config: Arc::new(config),
         keys: Arc::new(keys),
         upstream: Arc::new(upstream),
         management,
+        directories,
         store,
         metrics,
         clock,

@@ -105,6 +105,7 @@ pub fn idp(base: &str, client_secret: &str) -> Result<Idp, DemoError> {
         keys: Arc::new(keys),
         upstream: Arc::new(upstream),
         management: None,
+        directories: Default::default(),
         metrics,
         clock,
         ids: Arc::new(RandomIds),

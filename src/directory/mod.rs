@@ -5,3 +5,64 @@
 
 pub mod google;
 pub mod graph;
+
+use std::sync::Arc;
+
+/// A directory lookup that failed; each names its cause and fix.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("Google Cloud Identity: {0}")]
+    Google(#[from] google::GoogleError),
+}
+
+impl DirectoryError {
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            DirectoryError::Google(e) => e.is_timeout(),
+        }
+    }
+
+    /// Which directory, for pages and logs.
+    pub fn directory(&self) -> &'static str {
+        match self {
+            DirectoryError::Google(_) => "Google Cloud Identity",
+        }
+    }
+}
+
+/// The directory clients a configuration needs, built once (keys parsed once).
+#[derive(Default, Clone)]
+pub struct Directories {
+    pub google: Option<Arc<google::CloudIdentity>>,
+}
+
+impl std::fmt::Debug for Directories {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directories")
+            .field("google", &self.google.is_some())
+            .finish()
+    }
+}
+
+impl Directories {
+    /// The clients `[upstream]` asks for: Cloud Identity with the service-account key (read and
+    /// parsed here, once).
+    pub fn build(up: &crate::config::UpstreamConfig) -> Result<Directories, DirectoryError> {
+        let google = match &up.google {
+            None => None,
+            Some(g) => {
+                let sa = google::ServiceAccount::from_file(&g.service_account_key)?;
+                let ci = google::CloudIdentity::new(
+                    sa,
+                    google::GoogleConfig {
+                        cloud_identity_url: g.cloud_identity_url.clone(),
+                        token_url: g.token_url.clone(),
+                        timeout: up.timeout,
+                    },
+                )?;
+                Some(Arc::new(ci))
+            }
+        };
+        Ok(Directories { google })
+    }
+}

@@ -88,6 +88,12 @@ pub fn page_for(e: &LoginError) -> Page {
             "You signed in, but flexgate could not read your Flex roles from the identity provider's directory, so it cannot let you into Flex.",
             HINT_RETRY_ADMIN,
         ),
+        LoginError::Directory { source, .. } => page(
+            if source.is_timeout() { S::GATEWAY_TIMEOUT } else { S::BAD_GATEWAY },
+            "Your Flex roles could not be read",
+            "You signed in, but flexgate could not read your groups from the identity provider's directory, so it cannot tell which Flex roles you have.",
+            HINT_RETRY_ADMIN,
+        ),
         LoginError::Mapping { email, source, .. } => mapping_page(email.as_deref(), source),
         LoginError::MfaMissing { .. } => page(
             S::FORBIDDEN,
@@ -426,6 +432,23 @@ mod tests {
                 secs: 5,
             }),
             mgmt(ManagementError::NoSuchUser("auth0|u1".into())),
+            LoginError::Directory {
+                subject: "1234".into(),
+                source: crate::directory::google::GoogleError::Timeout {
+                    what: "group search",
+                    url: url(),
+                    waited_ms: 5000,
+                }
+                .into(),
+            },
+            LoginError::Directory {
+                subject: "1234".into(),
+                source: crate::directory::google::GoogleError::PermissionDenied {
+                    client_email: "flexgate@proj.iam.gserviceaccount.com".into(),
+                    message: "The caller does not have permission".into(),
+                }
+                .into(),
+            },
             mapping(MapError::NoRole {
                 claim: "app_metadata.flex.roles".into(),
                 found: "missing".into(),
@@ -489,8 +512,8 @@ mod tests {
                 | "mfa_missing"
                 | "not_in_workspace"
                 | "not_reauthenticated" => 403,
-                "upstream_timeout" | "management_timeout" => 504,
-                "upstream_error" | "management_error" => 502,
+                "upstream_timeout" | "management_timeout" | "directory_timeout" => 504,
+                "upstream_error" | "management_error" | "directory_error" => 502,
                 "store_error" => 503,
                 "internal" => 500,
                 "busy" => 503,
