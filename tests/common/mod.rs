@@ -4,6 +4,7 @@
 //! the `xmlsec1` CLI). A missing peer fails the test and names `scripts/install-test-deps`.
 #![allow(dead_code)]
 
+pub mod graph;
 pub mod redis;
 pub mod shapes;
 
