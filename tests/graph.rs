@@ -70,6 +70,25 @@ async fn all_pages_are_collected_in_order() {
     assert_eq!(s["graph_requests"], 3, "three pages of 3, 3, 1: {s}");
     assert_eq!(s["last_top"], 999, "{s}");
     assert_eq!(s["last_select"], "id,displayName", "{s}");
+    assert_eq!(
+        s["unsupported_query"], 0,
+        "ConsistencyLevel/$count missing: {s}"
+    );
+}
+
+#[tokio::test]
+async fn a_deadline_already_past_sends_nothing() {
+    let p = peer(json!({"users": {OID: {"generate": 1}}}));
+    let err = client(&p)
+        .transitive_groups(OID, Instant::now())
+        .await
+        .expect_err("timeout");
+    assert!(err.is_timeout(), "{err:?}");
+    let s = p.stats().await;
+    assert_eq!(
+        (s["token_requests"].as_u64(), s["graph_requests"].as_u64()),
+        (Some(0), Some(0))
+    );
 }
 
 #[tokio::test]

@@ -11,8 +11,10 @@
 //!   `{"error","error_description":"AADSTS…","error_codes":[…],…}` (Microsoft identity platform,
 //!   "OAuth 2.0 client credentials flow"). The token is cached until shortly before `expires_in`.
 //! - Groups: `GET {graph}/v1.0/users/{oid}/transitiveMemberOf/microsoft.graph.group
-//!   ?$select=id,displayName&$top=999` → `{"value":[{"id","displayName"}…],"@odata.nextLink":…}`
-//!   (Graph v1.0 "List a user's memberships (direct and transitive)"; page size at most 999).
+//!   ?$select=id,displayName&$top=999&$count=true` with `ConsistencyLevel: eventual` (the OData
+//!   cast is an advanced query) → `{"@odata.count":n,"value":[{"id","displayName"}…],
+//!   "@odata.nextLink":…}` (Graph v1.0 "List a user's memberships (direct and transitive)",
+//!   "Advanced query capabilities on Microsoft Entra ID objects"; page size at most 999).
 //!   `@odata.nextLink` pages are followed on the Graph URL's own origin only, at most
 //!   [`MAX_PAGES`] pages and [`MAX_GROUPS`] groups.
 //! - Errors: Graph's `{"error":{"code","message","innerError":{…}}}`; 403
@@ -319,6 +321,9 @@ impl Graph {
         if !valid_oid(oid) {
             return Err(GraphError::BadUserId(short(oid)));
         }
+        if Instant::now() >= deadline {
+            return Err(GraphError::Timeout { stage: GRAPH });
+        }
         let stage = std::sync::atomic::AtomicBool::new(false);
         match tokio::time::timeout_at(deadline, self.collect(oid, deadline, &stage)).await {
             Ok(r) => r,
@@ -343,7 +348,7 @@ impl Graph {
         past_token.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut refreshed = false;
         let first = format!(
-            "{}/v1.0/users/{oid}/transitiveMemberOf/microsoft.graph.group?$select=id,displayName&$top=999",
+            "{}/v1.0/users/{oid}/transitiveMemberOf/microsoft.graph.group?$select=id,displayName&$top=999&$count=true",
             self.graph_base
         );
         let mut next = Some(first);
@@ -415,6 +420,9 @@ impl Graph {
                 .get(url)
                 .bearer_auth(token.expose())
                 .header(reqwest::header::ACCEPT, "application/json")
+                // The OData cast to microsoft.graph.group is an advanced query: Graph wants
+                // `ConsistencyLevel: eventual` and `$count=true` with it.
+                .header("ConsistencyLevel", "eventual")
                 .send()
                 .await
                 .map_err(|e| net(GRAPH, url, e))?;

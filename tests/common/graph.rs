@@ -69,7 +69,7 @@ impl GraphPeer {
         }
     }
 
-    /// `{"token_requests","graph_requests","throttled","last_top","last_select"}`.
+    /// `{"token_requests","graph_requests","throttled","unsupported_query","last_top","last_select"}`.
     pub async fn stats(&self) -> Value {
         ::reqwest::get(format!("{}/__stats", self.url))
             .await

@@ -14,9 +14,11 @@
 //            or a body that is not a form)
 // Graph ("List a user's memberships (direct and transitive)", "Microsoft Graph error responses and resource
 // types", "Microsoft Graph throttling guidance", "Paging Microsoft Graph data in your app"):
-//   GET /v1.0/users/{id}/transitiveMemberOf/microsoft.graph.group?$select=id,displayName&$top=N  (N ≤ 999)
+//   GET /v1.0/users/{id}/transitiveMemberOf/microsoft.graph.group?$select=id,displayName&$top=N&$count=true  (N ≤ 999)
 //     Authorization: Bearer {token}
-//     -> 200 {"@odata.context":"…/v1.0/$metadata#groups(id,displayName)","value":[{"id","displayName"}…],
+//     ConsistencyLevel: eventual   (the OData cast is an advanced query: "Advanced query capabilities on Microsoft
+//                                   Entra ID objects"; without the header and $count=true -> 400 Request_UnsupportedQuery)
+//     -> 200 {"@odata.context":"…/v1.0/$metadata#groups(id,displayName)","@odata.count":n,"value":[{"id","displayName"}…],
 //             "@odata.nextLink":"{graph}/v1.0/users/{id}/transitiveMemberOf/microsoft.graph.group?…&$skiptoken=…"}
 //     -> 401 {"error":{"code":"InvalidAuthenticationToken","message":"Access token is empty."|"…validation failure…",
 //             "innerError":{"date","request-id","client-request-id"}}}
@@ -38,7 +40,8 @@
 //          "graph_delay_ms": 0, "token_delay_ms": 0,   // slow answers
 //          "next_link_base": null,       // write nextLinks on this base instead of this server (foreign origin)
 //          "garbage": false}             // answer Graph calls 200 with a body that is not JSON
-// GET /__stats -> {"token_requests","graph_requests","throttled","last_top","last_select"} (test-only, not Microsoft's)
+// GET /__stats -> {"token_requests","graph_requests","throttled","unsupported_query","last_top","last_select"}
+// (test-only, not Microsoft's)
 import { createServer } from 'node:http';
 import { readFileSync, fstatSync } from 'node:fs';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -46,7 +49,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 const cfg = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const tenant = cfg.tenant ?? 'contoso';
 const tokens = new Map(); // token -> expiry (ms)
-const stats = { token_requests: 0, graph_requests: 0, throttled: 0, last_top: null, last_select: null };
+const stats = { token_requests: 0, graph_requests: 0, throttled: 0, unsupported_query: 0, last_top: null, last_select: null };
 let base = '';
 
 function send(res, status, body, headers = {}) {
@@ -152,6 +155,10 @@ async function transitiveMemberOf(req, res, url, oid) {
   if (!Number.isInteger(top) || top < 1 || top > 999) {
     return graphError(res, 400, 'Request_UnsupportedQuery', `Invalid page size specified: '${q.get('$top')}'. Must be between 1 and 999 inclusive.`);
   }
+  if (req.headers.consistencylevel !== 'eventual' || q.get('$count') !== 'true') {
+    stats.unsupported_query++;
+    return graphError(res, 400, 'Request_UnsupportedQuery', "The OData cast on transitiveMemberOf is an advanced query: it needs the header 'ConsistencyLevel: eventual' and $count=true.");
+  }
   stats.last_top = top;
   stats.last_select = q.get('$select');
   if (cfg.garbage) return send(res, 200, '<html><body>Sign in to your proxy</body></html>', { 'content-type': 'text/html' });
@@ -162,6 +169,7 @@ async function transitiveMemberOf(req, res, url, oid) {
   const pick = (g) => (select.length ? Object.fromEntries(select.filter((k) => k in g).map((k) => [k, g[k]])) : { '@odata.type': '#microsoft.graph.group', ...g });
   const body = {
     '@odata.context': `${base}/v1.0/$metadata#groups(${select.join(',')})`,
+    '@odata.count': all.length,
     value: all.slice(skip, skip + size).map(pick),
   };
   if (skip + size < all.length) {
