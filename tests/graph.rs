@@ -450,3 +450,40 @@ fn unusable_urls_are_refused_up_front() {
         assert!(matches!(err, GraphError::BadUrl { .. }), "{err:?}");
     }
 }
+
+#[tokio::test]
+async fn a_token_graph_never_accepts_is_an_error_after_one_new_token() {
+    let p = peer(json!({"users": {OID: {"generate": 1}}, "reject_tokens": true}));
+    let err = client(&p)
+        .transitive_groups(OID, soon(10))
+        .await
+        .expect_err("401");
+    assert!(
+        matches!(&err, GraphError::Unauthorized { code, .. } if code == "InvalidAuthenticationToken"),
+        "{err:?}"
+    );
+    let s = p.stats().await;
+    assert_eq!(s["token_requests"], 2, "{s}");
+    assert_eq!(s["graph_requests"], 2, "{s}");
+}
+
+#[tokio::test]
+async fn a_graph_that_stays_busy_is_given_up_after_a_few_retries() {
+    let p = peer(
+        json!({"users": {OID: {"generate": 1}}, "throttle_first": 100, "retry_after": 0,
+                        "throttle_status": 503}),
+    );
+    let err = client(&p)
+        .transitive_groups(OID, soon(10))
+        .await
+        .expect_err("still busy");
+    assert!(
+        matches!(err, GraphError::StillThrottled { status: 503 }),
+        "{err:?}"
+    );
+    assert_eq!(
+        p.stats().await["graph_requests"],
+        4,
+        "one try and three retries"
+    );
+}

@@ -39,7 +39,8 @@
 //          "throttle_status": 429, "retry_after": 1,   // retry_after null: no Retry-After header
 //          "graph_delay_ms": 0, "token_delay_ms": 0,   // slow answers
 //          "next_link_base": null,       // write nextLinks on this base instead of this server (foreign origin)
-//          "garbage": false}             // answer Graph calls 200 with a body that is not JSON
+//          "garbage": false,             // answer Graph calls 200 with a body that is not JSON
+//          "reject_tokens": false}       // answer every Graph call 401 InvalidAuthenticationToken (e.g. another cloud's token)
 // GET /__stats -> {"token_requests","graph_requests","throttled","unsupported_query","last_top","last_select"}
 // (test-only, not Microsoft's)
 import { createServer } from 'node:http';
@@ -136,6 +137,7 @@ async function transitiveMemberOf(req, res, url, oid) {
   const exp = tokens.get(auth.slice(7));
   if (!exp) return graphError(res, 401, 'InvalidAuthenticationToken', 'Access token validation failure. Invalid audience.');
   if (exp < Date.now()) return graphError(res, 401, 'InvalidAuthenticationToken', 'Lifetime validation failed, the token is expired.');
+  if (cfg.reject_tokens) return graphError(res, 401, 'InvalidAuthenticationToken', 'Access token validation failure. Invalid audience.');
   if (stats.throttled < (cfg.throttle_first ?? 0)) {
     stats.throttled++;
     const status = cfg.throttle_status ?? 429;
