@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod google;
+pub mod graph;
 pub mod redis;
 pub mod shapes;
 
