@@ -1166,14 +1166,19 @@ fn upstream_answer(cb: Callback, is_passive: bool) -> Result<Answer, LoginError>
 struct Person {
     claims: Map<String, Value>,
     subject: String,
-    /// `auth_time` (unix seconds), when the upstream sent it.
+    /// `auth_time` (unix seconds), when the upstream sent a real one: `0` or less counts as
+    /// missing (glewlwyd 2.7 sends `auth_time: 0` from its token endpoint, which would otherwise
+    /// become an AuthnInstant of 1970 and fail every ForceAuthn).
     auth_time: Option<i64>,
 }
 
 impl Person {
     fn new(claims: Map<String, Value>) -> Person {
         let subject = claim_str(&claims, "sub").unwrap_or_default();
-        let auth_time = claims.get("auth_time").and_then(Value::as_i64);
+        let auth_time = claims
+            .get("auth_time")
+            .and_then(Value::as_i64)
+            .filter(|t| *t > 0);
         Person {
             claims,
             subject,
@@ -1745,5 +1750,15 @@ pub(crate) mod tests {
         assert_eq!((who.subject.as_str(), who.auth_time), ("u1", Some(1234)));
         let nobody = person(json!({ "auth_time": "soon" }));
         assert_eq!((nobody.subject.as_str(), nobody.auth_time), ("", None));
+    }
+
+    #[test]
+    fn auth_time_zero_or_negative_counts_as_missing() {
+        // glewlwyd 2.7's token endpoint sends `auth_time: 0`.
+        for t in [0, -1] {
+            let who = person(json!({ "sub": "u1", "auth_time": t }));
+            assert_eq!(who.auth_time, None, "auth_time {t}");
+        }
+        assert_eq!(person(json!({ "auth_time": 1 })).auth_time, Some(1));
     }
 }

@@ -1,9 +1,11 @@
 //! Test harness for end-to-end tests: starts the real peers (npm `oidc-provider` as the upstream,
 //! `flexgate serve` as a child process), drives logins over HTTP like a browser, and hands every
 //! SAML Response to independent SP implementations (python3-saml strict, `@node-saml/node-saml`,
-//! the `xmlsec1` CLI). A missing peer fails the test and names `scripts/install-test-deps`.
+//! the `xmlsec1` CLI). A second, independent upstream is Debian's glewlwyd ([`glewlwyd`]).
+//! A missing peer fails the test and names `scripts/install-test-deps`.
 #![allow(dead_code)]
 
+pub mod glewlwyd;
 pub mod google;
 pub mod graph;
 pub mod redis;
@@ -724,6 +726,8 @@ impl Browser {
                     .send()
                     .await
                     .expect("interaction");
+            } else if glewlwyd::is_login_page(&url) {
+                resp = glewlwyd::sign_in(&self.client, &url, login).await;
             } else {
                 resp = self.client.get(url).send().await.expect("follow redirect");
             }
