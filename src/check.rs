@@ -150,6 +150,7 @@ pub async fn run(cfg: &Config) -> Report {
         ),
     ));
     management_findings(cfg, &mut findings).await;
+    directory_findings(cfg, &mut findings);
     let namespaced = cfg
         .sps
         .iter()
@@ -360,6 +361,25 @@ fn provider_setup(cfg: &Config, meta: Option<&ProviderMetadata>) -> ProviderSetu
         reason,
         roles_from,
         steps,
+    }
+}
+
+/// The directory clients the preset needs (the service-account key read and parsed).
+fn directory_findings(cfg: &Config, out: &mut Vec<Finding>) {
+    let up = &cfg.upstream;
+    if up.google.is_none() && up.graph.is_none() {
+        return;
+    }
+    match crate::directory::Directories::build(up) {
+        Err(e) => out.push(finding(Level::Fail, e.directory(), e.to_string())),
+        Ok(d) => {
+            if let (Some(ci), Some(g)) = (&d.google, &up.google) {
+                out.push(finding(Level::Ok, "Google Cloud Identity", format!("service account {} (key {}); groups are read from {} at each login with a role map", ci.client_email(), g.service_account_key.display(), g.cloud_identity_url)));
+            }
+            if let Some(g) = &up.graph {
+                out.push(finding(Level::Ok, "Microsoft Graph", format!("on the groups overage, groups are read from {} with a client-credentials token from {} (needs GroupMember.Read.All with admin consent)", g.graph_url, g.token_url)));
+            }
+        }
     }
 }
 

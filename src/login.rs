@@ -113,7 +113,7 @@ pub enum LoginError {
     Directory {
         subject: String,
         #[source]
-        source: crate::directory::DirectoryError,
+        source: Box<crate::directory::DirectoryError>,
     },
     /// Google Workspace: the ID token's `hd` is not `[upstream] hosted_domain` (a personal
     /// Google account, or another Workspace).
@@ -1315,7 +1315,27 @@ async fn add_roles(
             Ok((person, said))
         }
         Directory::Graph if sp.role_map.is_some() && provider::groups_overage(&person.claims) => {
-            Ok((person, tokens_only(preset)))
+            let Some(graph) = idp.directories.graph.as_deref() else {
+                return Ok((person, tokens_only(preset)));
+            };
+            let directory = |source: crate::directory::DirectoryError| LoginError::Directory {
+                subject: person.subject.clone(),
+                source: Box::new(source),
+            };
+            // The object id Graph knows the person by; an Entra ID token always has it.
+            let oid = claim_str(&person.claims, "oid").unwrap_or_default();
+            let deadline = tokio::time::Instant::now() + idp.config.upstream.timeout;
+            let groups = graph
+                .transitive_groups(&oid, deadline)
+                .await
+                .map_err(|e| directory(e.into()))?;
+            let said = format!(
+                "groups overage in the ID token: {} group(s) of oid {oid:?} read from Microsoft Graph (transitiveMemberOf)",
+                groups.len()
+            );
+            let ids = groups.into_iter().map(|g| Value::String(g.id)).collect();
+            person.claims.insert(groups_claim(sp), Value::Array(ids));
+            Ok((person, said))
         }
         Directory::CloudIdentity if sp.role_map.is_some() => {
             let (Some(ci), Some(email)) = (
@@ -1326,13 +1346,12 @@ async fn add_roles(
                 return Ok((person, tokens_only(preset)));
             };
             let deadline = tokio::time::Instant::now() + idp.config.upstream.timeout;
-            let groups = ci
-                .transitive_groups(&email, deadline)
-                .await
-                .map_err(|e| LoginError::Directory {
+            let groups = ci.transitive_groups(&email, deadline).await.map_err(|e| {
+                LoginError::Directory {
                     subject: person.subject.clone(),
-                    source: e.into(),
-                })?;
+                    source: Box::new(e.into()),
+                }
+            })?;
             let said = format!(
                 "{} group(s) of {email:?} from Google Cloud Identity (searchTransitiveGroups, as {})",
                 groups.len(),

@@ -1,7 +1,7 @@
 //! Microsoft Graph: a person's transitive groups when Entra ID sends the groups overage.
 //!
 //! Entra ID puts at most 200 groups into a JWT; a person in more gets `hasgroups: true` (implicit
-//! flow) or `_claim_names: {"groups": "src1"}` instead of the `groups` list ([`groups_overage`]).
+//! flow) or `_claim_names: {"groups": "src1"}` instead of the `groups` list ([`crate::provider::groups_overage`]).
 //! flexgate then reads the groups itself, with the app registration's own credentials:
 //!
 //! - Token: the client-credentials grant at the tenant's v2.0 token endpoint
@@ -25,7 +25,7 @@
 //! secret never enter an error or a log line.
 
 use crate::secret::Secret;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -137,16 +137,6 @@ impl GraphError {
     pub fn is_timeout(&self) -> bool {
         matches!(self, GraphError::Timeout { .. })
     }
-}
-
-/// True when the ID token's claims say its groups did not fit (Entra ID's groups overage):
-/// `hasgroups: true`, or `_claim_names` naming `groups`.
-pub fn groups_overage(claims: &Map<String, Value>) -> bool {
-    claims.get("hasgroups").and_then(Value::as_bool) == Some(true)
-        || claims
-            .get("_claim_names")
-            .and_then(Value::as_object)
-            .is_some_and(|names| names.contains_key("groups"))
 }
 
 /// How long a token answer's `expires_in` lets the token be cached: a minute early (at half-life
@@ -574,30 +564,6 @@ fn parse_page(url: &str, body: &[u8]) -> Result<Page, GraphError> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    fn claims(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        }
-    }
-
-    #[test]
-    fn groups_overage_on_hasgroups_or_claim_names() {
-        assert!(groups_overage(&claims(json!({"hasgroups": true}))));
-        assert!(groups_overage(&claims(json!({
-            "_claim_names": {"groups": "src1"},
-            "_claim_sources": {"src1": {"endpoint": "https://graph.windows.net/t/users/o/getMemberObjects"}}
-        }))));
-        assert!(!groups_overage(&claims(json!({"groups": ["a", "b"]}))));
-        assert!(!groups_overage(&claims(json!({"hasgroups": false}))));
-        assert!(!groups_overage(&claims(json!({"hasgroups": "true"}))));
-        assert!(!groups_overage(&claims(
-            json!({"_claim_names": {"roles": "src1"}})
-        )));
-        assert!(!groups_overage(&claims(json!({"_claim_names": "groups"}))));
-        assert!(!groups_overage(&Map::new()));
-    }
 
     #[test]
     fn token_cache_time_is_bounded_and_never_panics() {

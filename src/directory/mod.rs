@@ -13,12 +13,15 @@ use std::sync::Arc;
 pub enum DirectoryError {
     #[error("Google Cloud Identity: {0}")]
     Google(#[from] google::GoogleError),
+    #[error("Microsoft Graph: {0}")]
+    Graph(#[from] graph::GraphError),
 }
 
 impl DirectoryError {
     pub fn is_timeout(&self) -> bool {
         match self {
             DirectoryError::Google(e) => e.is_timeout(),
+            DirectoryError::Graph(e) => e.is_timeout(),
         }
     }
 
@@ -26,6 +29,7 @@ impl DirectoryError {
     pub fn directory(&self) -> &'static str {
         match self {
             DirectoryError::Google(_) => "Google Cloud Identity",
+            DirectoryError::Graph(_) => "Microsoft Graph",
         }
     }
 }
@@ -34,19 +38,21 @@ impl DirectoryError {
 #[derive(Default, Clone)]
 pub struct Directories {
     pub google: Option<Arc<google::CloudIdentity>>,
+    pub graph: Option<Arc<graph::Graph>>,
 }
 
 impl std::fmt::Debug for Directories {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Directories")
             .field("google", &self.google.is_some())
+            .field("graph", &self.graph.is_some())
             .finish()
     }
 }
 
 impl Directories {
     /// The clients `[upstream]` asks for: Cloud Identity with the service-account key (read and
-    /// parsed here, once).
+    /// parsed here, once); Graph with the upstream client's own credentials.
     pub fn build(up: &crate::config::UpstreamConfig) -> Result<Directories, DirectoryError> {
         let google = match &up.google {
             None => None,
@@ -63,6 +69,16 @@ impl Directories {
                 Some(Arc::new(ci))
             }
         };
-        Ok(Directories { google })
+        let graph = match &up.graph {
+            None => None,
+            Some(g) => Some(Arc::new(graph::Graph::new(graph::GraphConfig {
+                graph_url: g.graph_url.clone(),
+                token_url: g.token_url.clone(),
+                client_id: up.client_id.clone(),
+                client_secret: up.client_secret.clone(),
+                timeout: up.timeout,
+            })?)),
+        };
+        Ok(Directories { google, graph })
     }
 }

@@ -434,20 +434,24 @@ mod tests {
             mgmt(ManagementError::NoSuchUser("auth0|u1".into())),
             LoginError::Directory {
                 subject: "1234".into(),
-                source: crate::directory::google::GoogleError::Timeout {
-                    what: "group search",
-                    url: url(),
-                    waited_ms: 5000,
-                }
-                .into(),
+                source: Box::new(
+                    crate::directory::google::GoogleError::Timeout {
+                        what: "group search",
+                        url: url(),
+                        waited_ms: 5000,
+                    }
+                    .into(),
+                ),
             },
             LoginError::Directory {
                 subject: "1234".into(),
-                source: crate::directory::google::GoogleError::PermissionDenied {
-                    client_email: "flexgate@proj.iam.gserviceaccount.com".into(),
-                    message: "The caller does not have permission".into(),
-                }
-                .into(),
+                source: Box::new(
+                    crate::directory::google::GoogleError::PermissionDenied {
+                        client_email: "flexgate@proj.iam.gserviceaccount.com".into(),
+                        message: "The caller does not have permission".into(),
+                    }
+                    .into(),
+                ),
             },
             mapping(MapError::NoRole {
                 claim: "app_metadata.flex.roles".into(),
