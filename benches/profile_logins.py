@@ -76,6 +76,8 @@ def main():
     ap.add_argument("--concurrency", type=int, default=1, help="logins in parallel (default 1)")
     ap.add_argument("--freq", type=int, default=2999, help="perf sampling frequency, Hz (default 2999)")
     ap.add_argument("--call-graph", default="dwarf,32768", help="perf --call-graph mode (default dwarf,32768)")
+    ap.add_argument("--healthz", action="store_true",
+                    help="profile N×20 GET /healthz over new connections instead of logins (a plain exchange)")
     ap.add_argument("--max-seconds", type=int, default=600, help="hard limit for the run (default 600)")
     ap.add_argument("--out", default=str(lb.RESULTS), help="where the SVG, folded stacks and JSON go")
     args = ap.parse_args()
@@ -113,28 +115,36 @@ def main():
                          "-p", str(fgp.pid), "-o", data], stdout=subprocess.DEVNULL,
                         stderr=open(work / "perf.log", "w"))
         time.sleep(1.0)
-        lb.say(f"recording {args.n} logins ({args.call_graph}, {args.freq} Hz)")
-        res = lb.drive(fg, args.n, args.concurrency, "profiled")
+        what = "exchange" if args.healthz else "login"
+        if args.healthz:
+            lb.say(f"recording {args.n * 20} GET /healthz over new connections ({args.call_graph}, {args.freq} Hz)")
+            ex = lb.exchange_cpu(fgp.pid, fg_port, "/healthz", args.n * 20, False)
+            res = {"n": ex["n"], "ok": ex["n"] - ex["non_200"], "server_cpu_s": ex["server_cpu_s"]}
+        else:
+            lb.say(f"recording {args.n} logins ({args.call_graph}, {args.freq} Hz)")
+            res = lb.drive(fg, args.n, args.concurrency, "profiled")
+            res.pop("responses")
         os.kill(perf.pid, signal.SIGINT)
         perf.wait(timeout=120)
-        res.pop("responses")
-        R["logins"] = res
+        R["logins" if not args.healthz else "exchanges"] = res
         if res["ok"] == 0:
-            raise RuntimeError(f"no login succeeded: {res['first_errors'][:1]}")
+            raise RuntimeError(f"nothing succeeded: {res.get('first_errors', [])[:1]}")
         R["cpu_ms_per_login"] = res["server_cpu_s"] / res["ok"] * 1000
-        lb.say(f"{res['ok']}/{res['n']} logins; {R['cpu_ms_per_login']:.3f} ms CPU per login (under perf); folding")
+        lb.say(f"{res['ok']}/{res['n']} {what}s; {R['cpu_ms_per_login']:.3f} ms CPU per {what} (under perf); folding")
         script = subprocess.run(["perf", "script", "-i", data], capture_output=True, timeout=900)
         folded = subprocess.run(["inferno-collapse-perf", "--all"], input=script.stdout, capture_output=True,
                                 timeout=300).stdout
-        (out / "profile-login.folded").write_bytes(folded)
-        title = (f"flexgate {R['versions']['flexgate']}: {res['ok']} complete logins, "
-                 f"{R['cpu_ms_per_login']:.2f} ms CPU each (perf {args.call_graph}, {args.freq} Hz)")
+        stem = "profile-healthz" if args.healthz else "profile-login"
+        (out / f"{stem}.folded").write_bytes(folded)
+        title = (f"flexgate {R['versions']['flexgate']}: {res['ok']} "
+                 f"{'GET /healthz over new connections' if args.healthz else 'complete logins'}, "
+                 f"{R['cpu_ms_per_login']:.3f} ms CPU each (perf {args.call_graph}, {args.freq} Hz)")
         svg = subprocess.run(["inferno-flamegraph", "--title", title, "--width", "1600", "--minwidth", "0.3"],
                              input=folded,
                              capture_output=True, timeout=300)
         if svg.returncode != 0:
             raise RuntimeError(f"inferno-flamegraph: {svg.stderr[-500:]!r}")
-        (out / "flamegraph-login.svg").write_bytes(svg.stdout)
+        (out / ("flamegraph-healthz.svg" if args.healthz else "flamegraph-login.svg")).write_bytes(svg.stdout)
         buckets, leaves, total = collections.Counter(), collections.Counter(), 0
         for line in folded.decode(errors="replace").splitlines():
             stack, _, count = line.rpartition(" ")
@@ -151,7 +161,7 @@ def main():
         R["top_leaves"] = [{"frame": f, "share": c / total} for f, c in leaves.most_common(25)]
     finally:
         lb.cleanup()
-    (out / "profile-login.json").write_text(json.dumps(R, indent=1) + "\n")
+    (out / ("profile-healthz.json" if args.healthz else "profile-login.json")).write_text(json.dumps(R, indent=1) + "\n")
     print(f"CPU per login under perf: {R['cpu_ms_per_login']:.3f} ms; {R['sample_weight']} sample weight (perf periods)\n")
     print("| where a login's CPU goes | share | ms per login | 0.1 ms units |")
     print("|---|---|---|---|")
