@@ -233,10 +233,9 @@ def tree_cpu(pid):
 
 
 def run_ns(pid):
-    """Nanoseconds on CPU of the live threads of a process tree (/proc/PID/task/TID/schedstat, first field):
-    exact, where /proc/PID/stat counts 10 ms ticks. A thread that exits in between loses its time, so this is
-    for short runs of servers whose threads stay (nginx's worker, flexgate's runtime workers)."""
-    total = 0
+    """Nanoseconds on CPU of each live thread of a process tree, {tid: ns} (/proc/PID/task/TID/schedstat, first
+    field): exact, where /proc/PID/stat counts 10 ms ticks. Subtract two readings with `run_ns_delta`."""
+    out = {}
     for p in tree(pid):
         try:
             tids = os.listdir(f"/proc/{p}/task")
@@ -244,10 +243,16 @@ def run_ns(pid):
             continue
         for tid in tids:
             try:
-                total += int(Path(f"/proc/{p}/task/{tid}/schedstat").read_text().split()[0])
+                out[int(tid)] = int(Path(f"/proc/{p}/task/{tid}/schedstat").read_text().split()[0])
             except (OSError, ValueError, IndexError):
                 pass
-    return total
+    return out
+
+
+def run_ns_delta(before, after):
+    """CPU seconds between two `run_ns` readings, thread by thread: a thread that started in between counts whole;
+    one that exited in between (an idle blocking-pool thread retiring) loses only its time since `before`."""
+    return sum(ns - before.get(tid, 0) for tid, ns in after.items() if ns >= before.get(tid, 0)) / 1e9
 
 
 def rss_kib(pid, key="VmRSS"):
@@ -806,7 +811,7 @@ def exchange_cpu(pid, port, path, n, keepalive):
             done += 1
     wall = time.monotonic() - t0
     time.sleep(0.2)  # let the server finish its side (close, the access-log line)
-    cpu = (run_ns(pid) - ns0) / 1e9
+    cpu = run_ns_delta(ns0, run_ns(pid))
     ticks = tree_cpu(pid) - cpu0
     return {"n": done, "non_200": bad, "wall_s": wall, "server_cpu_s": cpu, "server_cpu_ticks_s": ticks,
             "loadavg": [load0, loadavg()], "cpu_us_per_request": cpu / max(1, done) * 1e6,
