@@ -3,12 +3,39 @@
 use super::{Space, Store, StoreError};
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
+
+/// A stored value. A list written by `push_list` is kept as a list, so that a push is O(1) and
+/// does not parse and re-encode the whole list (the login traces' `recent` list is pushed once
+/// per login and holds up to `trace.max_traces` references); it reads back as the JSON array
+/// of strings it stood for before (`serde_json::to_vec` of the items, newest first).
+#[derive(Debug)]
+enum Val {
+    Bytes(Vec<u8>),
+    List(VecDeque<String>),
+}
+
+impl Val {
+    fn bytes(&self) -> Cow<'_, [u8]> {
+        match self {
+            Val::Bytes(b) => Cow::Borrowed(b),
+            Val::List(items) => Cow::Owned(serde_json::to_vec(items).unwrap_or_default()),
+        }
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Val::Bytes(b) => b,
+            list => list.bytes().into_owned(),
+        }
+    }
+}
 
 #[derive(Debug)]
 struct Inner {
-    entries: HashMap<(Space, String), (Instant, Vec<u8>)>,
+    entries: HashMap<(Space, String), (Instant, Val)>,
     next_prune: Instant,
 }
 
@@ -63,7 +90,7 @@ impl MemoryStore {
         if inner.entries.len() >= self.max_entries && !inner.entries.contains_key(&k) {
             return Err(StoreError::Full(self.max_entries));
         }
-        inner.entries.insert(k, (now + ttl, value));
+        inner.entries.insert(k, (now + ttl, Val::Bytes(value)));
         Ok(true)
     }
 }
@@ -83,7 +110,7 @@ impl Store for MemoryStore {
     async fn get(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let inner = self.inner.lock();
         match inner.entries.get(&(space, key.to_string())) {
-            Some((exp, v)) if *exp > Instant::now() => Ok(Some(v.clone())),
+            Some((exp, v)) if *exp > Instant::now() => Ok(Some(v.bytes().into_owned())),
             _ => Ok(None),
         }
     }
@@ -91,7 +118,7 @@ impl Store for MemoryStore {
     async fn take(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut inner = self.inner.lock();
         match inner.entries.remove(&(space, key.to_string())) {
-            Some((exp, v)) if exp > Instant::now() => Ok(Some(v)),
+            Some((exp, v)) if exp > Instant::now() => Ok(Some(v.into_bytes())),
             _ => Ok(None),
         }
     }
@@ -114,8 +141,8 @@ impl Store for MemoryStore {
             .entries
             .get(&(space, key.to_string()))
             .filter(|(exp, _)| *exp > now)
-            .map(|(_, v)| v.as_slice());
-        if held != expected {
+            .map(|(_, v)| v.bytes());
+        if held.as_deref() != expected {
             return Ok(false);
         }
         if held.is_none() && inner.entries.len() >= self.max_entries {
@@ -123,7 +150,7 @@ impl Store for MemoryStore {
         }
         inner
             .entries
-            .insert((space, key.to_string()), (now + ttl, new));
+            .insert((space, key.to_string()), (now + ttl, Val::Bytes(new)));
         Ok(true)
     }
 
@@ -149,29 +176,36 @@ impl Store for MemoryStore {
         let mut inner = self.inner.lock();
         let now = Instant::now();
         let k = (space, key.to_string());
-        let mut items: Vec<String> = match inner.entries.get(&k) {
-            Some((exp, v)) if *exp > now => serde_json::from_slice(v).unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        items.insert(0, item.to_string());
-        let dropped = items.split_off(max.min(items.len()));
-        let bytes = serde_json::to_vec(&items).unwrap_or_default();
         if inner.entries.len() >= self.max_entries && !inner.entries.contains_key(&k) {
             inner.entries.retain(|_, (exp, _)| *exp > now);
             if inner.entries.len() >= self.max_entries {
                 return Err(StoreError::Full(self.max_entries));
             }
         }
-        inner.entries.insert(k, (now + ttl, bytes));
+        let mut items = match inner.entries.remove(&k) {
+            Some((exp, Val::List(items))) if exp > now => items,
+            Some((exp, Val::Bytes(v))) if exp > now => {
+                serde_json::from_slice::<VecDeque<String>>(&v).unwrap_or_default()
+            }
+            _ => VecDeque::new(),
+        };
+        items.push_front(item.to_string());
+        let dropped = items.split_off(max.min(items.len())).into();
+        inner.entries.insert(k, (now + ttl, Val::List(items)));
         Ok(dropped)
     }
 
     async fn list(&self, space: Space, key: &str) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .get(space, key)
-            .await?
-            .and_then(|v| serde_json::from_slice(&v).ok())
-            .unwrap_or_default())
+        let inner = self.inner.lock();
+        Ok(match inner.entries.get(&(space, key.to_string())) {
+            Some((exp, Val::List(items))) if *exp > Instant::now() => {
+                items.iter().cloned().collect()
+            }
+            Some((exp, Val::Bytes(v))) if *exp > Instant::now() => {
+                serde_json::from_slice(v).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        })
     }
 }
 
@@ -246,6 +280,35 @@ mod tests {
         }
         assert_eq!(s.list(Space::Trace, "l").await.unwrap(), ["2", "1"]);
         assert!(s.list(Space::Trace, "none").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_pushed_list_reads_back_as_the_json_array_it_stands_for() {
+        let s = MemoryStore::new(10);
+        let ttl = Duration::from_secs(60);
+        for item in ["a", "b\"q", "c"] {
+            s.push_list(Space::Trace, "l", item, 5, ttl).await.unwrap();
+        }
+        let want = serde_json::to_vec(&["c", "b\"q", "a"]).unwrap();
+        assert_eq!(s.get(Space::Trace, "l").await.unwrap(), Some(want.clone()));
+        // swap compares against those bytes
+        assert!(!s
+            .swap(Space::Trace, "l", Some(b"[]"), b"[]".to_vec(), ttl)
+            .await
+            .unwrap());
+        // a list written by put is pushed onto as before
+        s.put(Space::Trace, "p", br#"["x","y"]"#.to_vec(), ttl)
+            .await
+            .unwrap();
+        let dropped = s.push_list(Space::Trace, "p", "w", 2, ttl).await.unwrap();
+        assert_eq!(dropped, ["y"]);
+        assert_eq!(s.list(Space::Trace, "p").await.unwrap(), ["w", "x"]);
+        assert_eq!(s.take(Space::Trace, "l").await.unwrap(), Some(want));
+        assert_eq!(s.get(Space::Trace, "l").await.unwrap(), None);
+        assert!(s
+            .swap(Space::Trace, "p", Some(br#"["w","x"]"#), b"1".to_vec(), ttl)
+            .await
+            .unwrap());
     }
 
     #[tokio::test]
