@@ -212,6 +212,19 @@ pub fn shared_shutdown() -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = (
     }
 }
 
+/// The end of an accept loop's task: a panic in it goes on unwinding, as it did when the loop
+/// ran inside `run` itself. (It cannot be cancelled: `run` holds the handle until it ends, and
+/// the runtime is not shut down while `run` is being driven.)
+fn joined(r: Result<server::Stopped, tokio::task::JoinError>) -> server::Stopped {
+    match r {
+        Ok(stopped) => stopped,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => server::Stopped::GraceExpired,
+        },
+    }
+}
+
 /// Runs the proxy until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> Result<(), ServeError> {
     let listen = config.server.listen;
@@ -258,8 +271,17 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         tls,
     };
     let shutdown = shared_shutdown();
-    let public = server::serve(listener, router(state.clone()), opts.clone(), shutdown());
-    let admin = async {
+    // The accept loops run as tasks on the runtime's workers, not on the thread that called
+    // `block_on`: a connection task spawned from a worker starts on that worker (tokio's LIFO
+    // slot), where one spawned from the `block_on` thread goes through the injection queue and
+    // wakes a parked worker (a futex wake and a context switch per connection).
+    let public = tokio::spawn(server::serve(
+        listener,
+        router(state.clone()),
+        opts.clone(),
+        shutdown(),
+    ));
+    let admin = tokio::spawn(async move {
         let Some(listener) = admin else {
             return server::Stopped::Drained;
         };
@@ -268,8 +290,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         }
         let admin_opts = server::Listen { tls: None, ..opts };
         server::serve(listener, admin::router(state), admin_opts, shutdown()).await
-    };
+    });
     let (public, admin) = tokio::join!(public, admin);
+    let (public, admin) = (joined(public), joined(admin));
     if public == server::Stopped::GraceExpired || admin == server::Stopped::GraceExpired {
         tracing::warn!(
             grace_secs = grace.as_secs(),
