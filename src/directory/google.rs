@@ -478,12 +478,7 @@ impl CloudIdentity {
         if e.is_timeout() {
             return self.timeout_err(what, url, t0);
         }
-        let mut reason = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            reason = format!("{reason}: {s}");
-            src = s.source();
-        }
+        let reason = crate::http_client::error_chain(&e);
         GoogleError::Unreachable {
             what,
             url: url.to_string(),

@@ -241,12 +241,7 @@ fn net(stage: &'static str, url: &str, e: reqwest::Error) -> GraphError {
     if e.is_timeout() {
         return GraphError::Timeout { stage };
     }
-    let mut reason = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        reason = format!("{reason}: {s}");
-        src = s.source();
-    }
+    let reason = crate::http_client::error_chain(&e);
     GraphError::Unreachable {
         stage,
         url: url.to_string(),
