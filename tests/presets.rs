@@ -163,3 +163,28 @@ async fn google_admits_only_the_hosted_domain() {
         "{log}"
     );
 }
+
+/// Auth0's `connection` hint means nothing to Keycloak: its preset never sends it upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_hint_is_not_sent_to_a_provider_without_connections() {
+    let env = keycloak_env();
+    let sso = format!(
+        "{}?connection=Username-Password-Authentication",
+        env.fg.sso_url()
+    );
+    let xml = enhanced_request(&unique_id("_"), JQ, "us1", &sso);
+    let b = Browser::new();
+    let first = b
+        .client
+        .post(&sso)
+        .form(&[("SAMLRequest", b64(&xml))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 302);
+    let loc = first.headers()["location"].to_str().unwrap().to_string();
+    assert!(loc.starts_with(&env.op.issuer), "{loc}");
+    assert!(!loc.contains("connection="), "{loc}");
+    let out = b.login(b.client.get(&loc), "kc_realm").await;
+    assert_eq!(out.status, 200, "{}", out.body);
+}
