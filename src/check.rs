@@ -8,7 +8,7 @@ use crate::config::Config;
 pub use crate::flex_console::{flex_console, render_flex_console, roles_claim, FlexConsole};
 use crate::oidc::discovery::ProviderMetadata;
 use crate::oidc::Upstream;
-use crate::provider::{Directory, Provider};
+use crate::provider::Directory;
 use serde::Serialize;
 
 /// How a finding bears on the deployment; any `Fail` fails the check (exit 1).
@@ -324,11 +324,12 @@ fn provider_setup(cfg: &Config, meta: Option<&ProviderMetadata>) -> ProviderSetu
             ("jwks_uri", Some(meta.jwks_uri.as_str())),
             ("end_session_endpoint", meta.end_session_endpoint.as_deref()),
         ];
-        if up.provider == Provider::Generic
+        if up.provider == crate::provider::fallback()
             && reason == crate::provider::NO_MATCH
             && crate::provider::discovery_is_auth0(issuer, &endpoints)
         {
-            preset = Provider::Auth0.preset();
+            preset = crate::provider::owner(|p| p.directory == Directory::Auth0Management)
+                .unwrap_or(preset);
             reason = format!(
                 "{} has Auth0's discovery document (a custom domain)",
                 up.issuer
