@@ -67,7 +67,7 @@ pub struct Preset {
 }
 
 /// The presets, in detection order; `generic` last (it matches everything).
-pub static PRESETS: [&Preset; 6] = [
+pub static PRESETS: &[&Preset] = &[
     &auth0::PRESET,
     &okta::PRESET,
     &entra::PRESET,
