@@ -591,6 +591,12 @@ impl CloudIdentity {
         Ok(token)
     }
 
+    /// Gets an access token before `deadline` (`flexgate check`): proves the key, the account and
+    /// the token URL, not yet the Groups Reader role (that needs a person to search for).
+    pub async fn check_token(&self, deadline: Instant) -> Result<(), GoogleError> {
+        self.token(true, deadline).await.map(|_| ())
+    }
+
     /// Every group `email` is in, directly or through other groups (Google Groups only: the
     /// discussion-forum label), all before `deadline`.
     pub async fn transitive_groups(

@@ -322,6 +322,15 @@ impl Graph {
         }
     }
 
+    /// Gets a client-credentials token before `deadline` (`flexgate check`): proves the client
+    /// id, secret and token URL, not yet the Graph permission (that needs a user to read).
+    pub async fn check_token(&self, deadline: Instant) -> Result<(), GraphError> {
+        match tokio::time::timeout_at(deadline, self.token(true)).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(GraphError::Timeout { stage: TOKEN }),
+        }
+    }
+
     /// All pages; `past_token` is set once a token is in hand (for the timeout's wording).
     async fn collect(
         &self,
