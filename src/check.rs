@@ -8,7 +8,7 @@ use crate::config::Config;
 pub use crate::flex_console::{flex_console, render_flex_console, roles_claim, FlexConsole};
 use crate::oidc::discovery::ProviderMetadata;
 use crate::oidc::Upstream;
-use crate::provider::{Directory, Provider};
+use crate::provider::Directory;
 use serde::Serialize;
 
 /// How a finding bears on the deployment; any `Fail` fails the check (exit 1).
@@ -150,7 +150,7 @@ pub async fn run(cfg: &Config) -> Report {
         ),
     ));
     management_findings(cfg, &mut findings).await;
-    directory_findings(cfg, &mut findings);
+    directory_findings(cfg, &mut findings).await;
     let namespaced = cfg
         .sps
         .iter()
@@ -324,11 +324,12 @@ fn provider_setup(cfg: &Config, meta: Option<&ProviderMetadata>) -> ProviderSetu
             ("jwks_uri", Some(meta.jwks_uri.as_str())),
             ("end_session_endpoint", meta.end_session_endpoint.as_deref()),
         ];
-        if up.provider == Provider::Generic
+        if up.provider == crate::provider::fallback()
             && reason == crate::provider::NO_MATCH
             && crate::provider::discovery_is_auth0(issuer, &endpoints)
         {
-            preset = Provider::Auth0.preset();
+            preset = crate::provider::owner(|p| p.directory == Directory::Auth0Management)
+                .unwrap_or(preset);
             reason = format!(
                 "{} has Auth0's discovery document (a custom domain)",
                 up.issuer
@@ -364,22 +365,31 @@ fn provider_setup(cfg: &Config, meta: Option<&ProviderMetadata>) -> ProviderSetu
     }
 }
 
-/// The directory clients the preset needs (the service-account key read and parsed).
-fn directory_findings(cfg: &Config, out: &mut Vec<Finding>) {
+/// The directory clients the preset needs: the service-account key read and parsed, and a token
+/// from each directory's token endpoint.
+async fn directory_findings(cfg: &Config, out: &mut Vec<Finding>) {
     let up = &cfg.upstream;
     if up.google.is_none() && up.graph.is_none() {
         return;
     }
-    match crate::directory::Directories::build(up) {
-        Err(e) => out.push(finding(Level::Fail, e.directory(), e.to_string())),
-        Ok(d) => {
-            if let (Some(ci), Some(g)) = (&d.google, &up.google) {
-                out.push(finding(Level::Ok, "Google Cloud Identity", format!("service account {} (key {}); groups are read from {} at each login with a role map", ci.client_email(), g.service_account_key.display(), g.cloud_identity_url)));
-            }
-            if let Some(g) = &up.graph {
-                out.push(finding(Level::Ok, "Microsoft Graph", format!("on the groups overage, groups are read from {} with a client-credentials token from {} (needs GroupMember.Read.All with admin consent)", g.graph_url, g.token_url)));
-            }
-        }
+    let d = match crate::directory::Directories::build(up) {
+        Ok(d) => d,
+        Err(e) => return out.push(finding(Level::Fail, e.directory(), e.to_string())),
+    };
+    let deadline = tokio::time::Instant::now() + up.timeout;
+    if let (Some(ci), Some(g)) = (&d.google, &up.google) {
+        let what = "Google Cloud Identity";
+        out.push(match ci.check_token(deadline).await {
+            Err(e) => finding(Level::Fail, what, e.to_string()),
+            Ok(()) => finding(Level::Ok, what, format!("service account {} (key {}) got a token; groups are read from {} at each login with a role map (the account needs the Groups Reader admin role)", ci.client_email(), g.service_account_key.display(), g.cloud_identity_url)),
+        });
+    }
+    if let (Some(graph), Some(g)) = (&d.graph, &up.graph) {
+        let what = "Microsoft Graph";
+        out.push(match graph.check_token(deadline).await {
+            Err(e) => finding(Level::Fail, what, e.to_string()),
+            Ok(()) => finding(Level::Ok, what, format!("a client-credentials token from {}; on the groups overage, groups are read from {} (the application needs GroupMember.Read.All with admin consent)", g.token_url, g.graph_url)),
+        });
     }
 }
 

@@ -14,3 +14,15 @@ pub fn build(timeout: Duration) -> reqwest::Result<reqwest::Client> {
         .user_agent(concat!("flexgate/", env!("CARGO_PKG_VERSION")))
         .build()
 }
+
+/// An error and its causes on one line: reqwest's own message alone says only "error sending
+/// request", the cause says why (refused, DNS, TLS).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        parts.push(c.to_string());
+        cur = c.source();
+    }
+    parts.join(": ")
+}

@@ -1790,3 +1790,112 @@ fn check_names_the_provider_preset_and_its_steps() {
         "{v}"
     );
 }
+
+#[test]
+fn check_gets_a_graph_token_for_entra_and_names_a_refusal() {
+    for (secret, ok) in [("cli-secret", true), ("another-secret", false)] {
+        let graph = common::graph::GraphPeer::start(serde_json::json!({
+            "tenant": "contoso", "client_id": "flexgate", "client_secret": secret, "users": {}
+        }));
+        let d = Deploy::new();
+        d.write(
+            &op().issuer,
+            "",
+            &format!(
+                "provider = \"entra\"\ngraph_url = \"{}\"\ngraph_token_url = \"{}\"",
+                graph.url, graph.token_url
+            ),
+            "[sp.role_map]\n\"Flex.Agent\" = [\"agent\"]",
+        );
+        let (o, v) = check_json(&d);
+        let graph_finding = v["findings"]
+            .as_array()
+            .and_then(|f| f.iter().find(|x| x["what"] == "Microsoft Graph").cloned())
+            .unwrap_or_else(|| panic!("no Microsoft Graph finding: {v}"));
+        if ok {
+            assert_exit(&o, 0);
+            assert_eq!(graph_finding["level"], "ok", "{graph_finding}");
+            assert!(
+                graph_finding["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("GroupMember.Read.All"),
+                "{graph_finding}"
+            );
+        } else {
+            assert_exit(&o, 1);
+            assert_eq!(graph_finding["level"], "fail", "{graph_finding}");
+            let detail = graph_finding["detail"].as_str().unwrap_or("");
+            assert!(detail.contains("invalid_client"), "{detail}");
+            assert!(!detail.contains("cli-secret"), "{detail}");
+        }
+    }
+}
+
+#[test]
+fn check_gets_a_cloud_identity_token_for_google_and_names_a_refusal() {
+    use common::google::{service_account_key, GoogleCi, CLIENT_EMAIL};
+    for matching_key in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let key = service_account_key(
+            dir.path(),
+            "sa.json",
+            CLIENT_EMAIL,
+            "https://oauth2.googleapis.com/token",
+        );
+        let other = service_account_key(
+            dir.path(),
+            "other.json",
+            CLIENT_EMAIL,
+            "https://oauth2.googleapis.com/token",
+        );
+        let ci = GoogleCi::start(serde_json::json!({
+            "client_email": CLIENT_EMAIL,
+            "public_key": if matching_key { &key.public_pem } else { &other.public_pem },
+            "memberships": {},
+        }));
+        let d = Deploy::new();
+        d.write(
+            &op().issuer,
+            "",
+            &format!(
+                "provider = \"google\"\nhosted_domain = \"example.com\"\ngoogle_service_account_key = \"{}\"\ngoogle_token_url = \"{}\"\ncloud_identity_url = \"{}\"",
+                key.path.display(),
+                ci.token_url(),
+                ci.url
+            ),
+            "",
+        );
+        let (o, v) = check_json(&d);
+        let found = v["findings"]
+            .as_array()
+            .and_then(|f| {
+                f.iter()
+                    .find(|x| x["what"] == "Google Cloud Identity")
+                    .cloned()
+            })
+            .unwrap_or_else(|| panic!("no Google Cloud Identity finding: {v}"));
+        if matching_key {
+            assert_exit(&o, 0);
+            assert_eq!(found["level"], "ok", "{found}");
+            assert!(
+                found["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(CLIENT_EMAIL),
+                "{found}"
+            );
+        } else {
+            assert_exit(&o, 1);
+            assert_eq!(found["level"], "fail", "{found}");
+            assert!(
+                found["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("invalid_grant"),
+                "{found}"
+            );
+        }
+        assert!(!stdout(&o).contains("PRIVATE KEY"), "the key never shows");
+    }
+}

@@ -16,31 +16,6 @@ const OID_NAMES: &str = "21111111-2222-3333-4444-555555555555";
 const SUPERVISORS: &str = "6c3e2a5b-1f4d-4f8e-9a57-0d2f7f3b9c11";
 const AGENTS: &str = "7d4f3b6c-2a5e-4f9a-8b68-1e3a8a4cad22";
 
-fn expect(env: &Env, request_id: &str) -> SpExpect {
-    SpExpect {
-        cert_pem: env.fg.cert_pem.clone(),
-        idp_entity_id: env.fg.entity_id.clone(),
-        sp_entity_id: format!("urn:flex:{JQ}"),
-        acs_url: format!("https://login.flex.us1.twilio.com/login/callback?connection={JQ}"),
-        request_id: Some(request_id.to_string()),
-        response_signed: true,
-        assertion_signed: false,
-    }
-}
-
-async fn login(env: &Env, user: &str) -> (String, Outcome) {
-    let id = unique_id("_");
-    let xml = enhanced_request(&id, JQ, "us1", &env.fg.sso_url());
-    let url = format!(
-        "{}?SAMLRequest={}",
-        env.fg.sso_url(),
-        url::form_urlencoded::byte_serialize(deflate_b64(&xml).as_bytes()).collect::<String>()
-    );
-    let b = Browser::new();
-    let out = b.login(b.client.get(url), user).await;
-    (id, out)
-}
-
 // ----------------------------------------------------------------------- Entra ID overage
 
 fn graph_peer(extra: serde_json::Value) -> GraphPeer {
@@ -92,9 +67,10 @@ fn entra_env(graph: &GraphPeer) -> Env {
 async fn entra_groups_overage_reads_graph_and_maps_the_groups() {
     let graph = graph_peer(json!({}));
     let env = entra_env(&graph);
-    let (id, out) = login(&env, "many").await;
+    let (id, out) = enhanced_login(&env, "many").await;
     assert_eq!(out.status, 200, "{}", out.body);
-    let (name_id, got) = validate_everywhere(&out.form.expect("a response"), &expect(&env, &id));
+    let (name_id, got) =
+        validate_everywhere(&out.form.expect("a response"), &enhanced_expect(&env, &id));
     assert_eq!(name_id, "many@contoso.example");
     assert_eq!(got["roles"], ["supervisor".to_string()], "{got:?}");
     let stats = graph.stats().await;
@@ -102,9 +78,9 @@ async fn entra_groups_overage_reads_graph_and_maps_the_groups() {
     assert_eq!(stats["token_requests"], 1, "{stats}");
 
     // `_claim_names` is the same overage; the token is reused.
-    let (id, out) = login(&env, "names").await;
+    let (id, out) = enhanced_login(&env, "names").await;
     assert_eq!(out.status, 200, "{}", out.body);
-    let (_, got) = validate_everywhere(&out.form.expect("a response"), &expect(&env, &id));
+    let (_, got) = validate_everywhere(&out.form.expect("a response"), &enhanced_expect(&env, &id));
     assert_eq!(got["roles"], ["agent".to_string()]);
     let stats = graph.stats().await;
     assert_eq!(stats["graph_requests"], 3, "{stats}");
@@ -114,7 +90,7 @@ async fn entra_groups_overage_reads_graph_and_maps_the_groups() {
     );
 
     // A person whose groups fit in the ID token costs no Graph call.
-    let (_, out) = login(&env, "listed").await;
+    let (_, out) = enhanced_login(&env, "listed").await;
     assert_eq!(out.status, 200, "{}", out.body);
     assert_eq!(graph.stats().await["graph_requests"], 3);
 }
@@ -123,7 +99,7 @@ async fn entra_groups_overage_reads_graph_and_maps_the_groups() {
 async fn a_graph_that_refuses_ends_the_login_on_a_page_naming_nothing_secret() {
     let graph = graph_peer(json!({"forbidden": true}));
     let env = entra_env(&graph);
-    let (_, out) = login(&env, "many").await;
+    let (_, out) = enhanced_login(&env, "many").await;
     assert_eq!(out.status, 502, "{}", out.body);
     assert!(
         out.body.contains("Your Flex roles could not be read"),
@@ -184,15 +160,16 @@ fn google_env(dir: &std::path::Path, mode: Option<&str>) -> (GoogleCi, Env) {
 async fn google_groups_from_cloud_identity_map_to_flex_roles() {
     let dir = tempfile::tempdir().unwrap();
     let (ci, env) = google_env(dir.path(), None);
-    let (id, out) = login(&env, "g_staff").await;
+    let (id, out) = enhanced_login(&env, "g_staff").await;
     assert_eq!(out.status, 200, "{}", out.body);
-    let (name_id, got) = validate_everywhere(&out.form.expect("a response"), &expect(&env, &id));
+    let (name_id, got) =
+        validate_everywhere(&out.form.expect("a response"), &enhanced_expect(&env, &id));
     assert_eq!(name_id, "staff@example.com");
     assert_eq!(got["roles"], ["agent".to_string()]);
     let stats = ci.stats().await;
     assert_eq!(stats["search_requests"], 2, "two pages of one: {stats}");
     // None of the person's groups maps: the no-role page names them.
-    let (_, out) = login(&env, "g_nobody").await;
+    let (_, out) = enhanced_login(&env, "g_nobody").await;
     assert_eq!(out.status, 403, "{}", out.body);
     assert!(out.body.contains("everyone@example.com"), "{}", out.body);
 }
@@ -201,7 +178,7 @@ async fn google_groups_from_cloud_identity_map_to_flex_roles() {
 async fn a_cloud_identity_that_refuses_ends_the_login_on_a_page() {
     let dir = tempfile::tempdir().unwrap();
     let (_ci, env) = google_env(dir.path(), Some("forbidden"));
-    let (_, out) = login(&env, "g_staff").await;
+    let (_, out) = enhanced_login(&env, "g_staff").await;
     assert_eq!(out.status, 502, "{}", out.body);
     assert!(
         out.body.contains("Your Flex roles could not be read"),

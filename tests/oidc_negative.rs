@@ -388,7 +388,7 @@ fn upstream_for(issuer: &str, timeout: Duration) -> Upstream {
             timeout,
             userinfo: true,
             management: None,
-            provider: flexgate::provider::Provider::Generic,
+            provider: flexgate::provider::fallback(),
             provider_reason: "test".into(),
             hosted_domain: None,
             graph: None,

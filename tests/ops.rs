@@ -718,11 +718,15 @@ async fn cluster_store_works(dir: &Path, tls: Option<&TlsFiles>) {
             }
             None => plain_args(p),
         };
+        // The cluster bus port is the client port + 10000 unless named: name one known free, so
+        // a busy p + 10000 (possibly in the ephemeral range) cannot stop the node.
         args.extend([
             "--cluster-enabled".into(),
             "yes".into(),
             "--cluster-config-file".into(),
             format!("nodes-{p}.conf"),
+            "--cluster-port".into(),
+            free_port().to_string(),
         ]);
         procs.push(spawn_quiet(
             Command::new("/usr/bin/redis-server")

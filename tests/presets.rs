@@ -11,41 +11,19 @@ mod common;
 use common::*;
 use serde_json::json;
 
-fn expect(env: &Env, request_id: &str) -> SpExpect {
-    SpExpect {
-        cert_pem: env.fg.cert_pem.clone(),
-        idp_entity_id: env.fg.entity_id.clone(),
-        sp_entity_id: format!("urn:flex:{JQ}"),
-        acs_url: format!("https://login.flex.us1.twilio.com/login/callback?connection={JQ}"),
-        request_id: Some(request_id.to_string()),
-        response_signed: true,
-        assertion_signed: false,
-    }
-}
-
 /// One Enhanced SP with the preset's attributes and `rest` (a role map).
 fn sp(rest: &str) -> String {
     format!("[[sp]]\nname = \"flex\"\nflex_connection = \"{JQ}\"\n{rest}")
 }
 
-async fn login(env: &Env, user: &str) -> (String, Outcome) {
-    let id = unique_id("_");
-    let xml = enhanced_request(&id, JQ, "us1", &env.fg.sso_url());
-    let url = format!(
-        "{}?SAMLRequest={}",
-        env.fg.sso_url(),
-        url::form_urlencoded::byte_serialize(deflate_b64(&xml).as_bytes()).collect::<String>()
-    );
-    let b = Browser::new();
-    let out = b.login(b.client.get(url), user).await;
-    (id, out)
-}
-
 /// Logs `user` in and returns the NameID and attributes all three validators agree on.
 async fn login_ok(env: &Env, user: &str) -> (String, Attrs) {
-    let (id, out) = login(env, user).await;
+    let (id, out) = enhanced_login(env, user).await;
     assert_eq!(out.status, 200, "{}", out.body);
-    validate_everywhere(&out.form.expect("a SAML response"), &expect(env, &id))
+    validate_everywhere(
+        &out.form.expect("a SAML response"),
+        &enhanced_expect(env, &id),
+    )
 }
 
 // ------------------------------------------------------------------------------ Keycloak
@@ -90,7 +68,7 @@ async fn keycloak_realm_roles_client_roles_and_groups_all_map() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keycloak_roles_of_another_client_do_not_count() {
     let env = keycloak_env();
-    let (_, out) = login(&env, "kc_other_client").await;
+    let (_, out) = enhanced_login(&env, "kc_other_client").await;
     assert_eq!(out.status, 403, "{}", out.body);
     assert!(out.body.contains("no Flex role"), "{}", out.body);
     assert!(!out.body.contains("SAMLResponse"));
@@ -137,7 +115,7 @@ async fn entra_app_roles_and_group_object_ids_map() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entra_unmapped_groups_are_named_on_the_no_role_page() {
     let env = entra_env();
-    let (_, out) = login(&env, "entra_sales").await;
+    let (_, out) = enhanced_login(&env, "entra_sales").await;
     assert_eq!(out.status, 403, "{}", out.body);
     assert!(out.body.contains(SALES_OID), "{}", out.body);
     assert!(!out.body.contains("SAMLResponse"));
@@ -170,7 +148,7 @@ async fn google_admits_only_the_hosted_domain() {
     assert_eq!(name_id, "staff@example.com");
     assert_eq!(got["roles"], ["agent".to_string()]);
     for user in ["g_personal", "g_other"] {
-        let (_, out) = login(&env, user).await;
+        let (_, out) = enhanced_login(&env, user).await;
         assert_eq!(out.status, 403, "{user}: {}", out.body);
         assert!(
             out.body.contains("Use your work account"),
@@ -179,9 +157,35 @@ async fn google_admits_only_the_hosted_domain() {
         );
         assert!(!out.body.contains("SAMLResponse"), "{user}");
     }
-    let log = env.fg.wait_log("not_in_workspace");
+    // Both refusals are logged with the hd found (the second line may still be on its way).
+    let log = env.fg.wait_log("hd claim is Some(\"other.example\")");
     assert!(
-        log.contains("hd claim is None") && log.contains("\"other.example\""),
+        log.contains("hd claim is Some(\"other.example\")") && log.contains("hd claim is None"),
         "{log}"
     );
+}
+
+/// Auth0's `connection` hint means nothing to Keycloak: its preset never sends it upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_hint_is_not_sent_to_a_provider_without_connections() {
+    let env = keycloak_env();
+    let sso = format!(
+        "{}?connection=Username-Password-Authentication",
+        env.fg.sso_url()
+    );
+    let xml = enhanced_request(&unique_id("_"), JQ, "us1", &sso);
+    let b = Browser::new();
+    let first = b
+        .client
+        .post(&sso)
+        .form(&[("SAMLRequest", b64(&xml))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 302);
+    let loc = first.headers()["location"].to_str().unwrap().to_string();
+    assert!(loc.starts_with(&env.op.issuer), "{loc}");
+    assert!(!loc.contains("connection="), "{loc}");
+    let out = b.login(b.client.get(&loc), "kc_realm").await;
+    assert_eq!(out.status, 200, "{}", out.body);
 }

@@ -6,35 +6,9 @@ mod common;
 use common::*;
 use serde_json::json;
 
-fn expect(env: &Env, request_id: &str) -> SpExpect {
-    SpExpect {
-        cert_pem: env.fg.cert_pem.clone(),
-        idp_entity_id: env.fg.entity_id.clone(),
-        sp_entity_id: format!("urn:flex:{JQ}"),
-        acs_url: format!("https://login.flex.us1.twilio.com/login/callback?connection={JQ}"),
-        request_id: Some(request_id.to_string()),
-        response_signed: true,
-        assertion_signed: false,
-    }
-}
-
 /// One Enhanced SP whose `[sp.attributes]` (and anything after) is `attributes`.
 fn sp(attributes: &str) -> String {
     format!("[[sp]]\nname = \"flex\"\nflex_connection = \"{JQ}\"\n[sp.attributes]\n{attributes}")
-}
-
-/// Logs `user` in through an Enhanced SP-initiated request; returns the request ID and outcome.
-async fn login(env: &Env, user: &str) -> (String, Outcome) {
-    let id = unique_id("_");
-    let xml = enhanced_request(&id, JQ, "us1", &env.fg.sso_url());
-    let url = format!(
-        "{}?SAMLRequest={}",
-        env.fg.sso_url(),
-        url::form_urlencoded::byte_serialize(deflate_b64(&xml).as_bytes()).collect::<String>()
-    );
-    let b = Browser::new();
-    let out = b.login(b.client.get(url), user).await;
-    (id, out)
 }
 
 // ------------------------------------------------------------------ signed userinfo
@@ -58,10 +32,10 @@ fn signed_userinfo_env(tamper: bool) -> Env {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_userinfo_is_verified_and_used() {
     let env = signed_userinfo_env(false);
-    let (id, out) = login(&env, "uiuser").await;
+    let (id, out) = enhanced_login(&env, "uiuser").await;
     assert_eq!(out.status, 200, "{}", out.body);
     let form = out.form.expect("a response");
-    let (name_id, got) = validate_everywhere(&form, &expect(&env, &id));
+    let (name_id, got) = validate_everywhere(&form, &enhanced_expect(&env, &id));
     assert_eq!(name_id, "ui@example.com");
     assert_eq!(
         got["roles"],
@@ -73,7 +47,7 @@ async fn signed_userinfo_is_verified_and_used() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_userinfo_with_a_bad_signature_stops_the_login() {
     let env = signed_userinfo_env(true);
-    let (_, out) = login(&env, "uiuser").await;
+    let (_, out) = enhanced_login(&env, "uiuser").await;
     assert!(
         env.op
             .log_text()
@@ -110,9 +84,10 @@ fn okta_env() -> Env {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn okta_groups_map_to_flex_roles() {
     let env = okta_env();
-    let (id, out) = login(&env, "okta_sup").await;
+    let (id, out) = enhanced_login(&env, "okta_sup").await;
     assert_eq!(out.status, 200, "{}", out.body);
-    let (name_id, got) = validate_everywhere(&out.form.expect("a response"), &expect(&env, &id));
+    let (name_id, got) =
+        validate_everywhere(&out.form.expect("a response"), &enhanced_expect(&env, &id));
     assert_eq!(name_id, "sup@example.com");
     assert_eq!(
         got,
@@ -128,7 +103,7 @@ async fn okta_groups_map_to_flex_roles() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_mapped_group_gets_the_no_role_page_naming_the_groups() {
     let env = okta_env();
-    let (_, out) = login(&env, "okta_none").await;
+    let (_, out) = enhanced_login(&env, "okta_none").await;
     assert_eq!(out.status, 403, "{}", out.body);
     assert!(out.body.contains("no Flex role"), "{}", out.body);
     assert!(out.body.contains("none@example.com"), "{}", out.body);

@@ -244,12 +244,7 @@ impl Client {
                 secs: self.cfg.timeout.as_secs(),
             };
         }
-        let mut reason = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            reason = format!("{reason}: {s}");
-            src = s.source();
-        }
+        let reason = crate::http_client::error_chain(&e);
         Auth0Error::Unreachable {
             url: url.to_string(),
             reason,

@@ -48,19 +48,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
             "no answer from {} within {} s ({}); is flexgate listening there?",
             args.url,
             args.timeout,
-            error_chain(&e)
+            flexgate::http_client::error_chain(&e)
         )
         .into()),
     }
-}
-
-/// The error and its causes on one line (reqwest's own message alone says only "error sending request").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        parts.push(c.to_string());
-        cur = c.source();
-    }
-    parts.join(": ")
 }

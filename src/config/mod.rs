@@ -213,7 +213,7 @@ pub struct UpstreamConfig {
 impl UpstreamConfig {
     /// The preset in force.
     pub fn preset(&self) -> &'static crate::provider::Preset {
-        self.provider.preset()
+        self.provider
     }
 }
 

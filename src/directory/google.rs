@@ -478,12 +478,7 @@ impl CloudIdentity {
         if e.is_timeout() {
             return self.timeout_err(what, url, t0);
         }
-        let mut reason = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            reason = format!("{reason}: {s}");
-            src = s.source();
-        }
+        let reason = crate::http_client::error_chain(&e);
         GoogleError::Unreachable {
             what,
             url: url.to_string(),
@@ -594,6 +589,12 @@ impl CloudIdentity {
             *guard = Some((token.clone(), until));
         }
         Ok(token)
+    }
+
+    /// Gets an access token before `deadline` (`flexgate check`): proves the key, the account and
+    /// the token URL, not yet the Groups Reader role (that needs a person to search for).
+    pub async fn check_token(&self, deadline: Instant) -> Result<(), GoogleError> {
+        self.token(true, deadline).await.map(|_| ())
     }
 
     /// Every group `email` is in, directly or through other groups (Google Groups only: the

@@ -241,12 +241,7 @@ fn net(stage: &'static str, url: &str, e: reqwest::Error) -> GraphError {
     if e.is_timeout() {
         return GraphError::Timeout { stage };
     }
-    let mut reason = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        reason = format!("{reason}: {s}");
-        src = s.source();
-    }
+    let reason = crate::http_client::error_chain(&e);
     GraphError::Unreachable {
         stage,
         url: url.to_string(),
@@ -324,6 +319,15 @@ impl Graph {
                     TOKEN
                 },
             }),
+        }
+    }
+
+    /// Gets a client-credentials token before `deadline` (`flexgate check`): proves the client
+    /// id, secret and token URL, not yet the Graph permission (that needs a user to read).
+    pub async fn check_token(&self, deadline: Instant) -> Result<(), GraphError> {
+        match tokio::time::timeout_at(deadline, self.token(true)).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(GraphError::Timeout { stage: TOKEN }),
         }
     }
 

@@ -237,7 +237,9 @@ impl Upstream {
             .append_pair("nonce", p.nonce)
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256");
-        if let Some(c) = p.connection.or(self.cfg.connection.as_deref()) {
+        // Auth0's `connection` means nothing to other providers: their presets never send it.
+        let connection = p.connection.or(self.cfg.connection.as_deref());
+        if let Some(c) = connection.filter(|_| self.cfg.preset().connection) {
             q.append_pair("connection", c);
         }
         if let Some(prompt) = p.prompt {

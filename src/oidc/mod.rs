@@ -59,12 +59,7 @@ impl OidcError {
                 reason: e.to_string(),
             }
         } else {
-            let mut reason = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                reason = format!("{reason}: {s}");
-                src = s.source();
-            }
+            let reason = crate::http_client::error_chain(&e);
             OidcError::Unreachable {
                 url: url.to_string(),
                 reason,

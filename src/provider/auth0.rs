@@ -1,10 +1,9 @@
 //! Auth0: roles in `app_metadata.flex.roles` (through a post-login Action, or read from the
 //! Management API with `[upstream.management]`), and the `connection` authorize parameter.
 
-use super::{host_within, Directory, Preset, Provider};
+use super::{host_within, Directory, Preset};
 
 pub(super) static PRESET: Preset = Preset {
-    provider: Provider::Auth0,
     name: "auth0",
     title: "Auth0",
     attributes: &[
@@ -16,6 +15,7 @@ pub(super) static PRESET: Preset = Preset {
     groups_claims: &["groups"],
     directory: Directory::Auth0Management,
     connection: true,
+    hosted_domain: false,
     steps: &[
         "Applications → Create Application → Regular Web Application; Settings → Allowed Callback URLs: {callback}",
         "give agents roles in app_metadata.flex.roles (`flexgate roles set EMAIL agent`), then either add the post-login Action below or set [upstream.management] so flexgate reads them",

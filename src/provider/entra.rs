@@ -2,11 +2,10 @@
 //! (the *groups overage*) the ID token carries `hasgroups` or `_claim_names.groups` instead,
 //! and the groups are read from Microsoft Graph with the client's own credentials.
 
-use super::{host_within, Directory, Preset, Provider};
+use super::{host_within, Directory, Preset};
 use serde_json::{Map, Value};
 
 pub(super) static PRESET: Preset = Preset {
-    provider: Provider::Entra,
     name: "entra",
     title: "Microsoft Entra ID",
     // Entra ID has no picture claim; `email` needs the optional claim (see the steps).
@@ -14,6 +13,7 @@ pub(super) static PRESET: Preset = Preset {
     groups_claims: &["roles", "groups"],
     directory: Directory::Graph,
     connection: false,
+    hosted_domain: false,
     steps: &[
         "App registrations → New registration; Redirect URI (Web): {callback}; Certificates & secrets → New client secret",
         "Token configuration → Add optional claim → ID → email; Add groups claim → Security groups (emitted as object ids), or define App roles and assign them",

@@ -1,10 +1,9 @@
 //! Any other certified OpenID provider: the standard claims, roles in `app_metadata.flex.roles`
 //! (or the claim `[sp.attributes] roles` names), groups in `groups`.
 
-use super::{Directory, Preset, Provider};
+use super::{Directory, Preset};
 
 pub(super) static PRESET: Preset = Preset {
-    provider: Provider::Generic,
     name: "generic",
     title: "an OpenID provider",
     attributes: &[
@@ -16,6 +15,7 @@ pub(super) static PRESET: Preset = Preset {
     groups_claims: &["groups"],
     directory: Directory::None,
     connection: true,
+    hosted_domain: false,
     steps: &[
         "register a confidential client (authorization code flow, client_secret_basic or client_secret_post) with the redirect URI {callback}",
         "send Flex roles in a claim and name it in [sp.attributes] roles, or send groups in `groups` and map them in [sp.role_map]",

@@ -2,10 +2,9 @@
 //! sign in to accounts.google.com), and groups come from the Cloud Identity API with a
 //! service-account key.
 
-use super::{host_within, Directory, Preset, Provider};
+use super::{host_within, Directory, Preset};
 
 pub(super) static PRESET: Preset = Preset {
-    provider: Provider::Google,
     name: "google",
     title: "Google Workspace",
     attributes: &[
@@ -16,6 +15,7 @@ pub(super) static PRESET: Preset = Preset {
     groups_claims: &["groups"],
     directory: Directory::CloudIdentity,
     connection: false,
+    hosted_domain: true,
     steps: &[
         "Google Cloud console → APIs & Services → Credentials → Create OAuth client ID → Web application; Authorized redirect URI: {callback}",
         "set [upstream] hosted_domain to your Workspace domain: only its accounts get in",

@@ -1,10 +1,9 @@
 //! Keycloak: realm roles in `realm_access.roles`, the client's roles in
 //! `resource_access.{client_id}.roles`, and groups in `groups` (a Group Membership mapper).
 
-use super::{Directory, Preset, Provider};
+use super::{Directory, Preset};
 
 pub(super) static PRESET: Preset = Preset {
-    provider: Provider::Keycloak,
     name: "keycloak",
     title: "Keycloak",
     attributes: &[
@@ -19,6 +18,7 @@ pub(super) static PRESET: Preset = Preset {
     ],
     directory: Directory::None,
     connection: false,
+    hosted_domain: false,
     steps: &[
         "Clients → Create client → OpenID Connect, Client authentication on, Standard flow; Valid redirect URIs: {callback}",
         "give agents realm roles or roles of client {client_id}, or add a Group Membership mapper (claim name `groups`, Full group path off) to the client's dedicated scope",

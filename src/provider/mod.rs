@@ -10,7 +10,8 @@
 //! - the set-up steps `flexgate check` prints.
 //!
 //! `[upstream] provider` picks one; without it, [`detect`] picks one from the issuer.
-//! Adding a preset: one file here, one [`Provider`] variant and one row in [`PRESETS`].
+//! Adding a preset: one file here (and its `mod` line) and one row in [`PRESETS`]; the rest of
+//! flexgate asks a preset for capabilities, never for its name.
 
 mod auth0;
 mod entra;
@@ -21,18 +22,6 @@ mod okta;
 
 pub use entra::groups_overage;
 use url::Url;
-
-/// `[upstream] provider`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    Auth0,
-    Okta,
-    Entra,
-    Google,
-    Keycloak,
-    Generic,
-}
 
 /// A lookup, besides the tokens, that gives a person's roles or groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +36,12 @@ pub enum Directory {
     CloudIdentity,
 }
 
+/// The provider preset in force: one of [`PRESETS`].
+pub type Provider = &'static Preset;
+
 /// Everything a provider does its own way.
 #[derive(Debug)]
 pub struct Preset {
-    pub provider: Provider,
     /// The value of `[upstream] provider`.
     pub name: &'static str,
     /// How people call it.
@@ -66,6 +57,8 @@ pub struct Preset {
     pub directory: Directory,
     /// Whether `upstream.connection` (Auth0's `connection` authorize parameter) means anything.
     pub connection: bool,
+    /// Whether every ID token's `hd` must be `[upstream] hosted_domain` (required then).
+    pub hosted_domain: bool,
     /// What to set up at the provider, printed by `flexgate check` (`{callback}` and
     /// `{client_id}` are filled in).
     pub steps: &'static [&'static str],
@@ -74,7 +67,7 @@ pub struct Preset {
 }
 
 /// The presets, in detection order; `generic` last (it matches everything).
-pub static PRESETS: [&Preset; 6] = [
+pub static PRESETS: &[&Preset] = &[
     &auth0::PRESET,
     &okta::PRESET,
     &entra::PRESET,
@@ -83,28 +76,37 @@ pub static PRESETS: [&Preset; 6] = [
     &generic::PRESET,
 ];
 
-impl Provider {
-    /// This provider's preset.
-    pub fn preset(self) -> &'static Preset {
-        PRESETS
-            .iter()
-            .copied()
-            .find(|p| p.provider == self)
-            .unwrap_or(&generic::PRESET)
+impl PartialEq for Preset {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
     }
+}
 
-    pub fn name(self) -> &'static str {
-        self.preset().name
-    }
+impl Eq for Preset {}
 
-    /// Every value `[upstream] provider` accepts, for messages.
-    pub fn names() -> String {
-        PRESETS
-            .iter()
-            .map(|p| format!("{:?}", p.name))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
+/// The preset `[upstream] provider` names.
+pub fn by_name(name: &str) -> Option<Provider> {
+    PRESETS.iter().copied().find(|p| p.name == name)
+}
+
+/// Every value `[upstream] provider` accepts, for messages.
+pub fn names() -> String {
+    PRESETS
+        .iter()
+        .map(|p| format!("{:?}", p.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The preset that matches any issuer (last in [`PRESETS`]).
+pub fn fallback() -> Provider {
+    &generic::PRESET
+}
+
+/// The first preset with this capability, e.g. the one whose directory is the Auth0
+/// Management API: for messages that name who a key belongs to.
+pub fn owner(has: impl Fn(&Preset) -> bool) -> Option<Provider> {
+    PRESETS.iter().copied().find(|p| has(p))
 }
 
 /// The preset in force and why: `explicit` (`[upstream] provider`) wins; else the first preset
@@ -120,8 +122,8 @@ pub fn resolve(explicit: Option<Provider>, issuer: &Url) -> (Provider, String) {
 pub fn detect(issuer: &Url) -> (Provider, String) {
     PRESETS
         .iter()
-        .find_map(|p| (p.detect)(issuer).map(|why| (p.provider, why)))
-        .unwrap_or((Provider::Generic, NO_MATCH.into()))
+        .find_map(|p| (p.detect)(issuer).map(|why| (*p, why)))
+        .unwrap_or((fallback(), NO_MATCH.into()))
 }
 
 /// Why `generic` is in force when nothing chose another preset.
@@ -167,43 +169,31 @@ pub fn groups_claims(preset: &Preset, client_id: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn detect_str(issuer: &str) -> Provider {
-        detect(&Url::parse(issuer).unwrap()).0
+    fn detect_str(issuer: &str) -> &'static str {
+        detect(&Url::parse(issuer).unwrap()).0.name
     }
 
     #[test]
     fn the_issuer_picks_the_preset() {
         let cases = [
-            ("https://example.us.auth0.com/", Provider::Auth0),
-            ("https://EXAMPLE.eu.auth0.com/", Provider::Auth0),
-            ("https://dev-1.okta.com/oauth2/default", Provider::Okta),
-            ("https://acme.oktapreview.com", Provider::Okta),
+            ("https://example.us.auth0.com/", "auth0"),
+            ("https://EXAMPLE.eu.auth0.com/", "auth0"),
+            ("https://dev-1.okta.com/oauth2/default", "okta"),
+            ("https://acme.oktapreview.com", "okta"),
             (
                 "https://login.microsoftonline.com/0e0c-tenant/v2.0",
-                Provider::Entra,
+                "entra",
             ),
-            ("https://accounts.google.com", Provider::Google),
-            (
-                "https://sso.example.com/realms/contact-centre",
-                Provider::Keycloak,
-            ),
-            (
-                "https://id.example.com/auth/realms/flex",
-                Provider::Keycloak,
-            ),
-            ("https://login.example.com/", Provider::Generic),
+            ("https://accounts.google.com", "google"),
+            ("https://sso.example.com/realms/contact-centre", "keycloak"),
+            ("https://id.example.com/auth/realms/flex", "keycloak"),
+            ("https://login.example.com/", "generic"),
             // Look-alikes are not the provider.
-            ("https://auth0.com.evil.example/", Provider::Generic),
-            ("https://notokta.com/", Provider::Generic),
-            (
-                "https://login.microsoftonline.com.evil.example/",
-                Provider::Generic,
-            ),
-            (
-                "https://accounts.google.com.evil.example/",
-                Provider::Generic,
-            ),
-            ("https://example.com/notrealms/x", Provider::Generic),
+            ("https://auth0.com.evil.example/", "generic"),
+            ("https://notokta.com/", "generic"),
+            ("https://login.microsoftonline.com.evil.example/", "generic"),
+            ("https://accounts.google.com.evil.example/", "generic"),
+            ("https://example.com/notrealms/x", "generic"),
         ];
         for (issuer, want) in cases {
             assert_eq!(detect_str(issuer), want, "{issuer}");
@@ -213,42 +203,43 @@ mod tests {
     #[test]
     fn an_explicit_provider_wins_and_says_so() {
         let issuer = Url::parse("https://example.us.auth0.com/").unwrap();
-        let (p, why) = resolve(Some(Provider::Generic), &issuer);
-        assert_eq!(p, Provider::Generic);
+        let (p, why) = resolve(by_name("generic"), &issuer);
+        assert_eq!(p.name, "generic");
         assert!(why.contains("[upstream] provider"), "{why}");
         let (p, why) = resolve(None, &issuer);
-        assert_eq!(p, Provider::Auth0);
+        assert_eq!(p.name, "auth0");
         assert!(why.contains("auth0.com"), "{why}");
     }
 
     #[test]
-    fn every_provider_has_exactly_one_preset() {
-        for p in [
-            Provider::Auth0,
-            Provider::Okta,
-            Provider::Entra,
-            Provider::Google,
-            Provider::Keycloak,
-            Provider::Generic,
-        ] {
+    fn every_preset_has_its_own_name_and_generic_is_last() {
+        for (i, p) in PRESETS.iter().enumerate() {
+            assert_eq!(by_name(p.name).map(|x| x.name), Some(p.name));
             assert_eq!(
-                PRESETS.iter().filter(|x| x.provider == p).count(),
+                PRESETS.iter().filter(|x| x.name == p.name).count(),
                 1,
-                "{p:?}"
+                "{}",
+                p.name
             );
-            assert_eq!(p.preset().provider, p);
-            let de: Provider =
-                serde::Deserialize::deserialize(serde::de::value::StrDeserializer::<
-                    serde::de::value::Error,
-                >::new(p.name()))
-                .unwrap();
-            assert_eq!(de, p);
+            assert!(!p.steps.is_empty(), "{}", p.name);
+            assert!(
+                p.attributes.iter().any(|(a, _)| *a == "email"),
+                "{}",
+                p.name
+            );
+            let matches_all = (p.detect)(&Url::parse("https://x.example/").unwrap()).is_some();
+            assert!(!matches_all, "{} matches any issuer", p.name);
+            if i + 1 == PRESETS.len() {
+                assert_eq!(p.name, fallback().name);
+            }
         }
+        assert!(by_name("ping").is_none());
+        assert!(names().contains("\"keycloak\""));
     }
 
     #[test]
     fn keycloak_client_roles_name_the_client() {
-        let c = groups_claims(Provider::Keycloak.preset(), "flexgate");
+        let c = groups_claims(by_name("keycloak").unwrap(), "flexgate");
         assert_eq!(
             c,
             [

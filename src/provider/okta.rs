@@ -1,10 +1,9 @@
 //! Okta: people's groups in the `groups` claim (a Groups claim filter on the app, or the
 //! `groups` scope on an authorization server), mapped to Flex roles by `[sp.role_map]`.
 
-use super::{host_within, Directory, Preset, Provider};
+use super::{host_within, Directory, Preset};
 
 pub(super) static PRESET: Preset = Preset {
-    provider: Provider::Okta,
     name: "okta",
     title: "Okta",
     attributes: &[
@@ -15,6 +14,7 @@ pub(super) static PRESET: Preset = Preset {
     groups_claims: &["groups"],
     directory: Directory::None,
     connection: false,
+    hosted_domain: false,
     steps: &[
         "Applications → Create App Integration → OIDC, Web Application; Sign-in redirect URI: {callback}; grant type Authorization Code",
         "Sign On → OpenID Connect ID Token → Groups claim type Filter, name `groups`, e.g. Starts with `Flex` (or add the `groups` scope to [upstream] scopes with a custom authorization server)",

@@ -1,13 +1,11 @@
 //! The Google token endpoint + Cloud Identity stand-in (`tests/peers/google_ci.mjs`) and
 //! throwaway service-account JSON keys for it.
 
-use super::{free_port, repo};
+use super::free_port;
 use openssl::pkey::PKey;
 use openssl::rsa::Rsa;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
 
 pub const CLIENT_EMAIL: &str = "flexgate-groups@flexgate-test.iam.gserviceaccount.com";
 
@@ -54,45 +52,17 @@ pub fn service_account_key(dir: &Path, name: &str, client_email: &str, token_uri
 /// The running stand-in. Killed on drop.
 pub struct GoogleCi {
     pub url: String,
-    child: Child,
-    _stdin: ChildStdin,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for GoogleCi {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    peer: super::NodePeer,
 }
 
 impl GoogleCi {
     /// Starts the stand-in with `cfg` (keys in `google_ci.mjs`); `port` is set here.
     pub fn start(mut cfg: Value) -> GoogleCi {
         cfg["port"] = json!(free_port());
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("google_ci.json");
-        std::fs::write(&path, cfg.to_string()).expect("write");
-        let mut child = Command::new("node")
-            .arg(repo().join("tests/peers/google_ci.mjs"))
-            .arg(&path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cannot start node (Node 20 required; run scripts/install-test-deps)");
-        let stdin = child.stdin.take().expect("stdin");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let url = match lines.next() {
-            Some(Ok(l)) if l.starts_with("READY ") => l[6..].trim().to_string(),
-            other => panic!("the Google stand-in did not start: {other:?}"),
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let peer = super::NodePeer::start("google_ci.mjs", &cfg, "the Google stand-in", true);
         GoogleCi {
-            url,
-            child,
-            _stdin: stdin,
-            _dir: dir,
+            url: peer.url.clone(),
+            peer,
         }
     }
 
@@ -102,11 +72,6 @@ impl GoogleCi {
     }
 
     pub async fn stats(&self) -> Value {
-        ::reqwest::get(format!("{}/__stats", self.url))
-            .await
-            .expect("stats")
-            .json()
-            .await
-            .expect("json")
+        self.peer.stats().await
     }
 }

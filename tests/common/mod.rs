@@ -206,42 +206,53 @@ impl Op {
     }
 }
 
-/// The Auth0 Management API stand-in (`tests/peers/auth0_mgmt.mjs`).
-pub struct Mgmt {
+/// A plain-node stand-in for a cloud API (`node tests/peers/SCRIPT CONFIG.json`, which prints
+/// `READY URL` once it listens). Dropping it stops the process.
+pub struct NodePeer {
     pub url: String,
     child: Child,
     _stdin: ChildStdin,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Mgmt {
+impl Drop for NodePeer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-impl Mgmt {
-    pub fn start(cfg: Value) -> Mgmt {
+impl NodePeer {
+    /// Starts `tests/peers/{script}` with `cfg` and waits for its `READY` line; `what` names it in
+    /// the panic when it does not start. Its stderr is the test's when `show_stderr`.
+    pub fn start(script: &str, cfg: &Value, what: &str, show_stderr: bool) -> NodePeer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("mgmt.json");
-        std::fs::write(&path, cfg.to_string()).expect("write");
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, cfg.to_string()).expect("write the stand-in's config");
         let mut child = Command::new("node")
-            .arg(repo().join("tests/peers/auth0_mgmt.mjs"))
+            .arg(repo().join("tests/peers").join(script))
             .arg(&path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(if show_stderr {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
-            .expect("cannot start node (run scripts/install-test-deps)");
+            .expect("cannot start node (Node 20 required; run scripts/install-test-deps)");
         let stdin = child.stdin.take().expect("stdin");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let url = match lines.next() {
             Some(Ok(l)) if l.starts_with("READY ") => l[6..].trim().to_string(),
-            _ => panic!("the Management API stand-in did not start"),
+            other => {
+                let _ = child.kill();
+                panic!("{what} did not start: {other:?}")
+            }
         };
+        // Keep reading: a closed pipe would kill it at its next console.log.
         std::thread::spawn(move || for _ in lines {});
-        Mgmt {
+        NodePeer {
             url,
             child,
             _stdin: stdin,
@@ -249,13 +260,34 @@ impl Mgmt {
         }
     }
 
+    /// Its test-only `GET /__stats` counters.
     pub async fn stats(&self) -> Value {
         ::reqwest::get(format!("{}/__stats", self.url))
             .await
             .expect("stats")
             .json()
             .await
-            .expect("json")
+            .expect("stats json")
+    }
+}
+
+/// The Auth0 Management API stand-in (`tests/peers/auth0_mgmt.mjs`).
+pub struct Mgmt {
+    pub url: String,
+    peer: NodePeer,
+}
+
+impl Mgmt {
+    pub fn start(cfg: Value) -> Mgmt {
+        let peer = NodePeer::start("auth0_mgmt.mjs", &cfg, "the Management API stand-in", false);
+        Mgmt {
+            url: peer.url.clone(),
+            peer,
+        }
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.peer.stats().await
     }
 }
 
@@ -514,6 +546,35 @@ pub mod tinyhttp {
         s.read_to_string(&mut buf)?;
         Ok(buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.0 200"))
     }
+}
+
+/// What an SP expects of the Response to an Enhanced (us1) SP-initiated request `request_id`
+/// through `env`: signed Response, unsigned assertion.
+pub fn enhanced_expect(env: &Env, request_id: &str) -> SpExpect {
+    SpExpect {
+        cert_pem: env.fg.cert_pem.clone(),
+        idp_entity_id: env.fg.entity_id.clone(),
+        sp_entity_id: format!("urn:flex:{JQ}"),
+        acs_url: format!("https://login.flex.us1.twilio.com/login/callback?connection={JQ}"),
+        request_id: Some(request_id.to_string()),
+        response_signed: true,
+        assertion_signed: false,
+    }
+}
+
+/// Logs `user` in through an Enhanced SP-initiated request (Redirect binding) in a new browser;
+/// gives the request ID and the outcome.
+pub async fn enhanced_login(env: &Env, user: &str) -> (String, Outcome) {
+    let id = unique_id("_");
+    let xml = enhanced_request(&id, JQ, "us1", &env.fg.sso_url());
+    let url = format!(
+        "{}?SAMLRequest={}",
+        env.fg.sso_url(),
+        url::form_urlencoded::byte_serialize(deflate_b64(&xml).as_bytes()).collect::<String>()
+    );
+    let b = Browser::new();
+    let out = b.login(b.client.get(url), user).await;
+    (id, out)
 }
 
 /// One upstream + one flexgate, wired to each other.

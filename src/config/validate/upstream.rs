@@ -6,7 +6,7 @@ use crate::config::{
     https_or_loopback, GoogleSettings, GraphSettings, ManagementConfig, Secret, TokenAuthMethod,
     UpstreamConfig,
 };
-use crate::provider::{self, Directory, Preset, Provider};
+use crate::provider::{self, Directory, Preset};
 use url::Url;
 
 /// `[upstream]`, and the provider preset in force (generic when it cannot be told: the
@@ -17,33 +17,38 @@ pub(super) fn upstream(
 ) -> (Option<UpstreamConfig>, &'static Preset) {
     let explicit = match u.provider.as_deref() {
         None => Some(None),
-        Some(v) => p
-            .variant::<Provider>(
-                "upstream.provider",
-                v,
-                &format!(
-                    "use one of {}, or leave it out to follow the issuer",
-                    Provider::names()
-                ),
-            )
-            .map(Some),
+        Some(v) => match provider::by_name(v) {
+            Some(preset) => Some(Some(preset)),
+            None => {
+                p.add(
+                    "upstream.provider",
+                    format!("is {v:?}"),
+                    format!(
+                        "use one of {}, or leave it out to follow the issuer",
+                        provider::names()
+                    ),
+                );
+                None
+            }
+        },
     };
     let issuer_url = Url::parse(&u.issuer).ok();
     let (provider, provider_reason) = match (explicit, &issuer_url) {
         (Some(Some(e)), _) => (e, "set by [upstream] provider".to_string()),
-        (Some(None), Some(_)) if u.management.is_some() && u.provider.is_none() => {
-            match issuer_url.as_ref().map(provider::detect) {
-                Some((Provider::Generic, _)) | None => (
-                    Provider::Auth0,
+        (Some(None), Some(url)) if u.management.is_some() => {
+            let found = provider::detect(url);
+            match provider::owner(|p| p.directory == Directory::Auth0Management) {
+                Some(m) if found.0 == provider::fallback() => (
+                    m,
                     "[upstream.management] is set (the Auth0 Management API)".to_string(),
                 ),
-                Some(d) => d,
+                _ => found,
             }
         }
         (Some(None), Some(url)) => provider::detect(url),
-        _ => (Provider::Generic, "no preset could be told".to_string()),
+        _ => (provider::fallback(), "no preset could be told".to_string()),
     };
-    let preset = provider.preset();
+    let preset = provider;
     let config = upstream_config(u, preset, provider_reason, explicit.is_some(), p);
     (config, preset)
 }
@@ -125,7 +130,7 @@ fn upstream_config(
     (ok && provider_ok).then_some(())?;
     issuer?;
     Some(UpstreamConfig {
-        provider: preset.provider,
+        provider: preset,
         provider_reason,
         hosted_domain: hosted_domain?,
         graph: graph?,
@@ -225,38 +230,52 @@ fn prefetch(v: Option<u64>, p: &mut Problems) -> Option<Option<std::time::Durati
 /// How often every user's roles may be read in bulk: not more than every 5 s, at least daily.
 const PREFETCH_RANGE: std::ops::RangeInclusive<u64> = 5..=86_400;
 
-/// A key that only one preset reads: anywhere else it is a mistake.
-fn only_for(key: &str, set: bool, preset: &Preset, wanted: Provider, p: &mut Problems) -> bool {
-    if set && preset.provider != wanted {
+/// A key only presets with a capability read: under another preset it is a mistake.
+fn only_for(
+    key: &str,
+    set: bool,
+    preset: &Preset,
+    has: fn(&Preset) -> bool,
+    p: &mut Problems,
+) -> bool {
+    if set && !has(preset) {
+        let owner = provider::owner(has).unwrap_or(preset);
         p.add(
             key,
             format!(
                 "only applies to the {} preset, and the provider is {}",
-                wanted.preset().title,
-                preset.title
+                owner.title, preset.title
             ),
-            format!(
-                "remove it, or set [upstream] provider = {:?}",
-                wanted.name()
-            ),
+            format!("remove it, or set [upstream] provider = {:?}", owner.name),
         );
         return false;
     }
     true
 }
 
+/// The capabilities keys depend on.
+fn needs_hosted_domain(p: &Preset) -> bool {
+    p.hosted_domain
+}
+fn reads_graph(p: &Preset) -> bool {
+    p.directory == Directory::Graph
+}
+fn reads_cloud_identity(p: &Preset) -> bool {
+    p.directory == Directory::CloudIdentity
+}
+
 /// `[upstream] hosted_domain`: required for Google (any Google account can sign in otherwise).
 fn hosted_domain(v: Option<String>, preset: &Preset, p: &mut Problems) -> Option<Option<String>> {
     const KEY: &str = "upstream.hosted_domain";
-    if !only_for(KEY, v.is_some(), preset, Provider::Google, p) {
+    if !only_for(KEY, v.is_some(), preset, needs_hosted_domain, p) {
         return None;
     }
-    if preset.provider != Provider::Google {
+    if !preset.hosted_domain {
         return Some(None);
     }
     match v.map(|d| d.trim().to_ascii_lowercase()) {
         None => {
-            p.add(KEY, "is not set, and the provider is Google: anyone with a Google account could sign in", "set it to your Google Workspace domain, e.g. hosted_domain = \"example.com\"");
+            p.add(KEY, format!("is not set, and the provider is {}: anyone with a Google account could sign in", preset.title), "set it to your Google Workspace domain, e.g. hosted_domain = \"example.com\"");
             None
         }
         Some(d)
@@ -303,22 +322,16 @@ fn graph(
     preset: &Preset,
     p: &mut Problems,
 ) -> Option<Option<GraphSettings>> {
-    let a = only_for(
-        "upstream.graph_url",
-        url.is_some(),
-        preset,
-        Provider::Entra,
-        p,
-    );
+    let a = only_for("upstream.graph_url", url.is_some(), preset, reads_graph, p);
     let b = only_for(
         "upstream.graph_token_url",
         token_url.is_some(),
         preset,
-        Provider::Entra,
+        reads_graph,
         p,
     );
     (a && b).then_some(())?;
-    if preset.provider != Provider::Entra {
+    if !reads_graph(preset) {
         return Some(None);
     }
     let graph_url = base_url(
@@ -352,7 +365,7 @@ fn entra_token_url(issuer: &str) -> Option<String> {
     let tenant_only = url
         .path_segments()
         .is_some_and(|s| s.filter(|x| !x.is_empty()).count() == 1);
-    (provider::detect(&url).0 == Provider::Entra && tenant_only)
+    (reads_graph(provider::detect(&url).0) && tenant_only)
         .then(|| format!("{base}/oauth2/v2.0/token"))
 }
 
@@ -373,21 +386,21 @@ fn google(
         "upstream.google_service_account_key",
         key.is_some(),
         preset,
-        Provider::Google,
+        reads_cloud_identity,
         p,
     );
     let b = only_for(
         "upstream.google_token_url",
         token_url.is_some(),
         preset,
-        Provider::Google,
+        reads_cloud_identity,
         p,
     );
     let c = only_for(
         "upstream.cloud_identity_url",
         url.is_some(),
         preset,
-        Provider::Google,
+        reads_cloud_identity,
         p,
     );
     (a && b && c).then_some(())?;
@@ -444,7 +457,7 @@ pub(super) fn groups_reachable(
     sps: &[crate::config::SpConfig],
     p: &mut Problems,
 ) {
-    if u.provider != Provider::Google || u.google.is_some() {
+    if !reads_cloud_identity(u.provider) || u.google.is_some() {
         return;
     }
     if let Some(sp) = sps.iter().find(|s| s.role_map.is_some()) {
