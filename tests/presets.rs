@@ -1,6 +1,7 @@
 //! Upstream presets (`[upstream] provider`) against npm `oidc-provider` configured to send each
 //! provider's documented claim shapes; every Response is checked by python3-saml, node-saml
 //! and xmlsec1:
+//! - Okta: `groups`;
 //! - Keycloak: `realm_access.roles`, `resource_access.{client_id}.roles` and `groups`;
 //! - Entra ID: app roles in `roles`, group object ids in `groups`;
 //! - Google Workspace: `hd` must be `[upstream] hosted_domain`.
@@ -24,6 +25,33 @@ async fn login_ok(env: &Env, user: &str) -> (String, Attrs) {
         &out.form.expect("a SAML response"),
         &enhanced_expect(env, &id),
     )
+}
+
+// ------------------------------------------------------------------------------ Okta
+
+/// Okta with its preset's defaults: groups in `groups` (the app's Groups claim), no roles claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okta_groups_claim_maps_with_the_presets_defaults() {
+    let users = json!({
+        "okta_agent": {"email": "ann@acme.example", "name": "Ann Agent", "picture": "https://img.example.com/a.png",
+                       "groups": ["Everyone", "Flex Agents"]},
+    });
+    let env = Env::start_with(
+        &sp("[sp.role_map]\n\"Flex Agents\" = [\"agent\"]\n"),
+        "provider = \"okta\"",
+        json!({"users": users}),
+    );
+    let (name_id, got) = login_ok(&env, "okta_agent").await;
+    assert_eq!(name_id, "ann@acme.example");
+    assert_eq!(
+        got,
+        attrs(&[
+            ("email", &["ann@acme.example"]),
+            ("full_name", &["Ann Agent"]),
+            ("image_url", &["https://img.example.com/a.png"]),
+            ("roles", &["agent"]),
+        ])
+    );
 }
 
 // ------------------------------------------------------------------------------ Keycloak
