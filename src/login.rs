@@ -1266,9 +1266,6 @@ fn mfa_outcome(policy: &MfaPolicy, plan: &Plan, person: &Person) -> Result<Mfa, 
     })
 }
 
-/// The roles stage: with an Auth0 Management client, the person's `app_metadata` (where Flex
-/// roles are kept) joins the claims.
-///
 /// Google Workspace: only people whose ID token says `hd` = `[upstream] hosted_domain` (a
 /// personal Google account has no `hd`).
 fn in_workspace(want: &str, person: &Person) -> Result<(), LoginError> {
@@ -1288,83 +1285,84 @@ fn in_workspace(want: &str, person: &Person) -> Result<(), LoginError> {
 async fn add_roles(
     idp: &Idp,
     sp: &SpConfig,
-    mut person: Person,
+    person: Person,
 ) -> Result<(Person, String), LoginError> {
     let preset = idp.config.upstream.preset();
-    match preset.directory {
-        Directory::Auth0Management => {
-            let Some(m) = idp.management.as_deref() else {
-                return Ok((person, tokens_only(preset)));
-            };
-            let (meta, source) = m
-                .app_metadata_from(&person.subject)
-                .await
-                .map_err(|source| LoginError::Management {
-                    subject: person.subject.clone(),
-                    source,
-                })?;
-            person.claims.insert("app_metadata".into(), meta);
-            let how = match source {
-                "snapshot" => {
-                    "from the shared roles snapshot (read in bulk from the Auth0 Management API)"
-                }
-                "cache" => "from this instance's cache of the Auth0 Management API",
-                _ => "read from the Auth0 Management API now",
-            };
-            let said = format!("app_metadata of {:?} {how}", person.subject);
-            Ok((person, said))
+    match (preset.directory, idp.management.as_deref()) {
+        (Directory::Auth0Management, Some(m)) => management_roles(m, person).await,
+        (Directory::Graph | Directory::CloudIdentity, _) if sp.role_map.is_some() => {
+            directory_groups(idp, sp, person, preset).await
         }
-        Directory::Graph if sp.role_map.is_some() && provider::groups_overage(&person.claims) => {
-            let Some(graph) = idp.directories.graph.as_deref() else {
-                return Ok((person, tokens_only(preset)));
-            };
-            let directory = |source: crate::directory::DirectoryError| LoginError::Directory {
-                subject: person.subject.clone(),
-                source: Box::new(source),
-            };
-            // The object id Graph knows the person by; an Entra ID token always has it.
-            let oid = claim_str(&person.claims, "oid").unwrap_or_default();
-            let deadline = tokio::time::Instant::now() + idp.config.upstream.timeout;
-            let groups = graph
-                .transitive_groups(&oid, deadline)
-                .await
-                .map_err(|e| directory(e.into()))?;
-            let said = format!(
-                "groups overage in the ID token: {} group(s) of oid {oid:?} read from Microsoft Graph (transitiveMemberOf)",
-                groups.len()
-            );
-            let ids = groups.into_iter().map(|g| Value::String(g.id)).collect();
-            person.claims.insert(groups_claim(sp), Value::Array(ids));
-            Ok((person, said))
-        }
-        Directory::CloudIdentity if sp.role_map.is_some() => {
-            let (Some(ci), Some(email)) = (
-                idp.directories.google.as_deref(),
-                claim_str(&person.claims, "email"),
-            ) else {
-                // No email: the mapping refuses the login and says so.
-                return Ok((person, tokens_only(preset)));
-            };
-            let deadline = tokio::time::Instant::now() + idp.config.upstream.timeout;
-            let groups = ci.transitive_groups(&email, deadline).await.map_err(|e| {
-                LoginError::Directory {
-                    subject: person.subject.clone(),
-                    source: Box::new(e.into()),
-                }
-            })?;
-            let said = format!(
-                "{} group(s) of {email:?} from Google Cloud Identity (searchTransitiveGroups, as {})",
-                groups.len(),
-                ci.client_email()
-            );
-            let ids = groups.into_iter().map(|g| Value::String(g.id)).collect();
-            person.claims.insert(groups_claim(sp), Value::Array(ids));
-            Ok((person, said))
-        }
-        Directory::Graph | Directory::CloudIdentity | Directory::None => {
-            Ok((person, tokens_only(preset)))
-        }
+        _ => Ok((person, tokens_only(preset))),
     }
+}
+
+/// The person's `app_metadata` (where Auth0 keeps Flex roles) from the Management API.
+async fn management_roles(
+    m: &Management,
+    mut person: Person,
+) -> Result<(Person, String), LoginError> {
+    let (meta, source) = m
+        .app_metadata_from(&person.subject)
+        .await
+        .map_err(|source| LoginError::Management {
+            subject: person.subject.clone(),
+            source,
+        })?;
+    person.claims.insert("app_metadata".into(), meta);
+    let how = match source {
+        "snapshot" => "from the shared roles snapshot (read in bulk from the Auth0 Management API)",
+        "cache" => "from this instance's cache of the Auth0 Management API",
+        _ => "read from the Auth0 Management API now",
+    };
+    let said = format!("app_metadata of {:?} {how}", person.subject);
+    Ok((person, said))
+}
+
+/// The person's groups from the preset's directory, within the upstream timeout, written to the
+/// role map's groups claim: Microsoft Graph on Entra's groups overage (by `oid`), Google Cloud
+/// Identity (by email). When the lookup does not apply, the tokens' claims stand.
+async fn directory_groups(
+    idp: &Idp,
+    sp: &SpConfig,
+    mut person: Person,
+    preset: &Preset,
+) -> Result<(Person, String), LoginError> {
+    use crate::directory::DirectoryError;
+    let deadline = tokio::time::Instant::now() + idp.config.upstream.timeout;
+    let dirs = &idp.directories;
+    let found: Option<Result<(Vec<String>, String), DirectoryError>> = match preset.directory {
+        Directory::Graph if provider::groups_overage(&person.claims) => match &dirs.graph {
+            Some(graph) => {
+                // The object id Graph knows the person by; an Entra ID token always has it.
+                let oid = claim_str(&person.claims, "oid").unwrap_or_default();
+                Some(graph.transitive_groups(&oid, deadline).await.map(|g| {
+                    let said = format!("groups overage in the ID token: {} group(s) of oid {oid:?} read from Microsoft Graph (transitiveMemberOf)", g.len());
+                    (g.into_iter().map(|g| g.id).collect(), said)
+                }).map_err(DirectoryError::from))
+            }
+            None => None,
+        },
+        // No email: the mapping refuses the login and says so.
+        Directory::CloudIdentity => match (&dirs.google, claim_str(&person.claims, "email")) {
+            (Some(ci), Some(email)) => Some(ci.transitive_groups(&email, deadline).await.map(|g| {
+                let said = format!("{} group(s) of {email:?} from Google Cloud Identity (searchTransitiveGroups, as {})", g.len(), ci.client_email());
+                (g.into_iter().map(|g| g.id).collect(), said)
+            }).map_err(DirectoryError::from)),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(found) = found else {
+        return Ok((person, tokens_only(preset)));
+    };
+    let (ids, said) = found.map_err(|e| LoginError::Directory {
+        subject: person.subject.clone(),
+        source: Box::new(e),
+    })?;
+    let ids = ids.into_iter().map(Value::String).collect();
+    person.claims.insert(groups_claim(sp), Value::Array(ids));
+    Ok((person, said))
 }
 
 /// The claim a directory's groups are written to: the role map's (last) groups claim, which is
