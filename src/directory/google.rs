@@ -277,17 +277,6 @@ pub struct GoogleConfig {
     pub timeout: Duration,
 }
 
-impl GoogleConfig {
-    /// Google's public endpoints, a 5 s timeout per call.
-    pub fn google() -> Self {
-        GoogleConfig {
-            cloud_identity_url: "https://cloudidentity.googleapis.com".into(),
-            token_url: None,
-            timeout: Duration::from_secs(5),
-        }
-    }
-}
-
 /// One group a person is in, directly or through other groups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
