@@ -472,6 +472,36 @@ def sample_verify(responses, cert, workdir, every):
 # ---- the peers ------------------------------------------------------------------------------------------------
 
 
+PINNED = [False]
+
+
+def pin_server(pid):
+    """Every thread of `pid`'s process tree onto CPU 0 (`taskset -a`): threads it starts later inherit it."""
+    for p in tree(pid):
+        subprocess.run(["taskset", "-a", "-p", "-c", "0", str(p)], capture_output=True)
+
+
+def pin_all(args, op_pid, server_pids):
+    """The servers under test on CPU 0; this driver (and what it starts: xmlsec1, wrk) and oidc-provider on the
+    other CPUs. Pinned after the servers have started, so each sizes its thread pool for the whole machine as
+    it would in production; then a login's flexgate work is not interleaved on its core with oidc-provider's
+    (≈ 5 ms of node per login, which in production runs at Auth0, not beside flexgate). nginx and flexgate's
+    /healthz are pinned the same way for the per-exchange floor."""
+    ncpu = len(os.sched_getaffinity(0))
+    if args.no_pin or ncpu < 2 or not shutil.which("taskset"):
+        return "none (--no-pin, one CPU, or no taskset): servers, oidc-provider and driver share every CPU"
+    others = set(os.sched_getaffinity(0)) - {0}
+    for pid in server_pids:
+        pin_server(pid)
+    for p in tree(op_pid):
+        subprocess.run(["taskset", "-a", "-p", "-c", ",".join(map(str, sorted(others))), str(p)],
+                       capture_output=True)
+    os.sched_setaffinity(0, others)
+    PINNED[0] = True
+    return (f"each server under test (flexgate, SATOSA, nginx) on CPU 0; the driver, oidc-provider, xmlsec1 and "
+            f"wrk on CPU {','.join(map(str, sorted(others)))}")
+
+
 def start_op(work, fg_port, sat_port):
     cfg = {
         "port": 0,
@@ -1166,6 +1196,7 @@ Versions: flexgate `{v['flexgate']}`; SATOSA {v['SATOSA']} (pysaml2 {v['pysaml2'
 Run: `{R['command']}` — N = {R['args']['n']} logins per server ({R['args']['concurrency']} at a time). Every Response
 was checked for structure and values; xmlsec1 checked the signature of every {R['args']['verify_every']}th one against
 the IdP certificate only: {verified(R, 'flexgate', 'flexgate')}; {verified(R, 'satosa', 'SATOSA')}.
+Pinning: {R.get('pinning', 'none')}.
 
 {render_table(rows)}
 
@@ -1212,6 +1243,9 @@ def main():
     ap.add_argument("--exchanges", type=int, default=6000,
                     help="GETs per server and mode for the per-exchange CPU, nginx vs /healthz (default 6000)")
     ap.add_argument("--no-nginx", action="store_true", help="skip the per-exchange measurement (no honest floor)")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="do not pin: by default (2+ CPUs) each server under test runs on CPU 0 and everything else "
+                         "(this driver, oidc-provider, xmlsec1, wrk) on the others")
     ap.add_argument("--only-floor", action="store_true",
                     help="flexgate logins and the exchanges only: no SATOSA, memory, wrk or metadata runs")
     ap.add_argument("--inflight", type=int, default=10000, help="pending logins for the RSS check (default 10000)")
@@ -1268,6 +1302,9 @@ def main():
                 R["satosa_error"] = f"SATOSA did not start: {e}"[:2000]
                 say(R["satosa_error"])
 
+        R["pinning"] = pin_all(args, op.pid, [t["pid"] for t in targets])
+        say(f"pinning: {R['pinning']}")
+
         for t in targets:
             key = t["name"].lower()
             say(f"{t['name']}: {args.warmup} warm-up logins")
@@ -1303,6 +1340,8 @@ def main():
             ngp = None
             try:
                 ngp, ngx = start_nginx(work)
+                if PINNED[0]:
+                    pin_server(ngp.pid)
                 say(f"nginx at {ngx['base']} (pid {ngp.pid}): {args.exchanges} GETs per server and mode, "
                     f"new connection and kept-alive, vs flexgate /healthz")
                 R["exchanges"] = exchanges(fg, ngx, args.exchanges)
@@ -1344,6 +1383,7 @@ def main():
     rows = table(R, d)
     print(render_table(rows))
     print()
+    print(f"- Pinning: {R.get('pinning', 'none')}.")
     print(reading(R, d))
     if not args.no_write:
         RESULTS.mkdir(parents=True, exist_ok=True)

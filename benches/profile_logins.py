@@ -40,7 +40,7 @@ BUCKETS = [
     ("ID token check (JWT parse, RSA verify)", re.compile(r"id_token::|Verifier::")),
     ("login trace (record, scrub, save)", re.compile(r"flexgate::trace::")),
     ("logging (tracing: format + write)", re.compile(r"tracing_core::event|tracing_subscriber|tracing-appende|"
-                                                     r"tracing_appender")),
+                                                     r"tracing_appender|log-writer|log_writer")),
     ("HTTP client to the OP (reqwest, its syscalls)", re.compile(r"reqwest|hyper_util::client|Upstream::")),
     ("store (pending logins, replay)", re.compile(r"flexgate::store::")),
     ("HTML pages (POST form, escaping)", re.compile(r"flexgate::web::pages")),

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod constant_time;
 pub mod demo;
+pub mod digest;
 pub mod directory;
 pub mod flex;
 pub mod flex_console;

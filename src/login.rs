@@ -353,7 +353,7 @@ const NO_MFA: StatusAnswer = StatusAnswer {
 
 /// SHA-256 (hex) of the browser-binding cookie, as a [`PendingLogin`] keeps it.
 pub fn browser_hash(cookie: &str) -> String {
-    hex::encode(openssl::sha::sha256(cookie.as_bytes()))
+    hex::encode(crate::digest::sha256(cookie.as_bytes()))
 }
 
 fn valid_browser_cookie(c: &str) -> bool {

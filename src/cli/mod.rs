@@ -8,6 +8,7 @@ mod check;
 mod demo;
 mod init;
 mod keygen;
+mod log_writer;
 mod metadata;
 mod probe;
 mod roles;
@@ -141,18 +142,26 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Logs go to stderr through a background writer, so request threads never wait on the
-/// terminal or the journal; the guard flushes them at exit.
-fn init_tracing(json: bool, level: &str) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr through a background writer that batches them ([`log_writer`]), so request
+/// threads never wait on the terminal or the journal; the guard writes what is left at exit.
+/// `None` when the writer thread cannot be started: logs then go to stderr directly.
+fn init_tracing(json: bool, level: &str) -> Option<log_writer::Guard> {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLEXGATE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new(flexgate::config::DEFAULT_LOG_LEVEL)
         });
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::stderr());
+    let (writer, guard) = match log_writer::batch_writer(std::io::stderr()) {
+        Ok((w, g)) => (
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(w),
+            Some(g),
+        ),
+        Err(_) => (
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+            None,
+        ),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

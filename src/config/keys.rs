@@ -118,7 +118,7 @@ pub fn describe_cert(cert: &X509) -> Result<PublishedCert, openssl::error::Error
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let fp = openssl::sha::sha256(&der);
+    let fp = crate::digest::sha256(&der);
     Ok(PublishedCert {
         pem,
         der_b64: B64.encode(&der),

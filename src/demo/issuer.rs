@@ -134,7 +134,7 @@ pub fn router(cfg: DevIssuerConfig) -> Result<Router, DevIssuerError> {
     let e = URL_SAFE_NO_PAD.encode(rsa.e().to_vec());
     // RFC 7638 thumbprint as kid.
     let thumbprint = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
-    let kid = URL_SAFE_NO_PAD.encode(openssl::sha::sha256(thumbprint.as_bytes()));
+    let kid = URL_SAFE_NO_PAD.encode(crate::digest::sha256(thumbprint.as_bytes()));
     let key = PKey::from_rsa(rsa)?;
     sign_rs256(&key, &kid, Map::new())?;
     let jwks = json!({ "keys": [{ "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": n, "e": e }] });
@@ -555,7 +555,7 @@ impl Issuer {
             ));
         }
         let verifier = get("code_verifier").unwrap_or_default();
-        let computed = URL_SAFE_NO_PAD.encode(openssl::sha::sha256(verifier.as_bytes()));
+        let computed = URL_SAFE_NO_PAD.encode(crate::digest::sha256(verifier.as_bytes()));
         if !pkce_string_ok(verifier) || !ct_eq(&computed, &grant.challenge) {
             return Err(invalid_grant(
                 "code_verifier does not match the code_challenge",
@@ -582,7 +582,7 @@ impl Issuer {
             );
         }
         let now = chrono::Utc::now().timestamp();
-        let digest = openssl::sha::sha256(access_token.as_bytes());
+        let digest = crate::digest::sha256(access_token.as_bytes());
         let mut claims: Map<String, Value> = user.claims.as_object().cloned().unwrap_or_default();
         // Protocol claims last so a user's claims can never override them.
         for (k, v) in [
@@ -807,7 +807,7 @@ mod tests {
 
     fn pkce() -> (String, String) {
         let verifier = random_token(); // 43 chars
-        let challenge = URL_SAFE_NO_PAD.encode(openssl::sha::sha256(verifier.as_bytes()));
+        let challenge = URL_SAFE_NO_PAD.encode(crate::digest::sha256(verifier.as_bytes()));
         (verifier, challenge)
     }
 

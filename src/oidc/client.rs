@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 /// PKCE S256: `BASE64URL(SHA256(verifier))`.
 pub fn pkce_challenge(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(openssl::sha::sha256(verifier.as_bytes()))
+    URL_SAFE_NO_PAD.encode(crate::digest::sha256(verifier.as_bytes()))
 }
 
 /// What one authorization request carries besides the client's fixed parameters.

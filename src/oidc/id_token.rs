@@ -9,10 +9,13 @@
 //! - `iss`, `aud`, `azp`, `exp`, `nbf`, `iat`, `nonce`, `sub` are checked; the times against
 //!   [`Expected::now`] (the login's injected clock) within [`Expected::leeway`] (`idp.clock_skew_secs`).
 //!
-//! The JWS signature is checked with OpenSSL (already flexgate's crypto library): the pure-Rust
-//! `rsa` crate behind `jsonwebtoken` cost ≈ 0.2 ms per RS256 token, OpenSSL with a key parsed once
-//! ≈ 0.03 ms (BENCHMARKS.md). Tokens signed by `jsonwebtoken` and by oidc-provider (node's jose)
-//! are the oracles in the tests.
+//! RS* and PS* signatures with a modulus of 2,048 to 8,192 bits (every provider's default) are
+//! checked with `ring` (already linked: it is rustls's crypto): in a login, where the caches are
+//! cold, OpenSSL 3's `EVP_DigestVerifyInit` (an algorithm fetch per call) cost more than the RSA
+//! arithmetic itself (≈ 0.1 ms against ≈ 0.03 ms; BENCHMARKS.md, issue 21). Smaller RSA keys, EC
+//! and Ed25519 keys are checked with OpenSSL (flexgate's crypto library). The pure-Rust `rsa` crate
+//! behind `jsonwebtoken` cost ≈ 0.2 ms per RS256 token. Tokens signed by `jsonwebtoken` and by
+//! oidc-provider (node's jose) are the oracles in the tests.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -66,6 +69,8 @@ pub struct JwkKey {
     /// The key's own `alg`, when the JWKS pins one.
     pub alg: Option<String>,
     key: PKey<Public>,
+    /// The big-endian modulus and exponent of an RSA key `ring` checks (2,048–8,192 bits).
+    ring_rsa: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for JwkKey {
@@ -93,10 +98,14 @@ impl JwkKey {
         {
             return None;
         }
+        let mut ring_rsa = None;
         let key = match v.get("kty")?.as_str()? {
             "RSA" => {
                 let n = BigNum::from_slice(&b64url(v, "n")?).ok()?;
                 let e = BigNum::from_slice(&b64url(v, "e")?).ok()?;
+                if (2048..=8192).contains(&n.num_bits()) && e.num_bits() <= 33 {
+                    ring_rsa = Some((n.to_vec(), e.to_vec()));
+                }
                 PKey::from_rsa(Rsa::from_public_components(n, e).ok()?).ok()?
             }
             "EC" => {
@@ -120,6 +129,7 @@ impl JwkKey {
             kid: v.get("kid").and_then(Value::as_str).map(str::to_string),
             alg: v.get("alg").and_then(Value::as_str).map(str::to_string),
             key,
+            ring_rsa,
         })
     }
 
@@ -143,13 +153,27 @@ impl JwkKey {
             "384" => MessageDigest::sha384(),
             _ => MessageDigest::sha512(),
         };
-        let ok = match (alg, self.key.id()) {
-            ("RS256" | "RS384" | "RS512", Id::RSA) => {
+        let ok = match (alg, self.key.id(), &self.ring_rsa) {
+            ("RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512", Id::RSA, Some((n, e))) => {
+                use ring::signature as rs;
+                let params: &rs::RsaParameters = match alg {
+                    "RS256" => &rs::RSA_PKCS1_2048_8192_SHA256,
+                    "RS384" => &rs::RSA_PKCS1_2048_8192_SHA384,
+                    "RS512" => &rs::RSA_PKCS1_2048_8192_SHA512,
+                    "PS256" => &rs::RSA_PSS_2048_8192_SHA256,
+                    "PS384" => &rs::RSA_PSS_2048_8192_SHA384,
+                    _ => &rs::RSA_PSS_2048_8192_SHA512,
+                };
+                rs::RsaPublicKeyComponents { n, e }
+                    .verify(params, input, sig)
+                    .is_ok()
+            }
+            ("RS256" | "RS384" | "RS512", Id::RSA, None) => {
                 let mut v =
                     Verifier::new(md(&alg[2..]), &self.key).map_err(|_| IdTokenError::Signature)?;
                 v.update(input).and_then(|_| v.verify(sig)).unwrap_or(false)
             }
-            ("PS256" | "PS384" | "PS512", Id::RSA) => {
+            ("PS256" | "PS384" | "PS512", Id::RSA, None) => {
                 let d = md(&alg[2..]);
                 let mut v = Verifier::new(d, &self.key).map_err(|_| IdTokenError::Signature)?;
                 v.set_rsa_padding(Padding::PKCS1_PSS)
@@ -158,7 +182,7 @@ impl JwkKey {
                     .map_err(|_| IdTokenError::Signature)?;
                 v.update(input).and_then(|_| v.verify(sig)).unwrap_or(false)
             }
-            ("ES256" | "ES384", Id::EC) => {
+            ("ES256" | "ES384", Id::EC, _) => {
                 let (d, len, nid) = if alg == "ES256" {
                     (MessageDigest::sha256(), 32, Nid::X9_62_PRIME256V1)
                 } else {
@@ -182,7 +206,7 @@ impl JwkKey {
                     .and_then(|_| v.verify(&der))
                     .unwrap_or(false)
             }
-            ("EdDSA", Id::ED25519) => Verifier::new_without_digest(&self.key)
+            ("EdDSA", Id::ED25519, _) => Verifier::new_without_digest(&self.key)
                 .and_then(|mut v| v.verify_oneshot(sig, input))
                 .unwrap_or(false),
             _ => return Err(wrong_family()),
@@ -573,6 +597,58 @@ mod tests {
             verify(&parse(&token).unwrap(), &rsa_jwk, &expected(now)),
             Err(IdTokenError::Algorithm(_))
         ));
+    }
+
+    #[test]
+    fn rsa_tokens_verify_through_ring_and_through_openssl_for_small_keys() {
+        // 2,048 and 3,072 bits go through ring, 1,024 through OpenSSL's EVP path; both must
+        // accept what jsonwebtoken signs and refuse a flipped bit, a short signature, another key.
+        let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+        let now = chrono::Utc::now().timestamp();
+        let other = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let other_jwk = JwkKey::from_jwk(&jwk_of(&other, "k")).unwrap();
+        for bits in [1024u32, 2048, 3072] {
+            let rsa = PKey::from_rsa(Rsa::generate(bits).unwrap()).unwrap();
+            let enc = EncodingKey::from_rsa_der(&rsa.rsa().unwrap().private_key_to_der().unwrap());
+            let jwk = JwkKey::from_jwk(&jwk_of(&rsa, "k")).unwrap();
+            assert_eq!(jwk.ring_rsa.is_some(), bits >= 2048, "{bits} bits");
+            for alg in [
+                Algorithm::RS256,
+                Algorithm::RS384,
+                Algorithm::RS512,
+                Algorithm::PS256,
+                Algorithm::PS384,
+                Algorithm::PS512,
+            ] {
+                if bits == 1024 && alg == Algorithm::PS512 {
+                    continue; // a 64-byte salt and hash do not fit in a 1,024-bit PSS block
+                }
+                let token = jsonwebtoken::encode(&Header::new(alg), &claims(now), &enc).unwrap();
+                let jws = parse(&token).unwrap();
+                let got = verify(&jws, &jwk, &expected(now))
+                    .unwrap_or_else(|e| panic!("{alg:?}, {bits} bits: {e}"));
+                assert_eq!(got["sub"], "u");
+                let mut flipped = jws.signature.clone();
+                flipped[7] ^= 0x10;
+                let short = jws.signature[1..].to_vec();
+                for sig in [flipped, short] {
+                    let bad = Jws {
+                        signature: sig,
+                        ..parse(&token).unwrap()
+                    };
+                    assert_eq!(
+                        verify(&bad, &jwk, &expected(now)).err(),
+                        Some(IdTokenError::Signature),
+                        "{alg:?}, {bits} bits"
+                    );
+                }
+                assert_eq!(
+                    verify(&jws, &other_jwk, &expected(now)).err(),
+                    Some(IdTokenError::Signature),
+                    "{alg:?}, {bits} bits, another key"
+                );
+            }
+        }
     }
 
     #[test]

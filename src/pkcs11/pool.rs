@@ -65,7 +65,7 @@ impl PinHold {
 }
 
 fn pin_digest(pin: Option<&Secret>) -> [u8; 32] {
-    openssl::sha::sha256(pin.map(Secret::expose).unwrap_or("").as_bytes())
+    crate::digest::sha256(pin.map(Secret::expose).unwrap_or("").as_bytes())
 }
 
 /// Resets a flag when dropped (also when the holder unwinds).
@@ -99,7 +99,7 @@ fn mechanism(raw_rsa: bool) -> Mechanism<'static> {
 fn sign_input(raw_rsa: bool, data: &[u8]) -> Vec<u8> {
     if raw_rsa {
         let mut v = SHA256_DIGEST_INFO.to_vec();
-        v.extend_from_slice(&openssl::sha::sha256(data));
+        v.extend_from_slice(&crate::digest::sha256(data));
         v
     } else {
         data.to_vec()

@@ -8,7 +8,6 @@ use super::xml_input::{self, child, children, Exceeded, XmlError};
 use super::{attr, text_content};
 use chrono::{DateTime, Duration, Utc};
 use roxmltree::{Document, Node};
-use std::io::Read;
 
 /// Size limits applied before and after inflating.
 #[derive(Debug, Clone, Copy)]
@@ -168,15 +167,16 @@ pub fn decode_post(saml_request: &str, limits: &Limits) -> Result<String, Reques
     String::from_utf8(raw).map_err(|_| RequestError::Utf8)
 }
 
+/// Raw DEFLATE (RFC 1951, the HTTP-Redirect binding) into at most `limits.max_xml` bytes.
+/// `miniz_oxide`'s one-shot decoder writes straight into the output, which doubles as its
+/// window: no 32 KB read buffer and window to allocate and zero per request, as `flate2`'s
+/// streaming reader had (issue 21).
 fn inflate(raw: &[u8], limits: &Limits) -> Result<String, RequestError> {
-    let mut out = Vec::with_capacity(raw.len() * 4);
-    let mut inflater = flate2::read::DeflateDecoder::new(raw).take(limits.max_xml as u64 + 1);
-    inflater
-        .read_to_end(&mut out)
-        .map_err(|_| RequestError::Deflate)?;
-    if out.len() > limits.max_xml {
-        return Err(RequestError::InflatedTooLarge(limits.max_xml));
-    }
+    use miniz_oxide::inflate::{decompress_to_vec_with_limit, TINFLStatus};
+    let out = decompress_to_vec_with_limit(raw, limits.max_xml).map_err(|e| match e.status {
+        TINFLStatus::HasMoreOutput => RequestError::InflatedTooLarge(limits.max_xml),
+        _ => RequestError::Deflate,
+    })?;
     String::from_utf8(out).map_err(|_| RequestError::Utf8)
 }
 

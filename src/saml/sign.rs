@@ -139,7 +139,7 @@ impl Signer {
     /// The `<ds:Signature>` element for the element with `id` whose canonical form (without this
     /// signature) is `element`.
     pub fn signature_element(&self, id: &str, element: &str) -> Result<String, SignError> {
-        let digest = openssl::sha::sha256(element.as_bytes());
+        let digest = crate::digest::sha256(element.as_bytes());
         let mut body = String::with_capacity(700);
         body.push_str("<ds:CanonicalizationMethod Algorithm=\"");
         body.push_str(ns::EXC_C14N);

@@ -83,10 +83,10 @@ impl TraceLog {
     pub async fn save(&self, rec: Recorder) {
         let continues = rec.continues();
         let reference = rec.reference().to_string();
-        let Some(trace) = rec.finish(&self.secrets) else {
+        let Some((trace, json)) = rec.finish_json(&self.secrets) else {
             return;
         };
-        if let Err(e) = self.write(trace, continues).await {
+        if let Err(e) = self.write_json(trace, json, continues).await {
             tracing::warn!(reference, error = %e, "the login trace was not saved");
         }
     }
@@ -95,7 +95,20 @@ impl TraceLog {
         self.cfg.sample >= 1.0 || rand::random::<f64>() < self.cfg.sample
     }
 
+    /// [`TraceLog::write_json`] for a trace not yet serialised (tests).
+    #[cfg(test)]
     async fn write(&self, trace: Trace, continues: bool) -> Result<(), StoreError> {
+        let json = serde_json::to_string(&trace).unwrap_or_default();
+        self.write_json(trace, json, continues).await
+    }
+
+    /// Stores `trace`, whose JSON is `json`, and its index entries.
+    async fn write_json(
+        &self,
+        trace: Trace,
+        json: String,
+        continues: bool,
+    ) -> Result<(), StoreError> {
         let ttl = self.cfg.keep;
         let r = trace.reference.clone();
         if trace.outcome == Outcome::Completed && !self.sampled() {
@@ -104,7 +117,12 @@ impl TraceLog {
             }
             return Ok(());
         }
-        let bytes = fit(trace.clone(), self.cfg.max_trace_bytes);
+        let max = self.cfg.max_trace_bytes;
+        let bytes = if json.len() <= max {
+            json.into_bytes()
+        } else {
+            fit(trace.clone(), max)
+        };
         let part = if continues { "e" } else { "b" };
         let s = &self.store;
         let key = format!("{part}:{r}");

@@ -512,6 +512,12 @@ impl Recorder {
     /// The trace recorded, with every forbidden value (and each of `secrets`) replaced by
     /// [`REDACTED`]; `None` when recording is off.
     pub fn finish(self, secrets: &[String]) -> Option<Trace> {
+        self.finish_json(secrets).map(|(t, _)| t)
+    }
+
+    /// [`Recorder::finish`], with the redacted trace's JSON: the one serialisation a login's
+    /// trace needs (the redaction searches it, the store keeps it).
+    pub fn finish_json(self, secrets: &[String]) -> Option<(Trace, String)> {
         let trace = *self.trace?;
         let all: Vec<&str> = self
             .forbidden
@@ -520,37 +526,55 @@ impl Recorder {
             .chain(secrets.iter().map(String::as_str))
             .filter(|s| s.len() >= MIN_SECRET_LEN)
             .collect();
-        Some(scrub(trace, &all))
+        Some(scrub_json(trace, &all))
     }
 }
 
 /// `trace` with every occurrence of each secret (as written, and as JSON escapes it) replaced.
 pub fn scrub(trace: Trace, secrets: &[&str]) -> Trace {
-    if secrets.is_empty() {
-        return trace;
-    }
+    scrub_json(trace, secrets).0
+}
+
+/// [`scrub`], and the JSON of the result. A trace with no secret in it (every ordinary login) is
+/// serialised once and searched, never parsed back.
+pub fn scrub_json(trace: Trace, secrets: &[&str]) -> (Trace, String) {
     let Ok(mut json) = serde_json::to_string(&trace) else {
-        return trace;
+        let dropped = unredactable(trace.reference);
+        let json = serde_json::to_string(&dropped).unwrap_or_default();
+        return (dropped, json);
     };
     let mut changed = false;
     for s in secrets {
         let escaped = serde_json::to_string(s).unwrap_or_default();
         let escaped = escaped.trim_matches('"');
         for form in [*s, escaped] {
-            if !form.is_empty() && json.contains(form) {
+            if !form.is_empty() && memchr::memmem::find(json.as_bytes(), form.as_bytes()).is_some()
+            {
                 json = json.replace(form, REDACTED);
                 changed = true;
             }
         }
     }
     if !changed {
-        return trace;
+        return (trace, json);
     }
-    serde_json::from_str(&json).unwrap_or_else(|_| Trace {
-        reference: trace.reference,
+    match serde_json::from_str(&json) {
+        Ok(t) => (t, json),
+        Err(_) => {
+            let dropped = unredactable(trace.reference);
+            let json = serde_json::to_string(&dropped).unwrap_or_default();
+            (dropped, json)
+        }
+    }
+}
+
+/// What is kept of a trace that could not be redacted: its reference and why it is empty.
+fn unredactable(reference: String) -> Trace {
+    Trace {
+        reference,
         truncated: vec!["the trace could not be redacted and was dropped".into()],
         ..Trace::default()
-    })
+    }
 }
 
 #[cfg(test)]
@@ -649,6 +673,20 @@ mod tests {
         assert!(!json.contains("quoted"), "{json}");
         assert!(json.contains(REDACTED));
         assert!(REDACTED.len() <= MIN_SECRET_LEN);
+    }
+
+    #[test]
+    fn finish_json_is_the_json_of_the_redacted_trace() {
+        for secrets in [vec![], vec!["\"quoted\"secret".to_string()]] {
+            let mut rec = Recorder::new(clock(), Kind::SpInitiated, true);
+            rec.forbid("c0de-c0de-c0de");
+            rec.with(|t| t.email = Some("a\"quoted\"secret@example.com".into()));
+            rec.failed(StageName::Token, &Boom);
+            let (t, json) = rec.finish_json(&secrets).unwrap();
+            assert_eq!(json, serde_json::to_string(&t).unwrap());
+            assert!(!json.contains("c0de-c0de-c0de"), "{json}");
+            assert_eq!(json.contains("quoted"), secrets.is_empty(), "{json}");
+        }
     }
 
     #[test]

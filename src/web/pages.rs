@@ -43,7 +43,7 @@ pub const SUBMIT_JS: &str = "document.getElementById(\"f\").submit();";
 fn csp_hash(s: &str) -> String {
     format!(
         "'sha256-{}'",
-        base64::engine::general_purpose::STANDARD.encode(openssl::sha::sha256(s.as_bytes()))
+        base64::engine::general_purpose::STANDARD.encode(crate::digest::sha256(s.as_bytes()))
     )
 }
 
