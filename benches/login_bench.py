@@ -488,8 +488,8 @@ def pin_all(args, op_pid, server_pids):
     (≈ 5 ms of node per login, which in production runs at Auth0, not beside flexgate). nginx and flexgate's
     /healthz are pinned the same way for the per-exchange floor."""
     ncpu = len(os.sched_getaffinity(0))
-    if args.no_pin or ncpu < 2 or not shutil.which("taskset"):
-        return "none (--no-pin, one CPU, or no taskset): servers, oidc-provider and driver share every CPU"
+    if not args.pin or ncpu < 2 or not shutil.which("taskset"):
+        return "none: servers, oidc-provider and driver share every CPU"
     others = set(os.sched_getaffinity(0)) - {0}
     for pid in server_pids:
         pin_server(pid)
@@ -1243,9 +1243,10 @@ def main():
     ap.add_argument("--exchanges", type=int, default=6000,
                     help="GETs per server and mode for the per-exchange CPU, nginx vs /healthz (default 6000)")
     ap.add_argument("--no-nginx", action="store_true", help="skip the per-exchange measurement (no honest floor)")
-    ap.add_argument("--no-pin", action="store_true",
-                    help="do not pin: by default (2+ CPUs) each server under test runs on CPU 0 and everything else "
-                         "(this driver, oidc-provider, xmlsec1, wrk) on the others")
+    ap.add_argument("--pin", action="store_true",
+                    help="pin each server under test to CPU 0 and everything else (this driver, oidc-provider, "
+                         "xmlsec1, wrk) to the other CPUs. Off by default: on 2 cores it made flexgate dearer (its "
+                         "2 runtime workers then share one core: /healthz 66 -> 80 µs, login +0.3 ms; BENCHMARKS.md)")
     ap.add_argument("--only-floor", action="store_true",
                     help="flexgate logins and the exchanges only: no SATOSA, memory, wrk or metadata runs")
     ap.add_argument("--inflight", type=int, default=10000, help="pending logins for the RSS check (default 10000)")

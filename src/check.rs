@@ -222,7 +222,7 @@ pub fn admin_finding(admin: Option<std::net::SocketAddr>) -> Finding {
 fn signing_key_findings(cfg: &Config, k: &keys::KeyMaterial, out: &mut Vec<Finding>) {
     use crate::saml::sign::SigningKey;
     match k.signer.key() {
-        SigningKey::Pem(_) => out.push(finding(
+        SigningKey::Pem(..) => out.push(finding(
             Level::Ok,
             "signing key",
             format!(
