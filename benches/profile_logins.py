@@ -36,7 +36,8 @@ import login_bench as lb  # noqa: E402  (the same peers, driver and checks as be
 # is left under hyper/axum once the handlers' own work has been taken out.
 BUCKETS = [
     ("RSA-2048 sign (openssl, one per login)", re.compile(r"RSA_sign|EVP_DigestSignFinal|Signer::sign_to_vec|"
-                                                          r"Signer::sign_oneshot|EVP_PKEY_sign")),
+                                                          r"Signer::sign_oneshot|EVP_PKEY_sign|"
+                                                          r"RSA_private_encrypt|::private_encrypt|BN_mod_exp|BN_BLINDING")),
     ("ID token check (JWT parse, RSA verify)", re.compile(r"id_token::|Verifier::")),
     ("login trace (record, scrub, save)", re.compile(r"flexgate::trace::")),
     ("logging (tracing: format + write)", re.compile(r"tracing_core::event|tracing_subscriber|tracing-appende|"
