@@ -13,6 +13,12 @@ use std::sync::LazyLock;
 /// them whole (a signed Response's ~8 KB of base64 has none: one copy).
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 16);
+    escape_into(&mut out, s);
+    out
+}
+
+/// [`escape`], appending to `out`.
+fn escape_into(out: &mut String, s: &str) {
     let mut from = 0;
     for (i, b) in s.bytes().enumerate() {
         let entity = match b {
@@ -29,7 +35,6 @@ pub fn escape(s: &str) -> String {
         from = i + 1;
     }
     out.push_str(&s[from..]);
-    out
 }
 
 pub const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;background:#f4f5f7;color:#1f2328;margin:0}\
@@ -72,11 +77,26 @@ fn html_response(status: StatusCode, csp: String, html: String) -> Response {
 }
 
 fn layout(title: &str, body: &str, extra_head: &str) -> String {
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><meta name=\"referrer\" content=\"no-referrer\"><title>{}</title><style>{CSS}</style>{extra_head}</head>\n<body><main>\n{body}\n</main></body></html>\n",
-        escape(title)
-    )
+    let mut out = String::with_capacity(body.len() + extra_head.len() + CSS.len() + 400);
+    layout_head(&mut out, title, extra_head);
+    out.push_str(body);
+    out.push_str(LAYOUT_TAIL);
+    out
 }
+
+/// Every page's start, up to and including `<main>`.
+fn layout_head(out: &mut String, title: &str, extra_head: &str) {
+    out.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><meta name=\"referrer\" content=\"no-referrer\"><title>");
+    escape_into(out, title);
+    out.push_str("</title><style>");
+    out.push_str(CSS);
+    out.push_str("</style>");
+    out.push_str(extra_head);
+    out.push_str("</head>\n<body><main>\n");
+}
+
+/// Every page's end, after its body.
+const LAYOUT_TAIL: &str = "\n</main></body></html>\n";
 
 fn origin_of(url: &str) -> String {
     match url::Url::parse(url) {
@@ -88,20 +108,29 @@ fn origin_of(url: &str) -> String {
 /// The HTTP-POST binding page: a form that submits itself to the ACS, with a button for
 /// browsers without JavaScript. `relay_state` is echoed exactly (escaped, never interpreted).
 pub fn post_form_html(acs_url: &str, saml_response: &str, relay_state: Option<&str>) -> String {
-    let relay = relay_state
-        .map(|r| {
-            format!(
-                "<input type=\"hidden\" name=\"RelayState\" value=\"{}\">",
-                escape(r)
-            )
-        })
-        .unwrap_or_default();
-    let body = format!(
-        "<h1>Signing you in…</h1>\n<form id=\"f\" method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"SAMLResponse\" value=\"{}\">{relay}\n<noscript><p>JavaScript is turned off. Press Continue to finish signing in.</p><button type=\"submit\">Continue</button></noscript></form>\n<script>{SUBMIT_JS}</script>",
-        escape(acs_url),
-        escape(saml_response),
+    // Written into one buffer sized up front: the ~8 KB of base64 is copied once (two nested
+    // `format!`s copied it three times and grew the string as they went; issue 21). The
+    // snapshot tests hold the page byte for byte.
+    let relay_len = relay_state.map_or(0, |r| r.len() + 64);
+    let mut out = String::with_capacity(
+        saml_response.len() + acs_url.len() + relay_len + CSS.len() + SUBMIT_JS.len() + 800,
     );
-    layout("Signing you in…", &body, "")
+    layout_head(&mut out, "Signing you in…", "");
+    out.push_str("<h1>Signing you in…</h1>\n<form id=\"f\" method=\"post\" action=\"");
+    escape_into(&mut out, acs_url);
+    out.push_str("\"><input type=\"hidden\" name=\"SAMLResponse\" value=\"");
+    escape_into(&mut out, saml_response);
+    out.push_str("\">");
+    if let Some(r) = relay_state {
+        out.push_str("<input type=\"hidden\" name=\"RelayState\" value=\"");
+        escape_into(&mut out, r);
+        out.push_str("\">");
+    }
+    out.push_str("\n<noscript><p>JavaScript is turned off. Press Continue to finish signing in.</p><button type=\"submit\">Continue</button></noscript></form>\n<script>");
+    out.push_str(SUBMIT_JS);
+    out.push_str("</script>");
+    out.push_str(LAYOUT_TAIL);
+    out
 }
 
 pub fn post_form(acs_url: &str, saml_response: &str, relay_state: Option<&str>) -> Response {
@@ -174,7 +203,7 @@ pub fn admin_page(status: StatusCode, title: &str, body: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::{escape, post_form_html, CSS, SUBMIT_JS};
 
     /// The character-by-character definition the byte scan must match exactly.
     fn reference(s: &str) -> String {
@@ -208,5 +237,59 @@ mod tests {
         }
         assert_eq!(escape("a<b"), "a&lt;b");
         assert_eq!(escape("é'"), "é&#39;");
+    }
+
+    /// The page as the two nested `format!`s wrote it before it was written into one buffer.
+    fn post_form_reference(
+        acs_url: &str,
+        saml_response: &str,
+        relay_state: Option<&str>,
+    ) -> String {
+        let relay = relay_state
+            .map(|r| {
+                format!(
+                    "<input type=\"hidden\" name=\"RelayState\" value=\"{}\">",
+                    escape(r)
+                )
+            })
+            .unwrap_or_default();
+        let body = format!(
+            "<h1>Signing you in…</h1>\n<form id=\"f\" method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"SAMLResponse\" value=\"{}\">{relay}\n<noscript><p>JavaScript is turned off. Press Continue to finish signing in.</p><button type=\"submit\">Continue</button></noscript></form>\n<script>{SUBMIT_JS}</script>",
+            escape(acs_url),
+            escape(saml_response),
+        );
+        format!(
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><meta name=\"referrer\" content=\"no-referrer\"><title>{}</title><style>{CSS}</style></head>\n<body><main>\n{body}\n</main></body></html>\n",
+            escape("Signing you in…")
+        )
+    }
+
+    #[test]
+    fn the_post_form_is_byte_identical_to_its_format_definition() {
+        let b64 = "PHNhbWxwOlJlc3BvbnNlIHhtbG5zOnNhbWxwPSJ1cm46b2FzaXM=+/".repeat(200);
+        for (acs, resp, relay) in [
+            (
+                "https://login.flex.us1.twilio.com/login/callback?connection=JQ1",
+                b64.as_str(),
+                None,
+            ),
+            (
+                "https://iam.twilio.com/v1/Accounts/AC1/saml2",
+                "x",
+                Some(""),
+            ),
+            (
+                "https://a/?x=1&y=\"2\"",
+                "<not&base64>",
+                Some("\"><script>alert(1)</script>"),
+            ),
+            ("", "", Some("Zoë 'ä' & 日本語")),
+        ] {
+            assert_eq!(
+                post_form_html(acs, resp, relay),
+                post_form_reference(acs, resp, relay),
+                "{acs:?} {relay:?}"
+            );
+        }
     }
 }
