@@ -304,7 +304,11 @@ impl Upstream {
             ("redirect_uri", self.redirect_uri.as_str()),
             ("code_verifier", verifier),
         ];
-        let mut req = self.http.post(url).header("accept", "application/json");
+        let mut req = match meta.token_url() {
+            Some(parsed) => self.http.post(parsed.clone()),
+            None => self.http.post(url),
+        }
+        .header("accept", "application/json");
         match self.auth_method(&meta) {
             TokenAuthMethod::ClientSecretBasic => {
                 // RFC 6749 §2.3.1: the id and secret are form-urlencoded before Basic encoding.

@@ -21,6 +21,18 @@ pub struct ProviderMetadata {
     /// RP-initiated logout; read only to tell an Auth0 tenant behind a custom domain.
     #[serde(default)]
     pub end_session_endpoint: Option<String>,
+    /// `token_endpoint` parsed once per document: every login's token call used to parse it.
+    #[serde(skip)]
+    token_url: std::sync::OnceLock<Option<url::Url>>,
+}
+
+impl ProviderMetadata {
+    /// `token_endpoint` as a URL, parsed on first use; `None` if it does not parse.
+    pub fn token_url(&self) -> Option<&url::Url> {
+        self.token_url
+            .get_or_init(|| url::Url::parse(&self.token_endpoint).ok())
+            .as_ref()
+    }
 }
 
 /// `{issuer}/.well-known/openid-configuration`, with the issuer's trailing slash handled.
@@ -88,4 +100,30 @@ pub async fn fetch(
     })?;
     check(&meta, issuer)?;
     Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProviderMetadata;
+
+    fn doc(token_endpoint: &str) -> ProviderMetadata {
+        serde_json::from_value(serde_json::json!({
+            "issuer": "https://op.example.com/",
+            "authorization_endpoint": "https://op.example.com/authorize",
+            "token_endpoint": token_endpoint,
+            "jwks_uri": "https://op.example.com/jwks",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_token_endpoint_is_parsed_once_and_kept() {
+        let m = doc("https://op.example.com:8443/oauth/token?x=1");
+        let u = m.token_url().unwrap();
+        assert_eq!(u.as_str(), "https://op.example.com:8443/oauth/token?x=1");
+        assert!(std::ptr::eq(u, m.token_url().unwrap()), "parsed again");
+        // A clone carries the parsed URL with it.
+        assert_eq!(m.clone().token_url(), Some(u));
+        assert_eq!(doc("not a url").token_url(), None);
+    }
 }
