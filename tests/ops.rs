@@ -473,6 +473,17 @@ async fn metrics_json_logs_reload_and_shutdown() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");
+    // The log writer batches lines; the last ones, logged just before exit, are on stderr.
+    let log = i.log_text();
+    assert!(
+        log.contains("shutdown requested")
+            && log
+                .trim_end()
+                .lines()
+                .last()
+                .is_some_and(|l| l.contains("flexgate stopped")),
+        "the last log lines were not written at exit:\n{log}"
+    );
 }
 
 fn wait_for(f: impl Fn() -> bool) {
