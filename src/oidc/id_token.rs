@@ -142,74 +142,18 @@ impl JwkKey {
                 )));
             }
         }
-        let wrong_family = || {
-            IdTokenError::Algorithm(format!(
-                "{alg} (the key {:?} is of another type)",
-                self.kid.as_deref().unwrap_or("")
-            ))
-        };
-        let md = |bits: &str| match bits {
-            "256" => MessageDigest::sha256(),
-            "384" => MessageDigest::sha384(),
-            _ => MessageDigest::sha512(),
-        };
-        let ok = match (alg, self.key.id(), &self.ring_rsa) {
-            ("RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512", Id::RSA, Some((n, e))) => {
-                use ring::signature as rs;
-                let params: &rs::RsaParameters = match alg {
-                    "RS256" => &rs::RSA_PKCS1_2048_8192_SHA256,
-                    "RS384" => &rs::RSA_PKCS1_2048_8192_SHA384,
-                    "RS512" => &rs::RSA_PKCS1_2048_8192_SHA512,
-                    "PS256" => &rs::RSA_PSS_2048_8192_SHA256,
-                    "PS384" => &rs::RSA_PSS_2048_8192_SHA384,
-                    _ => &rs::RSA_PSS_2048_8192_SHA512,
-                };
-                rs::RsaPublicKeyComponents { n, e }
-                    .verify(params, input, sig)
-                    .is_ok()
-            }
-            ("RS256" | "RS384" | "RS512", Id::RSA, None) => {
-                let mut v =
-                    Verifier::new(md(&alg[2..]), &self.key).map_err(|_| IdTokenError::Signature)?;
-                v.update(input).and_then(|_| v.verify(sig)).unwrap_or(false)
-            }
-            ("PS256" | "PS384" | "PS512", Id::RSA, None) => {
-                let d = md(&alg[2..]);
-                let mut v = Verifier::new(d, &self.key).map_err(|_| IdTokenError::Signature)?;
-                v.set_rsa_padding(Padding::PKCS1_PSS)
-                    .and_then(|_| v.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH))
-                    .and_then(|_| v.set_rsa_mgf1_md(d))
-                    .map_err(|_| IdTokenError::Signature)?;
-                v.update(input).and_then(|_| v.verify(sig)).unwrap_or(false)
-            }
-            ("ES256" | "ES384", Id::EC, _) => {
-                let (d, len, nid) = if alg == "ES256" {
-                    (MessageDigest::sha256(), 32, Nid::X9_62_PRIME256V1)
-                } else {
-                    (MessageDigest::sha384(), 48, Nid::SECP384R1)
-                };
-                let curve = self.key.ec_key().ok().and_then(|k| k.group().curve_name());
-                if curve != Some(nid) {
-                    return Err(wrong_family());
+        let ok = match (alg, self.key.id()) {
+            ("RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512", Id::RSA) => {
+                match &self.ring_rsa {
+                    Some((n, e)) => ring_rsa(alg, n, e, input, sig),
+                    None => self.openssl_rsa(alg, input, sig)?,
                 }
-                // JWS carries r || s; OpenSSL wants DER.
-                if sig.len() != 2 * len {
-                    return Err(IdTokenError::Signature);
-                }
-                let der = BigNum::from_slice(&sig[..len])
-                    .and_then(|r| BigNum::from_slice(&sig[len..]).map(|s| (r, s)))
-                    .and_then(|(r, s)| EcdsaSig::from_private_components(r, s))
-                    .and_then(|e| e.to_der())
-                    .map_err(|_| IdTokenError::Signature)?;
-                let mut v = Verifier::new(d, &self.key).map_err(|_| IdTokenError::Signature)?;
-                v.update(input)
-                    .and_then(|_| v.verify(&der))
-                    .unwrap_or(false)
             }
-            ("EdDSA", Id::ED25519, _) => Verifier::new_without_digest(&self.key)
+            ("ES256" | "ES384", Id::EC) => self.ecdsa(alg, input, sig)?,
+            ("EdDSA", Id::ED25519) => Verifier::new_without_digest(&self.key)
                 .and_then(|mut v| v.verify_oneshot(sig, input))
                 .unwrap_or(false),
-            _ => return Err(wrong_family()),
+            _ => return Err(self.wrong_family(alg)),
         };
         if ok {
             Ok(())
@@ -217,6 +161,78 @@ impl JwkKey {
             Err(IdTokenError::Signature)
         }
     }
+
+    fn wrong_family(&self, alg: &str) -> IdTokenError {
+        IdTokenError::Algorithm(format!(
+            "{alg} (the key {:?} is of another type)",
+            self.kid.as_deref().unwrap_or("")
+        ))
+    }
+
+    /// RS* or PS* with OpenSSL: RSA keys outside what `ring` takes (under 2,048 bits).
+    fn openssl_rsa(&self, alg: &str, input: &[u8], sig: &[u8]) -> Result<bool, IdTokenError> {
+        let d = sha_of_bits(&alg[2..]);
+        let mut v = Verifier::new(d, &self.key).map_err(|_| IdTokenError::Signature)?;
+        if alg.starts_with("PS") {
+            v.set_rsa_padding(Padding::PKCS1_PSS)
+                .and_then(|_| v.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH))
+                .and_then(|_| v.set_rsa_mgf1_md(d))
+                .map_err(|_| IdTokenError::Signature)?;
+        }
+        Ok(v.update(input).and_then(|_| v.verify(sig)).unwrap_or(false))
+    }
+
+    /// ES256 / ES384 with OpenSSL; the key's curve must be the algorithm's.
+    fn ecdsa(&self, alg: &str, input: &[u8], sig: &[u8]) -> Result<bool, IdTokenError> {
+        let (d, len, nid) = if alg == "ES256" {
+            (MessageDigest::sha256(), 32, Nid::X9_62_PRIME256V1)
+        } else {
+            (MessageDigest::sha384(), 48, Nid::SECP384R1)
+        };
+        let curve = self.key.ec_key().ok().and_then(|k| k.group().curve_name());
+        if curve != Some(nid) {
+            return Err(self.wrong_family(alg));
+        }
+        // JWS carries r || s; OpenSSL wants DER.
+        if sig.len() != 2 * len {
+            return Err(IdTokenError::Signature);
+        }
+        let der = BigNum::from_slice(&sig[..len])
+            .and_then(|r| BigNum::from_slice(&sig[len..]).map(|s| (r, s)))
+            .and_then(|(r, s)| EcdsaSig::from_private_components(r, s))
+            .and_then(|e| e.to_der())
+            .map_err(|_| IdTokenError::Signature)?;
+        let mut v = Verifier::new(d, &self.key).map_err(|_| IdTokenError::Signature)?;
+        Ok(v.update(input)
+            .and_then(|_| v.verify(&der))
+            .unwrap_or(false))
+    }
+}
+
+/// SHA-256, -384 or -512 by the digits of a JWS algorithm name.
+fn sha_of_bits(bits: &str) -> MessageDigest {
+    match bits {
+        "256" => MessageDigest::sha256(),
+        "384" => MessageDigest::sha384(),
+        _ => MessageDigest::sha512(),
+    }
+}
+
+/// RS* or PS* with `ring`, for a key of 2,048–8,192 bits given as its big-endian modulus `n` and
+/// exponent `e` (PSS with the salt as long as the hash, as RFC 7518 §3.5 requires).
+fn ring_rsa(alg: &str, n: &[u8], e: &[u8], input: &[u8], sig: &[u8]) -> bool {
+    use ring::signature as rs;
+    let params: &rs::RsaParameters = match alg {
+        "RS256" => &rs::RSA_PKCS1_2048_8192_SHA256,
+        "RS384" => &rs::RSA_PKCS1_2048_8192_SHA384,
+        "RS512" => &rs::RSA_PKCS1_2048_8192_SHA512,
+        "PS256" => &rs::RSA_PSS_2048_8192_SHA256,
+        "PS384" => &rs::RSA_PSS_2048_8192_SHA384,
+        _ => &rs::RSA_PSS_2048_8192_SHA512,
+    };
+    rs::RsaPublicKeyComponents { n, e }
+        .verify(params, input, sig)
+        .is_ok()
 }
 
 /// Parses a JWKS document into usable keys (unusable ones are skipped).
