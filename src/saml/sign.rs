@@ -47,10 +47,10 @@ pub enum SignError {
     Token(#[from] crate::pkcs11::Pkcs11Error),
 }
 
-/// The private key behind a [`Signer`]: a PEM key parsed once (with its RSA form taken out
-/// once), or a key in a PKCS#11 token.
+/// The private key behind a [`Signer`]: a PEM key parsed once (kept as the RSA key it was
+/// checked to be), or a key in a PKCS#11 token.
 pub enum SigningKey {
-    Pem(PKey<Private>, Rsa<Private>),
+    Pem(Rsa<Private>),
     Token(Arc<crate::pkcs11::TokenKey>),
 }
 
@@ -70,7 +70,7 @@ impl SigningKey {
     /// to the EVP one (PKCS#1 v1.5 is deterministic): the tests and the golden fixtures check it.
     fn sign_sha256(&self, data: &[u8]) -> Result<Vec<u8>, SignError> {
         match self {
-            SigningKey::Pem(_, rsa) => {
+            SigningKey::Pem(rsa) => {
                 let mut info = [0u8; 51];
                 info[..19].copy_from_slice(&SHA256_DIGEST_INFO);
                 info[19..].copy_from_slice(&crate::digest::sha256(data));
@@ -114,7 +114,7 @@ impl Signer {
             return Err(SignError::KeyCertMismatch);
         }
         Ok(Signer {
-            key: SigningKey::Pem(key, rsa),
+            key: SigningKey::Pem(rsa),
             cert_b64: B64.encode(cert.to_der()?),
         })
     }
@@ -226,7 +226,7 @@ mod tests {
     fn a_pem_signature_is_byte_identical_to_openssls_evp_rsa_sha256() {
         for bits in [2048u32, 3072] {
             let key = PKey::from_rsa(Rsa::generate(bits).unwrap()).unwrap();
-            let k = SigningKey::Pem(key.clone(), key.rsa().unwrap());
+            let k = SigningKey::Pem(key.rsa().unwrap());
             for len in [0usize, 1, 55, 64, 700, 100_000] {
                 let data: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
                 let ours = k.sign_sha256(&data).unwrap();

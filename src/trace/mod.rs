@@ -547,9 +547,7 @@ pub fn scrub_json(trace: Trace, secrets: &[&str]) -> (Trace, String) {
         .ok()
         .and_then(|()| String::from_utf8(buf).ok());
     let Some(mut json) = serialised else {
-        let dropped = unredactable(trace.reference);
-        let json = serde_json::to_string(&dropped).unwrap_or_default();
-        return (dropped, json);
+        return unredactable(trace.reference);
     };
     let mut changed = false;
     for s in secrets {
@@ -574,21 +572,20 @@ pub fn scrub_json(trace: Trace, secrets: &[&str]) -> (Trace, String) {
     }
     match serde_json::from_str(&json) {
         Ok(t) => (t, json),
-        Err(_) => {
-            let dropped = unredactable(trace.reference);
-            let json = serde_json::to_string(&dropped).unwrap_or_default();
-            (dropped, json)
-        }
+        Err(_) => unredactable(trace.reference),
     }
 }
 
-/// What is kept of a trace that could not be redacted: its reference and why it is empty.
-fn unredactable(reference: String) -> Trace {
-    Trace {
+/// What is kept of a trace that could not be redacted (its reference and why it is empty), and
+/// its JSON.
+fn unredactable(reference: String) -> (Trace, String) {
+    let dropped = Trace {
         reference,
         truncated: vec!["the trace could not be redacted and was dropped".into()],
         ..Trace::default()
-    }
+    };
+    let json = serde_json::to_string(&dropped).unwrap_or_default();
+    (dropped, json)
 }
 
 #[cfg(test)]
