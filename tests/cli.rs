@@ -1834,21 +1834,10 @@ fn check_gets_a_graph_token_for_entra_and_names_a_refusal() {
 
 #[test]
 fn check_gets_a_cloud_identity_token_for_google_and_names_a_refusal() {
-    use common::google::{service_account_key, GoogleCi, CLIENT_EMAIL};
+    use common::google::{trusted_and_other_keys, GoogleCi, CLIENT_EMAIL};
     for matching_key in [true, false] {
         let dir = tempfile::tempdir().unwrap();
-        let key = service_account_key(
-            dir.path(),
-            "sa.json",
-            CLIENT_EMAIL,
-            "https://oauth2.googleapis.com/token",
-        );
-        let other = service_account_key(
-            dir.path(),
-            "other.json",
-            CLIENT_EMAIL,
-            "https://oauth2.googleapis.com/token",
-        );
+        let (key, other) = trusted_and_other_keys(dir.path());
         let ci = GoogleCi::start(serde_json::json!({
             "client_email": CLIENT_EMAIL,
             "public_key": if matching_key { &key.public_pem } else { &other.public_pem },

@@ -3,7 +3,7 @@
 //! service account's public key, its iss/aud/scope/iat/exp, the bearer token and the CEL query.
 
 mod common;
-use common::google::{service_account_key, GoogleCi, SaKey, CLIENT_EMAIL};
+use common::google::{service_account_key, trusted_and_other_keys, GoogleCi, SaKey, CLIENT_EMAIL};
 use flexgate::directory::google::{
     CloudIdentity, GoogleConfig, GoogleError, Group, ServiceAccount, MAX_GROUPS, MAX_PAGES,
 };
@@ -274,18 +274,7 @@ async fn absurd_expires_in_neither_panics_nor_caches_forever() {
 #[tokio::test]
 async fn a_jwt_signed_by_another_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let trusted = service_account_key(
-        dir.path(),
-        "trusted.json",
-        CLIENT_EMAIL,
-        "https://oauth2.googleapis.com/token",
-    );
-    let other = service_account_key(
-        dir.path(),
-        "other.json",
-        CLIENT_EMAIL,
-        "https://oauth2.googleapis.com/token",
-    );
+    let (trusted, other) = trusted_and_other_keys(dir.path());
     let ci = stand_in(&trusted, json!({}));
     let err = client(&other, &ci)
         .transitive_groups(ADA, soon())

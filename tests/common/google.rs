@@ -21,6 +21,20 @@ pub struct SaKey {
 
 /// Generates an RSA-2048 key and writes a service-account JSON key for `client_email` into
 /// `dir/name`; `token_uri` goes into the key as Google's files carry it.
+/// Two service-account keys for [`CLIENT_EMAIL`] at Google's token URL, `sa.json` and
+/// `other.json`: the one a stand-in trusts and one it does not.
+pub fn trusted_and_other_keys(dir: &Path) -> (SaKey, SaKey) {
+    let key = |name| {
+        service_account_key(
+            dir,
+            name,
+            CLIENT_EMAIL,
+            "https://oauth2.googleapis.com/token",
+        )
+    };
+    (key("sa.json"), key("other.json"))
+}
+
 pub fn service_account_key(dir: &Path, name: &str, client_email: &str, token_uri: &str) -> SaKey {
     let rsa = Rsa::generate(2048).expect("rsa keygen");
     let pkey = PKey::from_rsa(rsa).expect("pkey");
